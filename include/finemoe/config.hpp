@@ -1,0 +1,147 @@
+// The configuration schema: the ONE place every key, its default, its meaning
+// and its valid range live. --help, --print-config, config.ini in the run
+// directory and the metrics.h5 attributes are all generated from it.
+//
+// Sources, later beats earlier: defaults < INI file (--config) < CLI
+// (--section.key value). Unknown keys, wrong types and out-of-range values are
+// ConfigErrors whose message names the key.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "finemoe/counting.hpp"
+
+namespace finemoe {
+
+struct ModelConfig {
+  int64_t d_model = 128;
+  int64_t n_blocks = 2;
+  int64_t head_dim = 64;
+  int64_t seq_len = 64;
+  int64_t vocab_size = 512;
+  std::string ffn = "moe";        // moe | dense
+  double init_scale = 0.1;
+};
+
+struct MoEConfig {
+  int64_t experts = 8;            // E, expansion rate
+  int64_t granularity = 1;        // G
+  std::string routing = "expert_choice";  // expert_choice | token_choice
+  int64_t group_size = 256;       // tokens per expert-choice group
+  double capacity_factor = 1.0;   // token choice
+  int64_t top_k = 0;              // token choice; 0 means G
+  bool output_norm = true;        // extra LayerNorm on the MoE output
+};
+
+struct TrainConfig {
+  int64_t steps = 200;
+  int64_t batch_size = 16;        // sequences per global step (all ranks together)
+  double lr = 1e-3;
+  double lr_min = 1e-4;           // cosine floor
+  double warmup_frac = 0.01;      // fraction of steps of linear warmup
+  double weight_decay = 0.1;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double grad_clip = 1.0;         // global-norm clip; 0 disables
+  uint64_t seed = 1234;
+  std::string precision = "fp32"; // fp32 | bf16 | auto
+  int64_t log_every = 10;
+  int64_t eval_every = 0;         // 0: evaluate only at the end
+  int64_t eval_tokens = 16384;
+  int64_t checkpoint_every = 0;   // 0: checkpoint only at the end / on signal
+  int64_t checkpoint_keep = 2;
+  int64_t threads = 0;            // OpenMP threads per rank; 0 = runtime default
+};
+
+struct DataConfig {
+  std::string source = "synthetic";  // synthetic | shards
+  std::string train_shards = "";     // glob of llm.c .bin shards (source=shards)
+  std::string val_shards = "";
+  uint64_t seed = 42;                // synthetic corpus seed
+  int64_t synth_regimes = 8;         // latent topic/regime states
+  double synth_regime_stay = 0.995;  // P(stay in regime) per token
+  int64_t synth_order = 2;           // Markov order of per-regime rules
+  double synth_zipf = 1.1;           // Zipf exponent of the vocabulary
+  double synth_copy_prob = 0.05;     // probability of starting a copy span
+  int64_t synth_branching = 8;       // successors per context (sparsity of rules)
+};
+
+struct ParallelConfig {
+  int64_t expert_parallel = 1;       // EP ranks sharing a layer's experts
+};
+
+struct RunConfig {
+  std::string dir = "runs/default";  // run directory (metrics.h5, checkpoints/)
+  std::string resume = "auto";       // auto | never | PATH to a checkpoint
+};
+
+struct Config {
+  ModelConfig model;
+  MoEConfig moe;
+  TrainConfig train;
+  DataConfig data;
+  ParallelConfig parallel;
+  RunConfig run;
+
+  // Derived quantities.
+  bool dense() const { return model.ffn == "dense"; }
+  int64_t n_heads() const { return model.d_model / model.head_dim; }
+  int64_t n_experts() const { return dense() ? 1 : moe.experts * moe.granularity; }
+  int64_t d_ff() const { return 4 * model.d_model; }
+  int64_t d_expert() const { return dense() ? d_ff() : d_ff() / moe.granularity; }
+  int64_t top_k() const { return moe.top_k > 0 ? moe.top_k : moe.granularity; }
+  // Expert-choice capacity per group, c = G·group/(E·G) = group/E, rounded down
+  // (documented in --help); at least 1.
+  int64_t expert_capacity() const;
+  int64_t warmup_steps() const;
+  ModelShape shape() const;
+
+  // Checks every value and cross-key constraint; throws ConfigError naming
+  // the key. `world_size` adds the constraints of the process grid.
+  void validate(int world_size = 1) const;
+
+  // Every key as "section.key" -> value text, in schema order.
+  std::vector<std::pair<std::string, std::string>> to_pairs() const;
+  // INI text with every key (config.ini in the run directory).
+  std::string to_ini() const;
+  // Hash of the keys that define the model's shape (checkpoint compatibility).
+  std::string shape_keys_hash() const;
+  // Keys that must match between a checkpoint and a resumed run.
+  static const std::vector<std::string>& shape_keys();
+};
+
+// An executable's own option (not part of the model/run schema), e.g.
+// moe-bench's --steps. Flags (takes_value=false) read "1" when given.
+struct AppOption {
+  std::string name;
+  std::string help;
+  std::string default_value;
+  bool takes_value = true;
+};
+
+// Result of parsing a command line.
+struct ParsedArgs {
+  Config config;
+  bool help = false;
+  bool print_config = false;
+  std::string help_text;                     // full --help text for this program
+  std::map<std::string, std::string> app;    // AppOption values by name
+  std::vector<std::string> positional;       // non-option arguments
+};
+
+// Parses `--config FILE` + `--section.key value` overrides (CLI beats file) and
+// the program's own options. Does not validate (call Config::validate()).
+ParsedArgs parse_args(int argc, const char* const* argv, const std::string& usage,
+                      const std::vector<AppOption>& app_options = {},
+                      bool allow_positional = false);
+// Full --help text for the schema.
+std::string config_help();
+// Parses INI text (for tests and checkpoint headers).
+Config config_from_ini_text(const std::string& text, const std::string& origin);
+// Applies "section.key" = value (same validation of types as files).
+void set_config_value(Config& c, const std::string& key, const std::string& value);
+
+}  // namespace finemoe

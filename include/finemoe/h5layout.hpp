@@ -1,0 +1,63 @@
+// The HDF5 layout of run files: the ONE place dataset and attribute names
+// live. The trainer writes with them, moe-analyze and the tests read with them,
+// and README.md documents them.
+#pragma once
+
+namespace finemoe::h5layout {
+
+constexpr int kMetricsFormatVersion = 1;
+constexpr int kCheckpointFormatVersion = 1;
+
+// ---- runs/NAME/metrics.h5 ---------------------------------------------------
+// 1-D extendable chunked datasets, one row per logged step.
+constexpr const char* kTrainGroup = "/train";
+constexpr const char* kTrainStep = "/train/step";                 // int64
+constexpr const char* kTrainTokens = "/train/tokens";             // int64, tokens seen after the step
+constexpr const char* kTrainLoss = "/train/loss";                 // float64, nats/token
+constexpr const char* kTrainLr = "/train/lr";                     // float64
+constexpr const char* kTrainGradNorm = "/train/grad_norm";        // float64, before clipping
+constexpr const char* kTrainTokensPerS = "/train/tokens_per_s";   // float64
+constexpr const char* kTrainMfu = "/train/mfu";                   // float64, fraction of measured peak (0 if unknown)
+constexpr const char* kEvalGroup = "/eval";
+constexpr const char* kEvalStep = "/eval/step";                   // int64
+constexpr const char* kEvalTokens = "/eval/tokens";               // int64
+constexpr const char* kEvalLoss = "/eval/loss";                   // float64
+constexpr const char* kRoutingGroup = "/routing";
+constexpr const char* kRoutingStep = "/routing/step";             // int64 [rows]
+constexpr const char* kRoutingExpertLoad = "/routing/expert_load";          // int64 [rows, n_blocks, E·G] tokens per expert (global)
+constexpr const char* kRoutingDroppedFraction = "/routing/dropped_fraction";// float64 [rows, n_blocks]
+constexpr const char* kRoutingEntropy = "/routing/router_entropy";          // float64 [rows, n_blocks]
+
+// Root attributes of metrics.h5.
+constexpr const char* kAttrFormatVersion = "format_version";  // int
+constexpr const char* kAttrCodeVersion = "code_version";      // string (git describe)
+constexpr const char* kAttrStatus = "status";                 // running | completed | failed | preempted
+constexpr const char* kAttrN = "N";                           // float64, law's N
+constexpr const char* kAttrNActive = "N_active";
+constexpr const char* kAttrFlopsPerToken = "flops_per_token"; // paper's F/token
+constexpr const char* kAttrModelFlopsPerToken = "model_flops_per_token";
+constexpr const char* kAttrE = "E";                           // int64
+constexpr const char* kAttrG = "G";                           // int64
+constexpr const char* kAttrDModel = "d_model";
+constexpr const char* kAttrNBlocks = "n_blocks";
+constexpr const char* kAttrDense = "dense";                   // int 0/1
+constexpr const char* kAttrSeed = "seed";
+constexpr const char* kAttrEntropyFloor = "data_entropy_rate";// float64 nats/token, NaN if unknown
+constexpr const char* kAttrCooldown = "cooldown_branch";      // int 0/1: intermediate points valid
+constexpr const char* kAttrConfigIni = "config";              // string: the whole resolved config.ini
+constexpr const char* kAttrConfigPrefix = "config.";          // plus one attribute per key, e.g. "config.moe.granularity"
+
+// ---- runs/NAME/checkpoints/step_NNNNNNN.h5 ----------------------------------
+constexpr const char* kCkptParams = "/params";     // /params/<tensor name>, global shape
+constexpr const char* kCkptAdamM = "/adam_m";      // same names
+constexpr const char* kCkptAdamV = "/adam_v";
+constexpr const char* kCkptState = "/state";       // attributes below
+constexpr const char* kCkptStep = "step";          // int64: steps completed
+constexpr const char* kCkptTokens = "tokens";      // int64: token cursor
+constexpr const char* kCkptSeed = "seed";          // uint64
+constexpr const char* kCkptConfigHash = "config_hash";
+constexpr const char* kCkptConfigIni = "config";
+constexpr const char* kCkptFormatVersion = "format_version";
+constexpr const char* kCkptLatestFile = "LATEST";  // text file: name of the newest complete checkpoint
+
+}  // namespace finemoe::h5layout

@@ -1,0 +1,60 @@
+// The decoder-only transformer (SCIENCE.md): learned token + position
+// embeddings, n_blocks pre-LN blocks (causal MHA, head dim 64; FFN = dense ReLU
+// MLP or fine-grained MoE with an optional output LayerNorm), final LayerNorm,
+// untied head, softmax cross-entropy in nats/token.
+//
+// Tensor names (checkpoints use them verbatim):
+//   wte [V,d]  wpe [T,d]  ln_f.w/b [d]  head.w [d,V]
+//   blocks.{i}.ln1.w/b  blocks.{i}.attn.qkv.w [d,3d] .qkv.b [3d]
+//   blocks.{i}.attn.proj.w [d,d] .proj.b [d]  blocks.{i}.ln2.w/b
+//   dense: blocks.{i}.ffn.fc.w [d,4d]  blocks.{i}.ffn.proj.w [4d,d]
+//   moe:   blocks.{i}.moe.router.w [d,E·G]  blocks.{i}.moe.norm.w/b [d]
+//          blocks.{i}.moe.experts.w1 [E·G,d,d_e]  blocks.{i}.moe.experts.w2 [E·G,d_e,d]   (expert class)
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "finemoe/config.hpp"
+#include "finemoe/moe.hpp"
+#include "finemoe/params.hpp"
+
+namespace finemoe {
+
+// Declares every tensor of the model in `store` (does not finalize).
+void declare_parameters(const Config& cfg, ParamStore& store);
+
+// Initialises every parameter (SCIENCE.md): truncated normal (±2σ) with
+// σ = sqrt(init_scale / fan_in); expert w2 uses fan_in = 4·d; LayerNorm weights
+// 1, biases 0. Each tensor, and each expert row, draws from its own
+// counter-based stream keyed by (seed, name, global row), so the weights do not
+// depend on how experts are sharded over ranks.
+void init_parameters(const Config& cfg, ParamStore& store, uint64_t seed);
+
+class Transformer {
+ public:
+  // `store` must come from declare_parameters + finalize. `dispatcher` moves
+  // MoE tokens (LocalDispatcher for one EP rank).
+  Transformer(const Config& cfg, ParamStore& store, Dispatcher& dispatcher);
+  ~Transformer();
+
+  // tokens, targets: [B, T] for this rank (T = model.seq_len). Returns the mean
+  // loss over these B·T tokens (nats). Keeps activations for backward.
+  double forward(const int32_t* tokens, const int32_t* targets, int64_t B);
+  // Accumulates into the store's gradients the gradient of
+  // `loss_scale` × (mean loss of the last forward). With
+  // loss_scale = local_tokens / global_tokens the ranks' gradients sum to the
+  // gradient of the global mean loss.
+  void backward(double loss_scale);
+  // Forward only (evaluation): mean loss, no activations kept for backward.
+  double evaluate(const int32_t* tokens, const int32_t* targets, int64_t B);
+
+  // Routing telemetry of the last forward, one entry per block (empty if dense).
+  std::vector<RoutingStats> routing_stats() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace finemoe

@@ -1,0 +1,103 @@
+// The fine-grained MoE layer, split as in Megatron-Core's transformer/moe/:
+//
+//   Router      x -> logits (fp32) -> softmax probs -> assignments (which token
+//               goes to which expert with which weight): expert choice or
+//               token choice.
+//   Dispatcher  moves assigned token rows to the rank owning each expert and
+//               back. LocalDispatcher (one rank) is a copy; the MPI all-to-all
+//               dispatcher (src/parallel) implements the same interface.
+//   Experts     E·G ReLU MLPs d -> d_expert -> d as ONE grouped GEMM per matrix.
+//   MoELayer    wires them together: forward, backward, telemetry.
+//
+// Weight layout (row-major): router [d, E·G]; experts w1 [K, d, d_expert],
+// w2 [K, d_expert, d] where K = local experts (E·G / EP) of this EP rank, global
+// ids [ep_rank·K, (ep_rank+1)·K). No biases (the dense FFN has none either, so
+// E = G = 1 reproduces it exactly).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "finemoe/memory.hpp"
+
+namespace finemoe {
+
+enum class Routing { expert_choice, token_choice };
+
+struct MoEShape {
+  int64_t d_model = 0;
+  int64_t E = 1;                 // expansion rate
+  int64_t G = 1;                 // granularity
+  int64_t n_experts = 1;         // E·G (global)
+  int64_t d_expert = 0;          // 4·d / G
+  Routing routing = Routing::expert_choice;
+  int64_t group_size = 256;      // expert choice: tokens per group (groups are local)
+  int64_t capacity = 0;          // expert choice: tokens each expert takes per group
+  double capacity_factor = 1.0;  // token choice
+  int64_t top_k = 1;             // token choice
+  int64_t ep_size = 1;
+  int64_t ep_rank = 0;
+  int64_t local_experts() const { return n_experts / ep_size; }
+  int64_t first_expert() const { return ep_rank * local_experts(); }
+};
+
+// Telemetry of the last forward pass (this rank's tokens).
+struct RoutingStats {
+  std::vector<int64_t> tokens_per_expert;  // global E·G entries (assignments made by this rank)
+  int64_t tokens = 0;
+  double unserved_fraction = 0;  // expert choice: tokens with 0 experts; token choice: dropped assignments / all
+  double router_entropy = 0;     // mean over tokens of the softmax entropy (nats)
+  double mean_experts_per_token = 0;
+};
+
+// Moves rows between the ranks of an EP group. `send` holds this rank's
+// assigned rows sorted by GLOBAL expert id, send_counts[e] rows for expert e
+// (E·G entries). dispatch() returns, for each LOCAL expert k in order, the rows
+// all EP ranks sent to it (source rank order, then source order), with
+// recv_counts[k]. combine() is the exact inverse permutation: it takes rows in
+// the recv layout and returns them in the send layout. Backward uses the same
+// two calls in reverse roles.
+class Dispatcher {
+ public:
+  virtual ~Dispatcher() = default;
+  virtual void dispatch(const float* send, const std::vector<int64_t>& send_counts, int64_t width,
+                        Buffer<float>& recv, std::vector<int64_t>& recv_counts) = 0;
+  virtual void combine(const float* recv_layout, int64_t width, float* send_layout) = 0;
+  // Bytes moved off-rank by the last dispatch+combine (0 for LocalDispatcher).
+  virtual int64_t last_bytes_sent() const { return 0; }
+};
+
+std::unique_ptr<Dispatcher> make_local_dispatcher();
+
+struct MoEWeights {
+  const float* router = nullptr;  // [d, E·G] fp32
+  const float* w1 = nullptr;      // [K, d, d_expert]
+  const float* w2 = nullptr;      // [K, d_expert, d]
+};
+struct MoEGrads {  // accumulated (+=)
+  float* router = nullptr;
+  float* w1 = nullptr;
+  float* w2 = nullptr;
+};
+
+class MoELayer {
+ public:
+  MoELayer(const MoEShape& shape, Dispatcher& dispatcher);
+  ~MoELayer();
+  // x [T, d] (this rank's tokens, T a multiple of group_size for expert
+  // choice) -> out [T, d] = Σ_e p_e(x) · expert_e(x) over the experts that
+  // took the token. Keeps what backward needs.
+  void forward(const float* x, float* out, int64_t T, const MoEWeights& w);
+  // dx += ∂L/∂x, grads += ∂L/∂weights, given dout = ∂L/∂out. Gradient flows
+  // through the routing weights into the router; the selection is constant.
+  void backward(const float* dout, float* dx, const MoEWeights& w, const MoEGrads& g);
+  const RoutingStats& stats() const;
+  const MoEShape& shape() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace finemoe

@@ -1,0 +1,59 @@
+// Forward/backward pairs of the dense transformer's ops, llm.c style: plain
+// functions over raw row-major float arrays, readable top to bottom.
+//
+// Conventions
+// - N = rows (tokens), d / C = width. Linear weights are stored [in, out], so
+//   out = inp · W (+ b).
+// - Every *_backward ACCUMULATES (+=) into its gradient outputs (dinp, dW, db):
+//   the caller zeroes gradients once per step. This is what makes residual
+//   connections and shared inputs work without extra copies.
+// - Forward functions overwrite their outputs.
+#pragma once
+#include <cstdint>
+
+namespace finemoe::ops {
+
+// out[b,t,:] = wte[tokens[b,t],:] + wpe[t,:]
+void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int64_t B,
+                       int64_t T, int64_t d);
+void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int64_t B,
+                        int64_t T, int64_t d);
+
+// LayerNorm over the last dim (eps 1e-5); saves mean and rstd [N] for backward.
+void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,
+                       int64_t N, int64_t d);
+void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
+                        const float* mean, const float* rstd, int64_t N, int64_t d);
+
+// out[N,OC] = inp[N,C] · W[C,OC] + b[OC] (b may be null)
+void linear_forward(float* out, const float* inp, const float* W, const float* b, int64_t N, int64_t C,
+                    int64_t OC);
+// dinp may be null (no input gradient wanted); db may be null.
+void linear_backward(float* dinp, float* dW, float* db, const float* dout, const float* inp, const float* W,
+                     int64_t N, int64_t C, int64_t OC);
+
+// Causal multi-head self-attention on packed qkv [B,T,3d] (q | k | v, heads of
+// size hd = d/H contiguous inside each). out [B,T,d]. `att` saves the softmax
+// probabilities [B,H,T,T] for backward. Scale 1/sqrt(hd).
+void attention_forward(float* out, float* att, const float* qkv, int64_t B, int64_t T, int64_t d, int64_t H);
+// `scratch` must hold B·H·T·T floats (dpreatt).
+void attention_backward(float* dqkv, float* scratch, const float* dout, const float* qkv, const float* att,
+                        int64_t B, int64_t T, int64_t d, int64_t H);
+
+void relu_forward(float* out, const float* inp, int64_t n);
+// dinp += dout where out > 0
+void relu_backward(float* dinp, const float* dout, const float* out, int64_t n);
+
+// out = a + b
+void residual_forward(float* out, const float* a, const float* b, int64_t n);
+
+// Softmax cross-entropy over V classes for N rows. Writes probs [N,V] and
+// per-row losses [N] (nats); returns the mean loss. Targets outside [0,V) are
+// a caller bug (checked by the data layer).
+double crossentropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets, int64_t N,
+                            int64_t V);
+// dlogits += scale · (probs - onehot(target)); scale = dL/dloss_row (1/N for a mean)
+void crossentropy_backward(float* dlogits, const float* probs, const int32_t* targets, float scale, int64_t N,
+                           int64_t V);
+
+}  // namespace finemoe::ops

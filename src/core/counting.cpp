@@ -1,0 +1,41 @@
+#include "finemoe/counting.hpp"
+
+namespace finemoe {
+
+double law_N(double d, double n_blocks, double E) { return n_blocks * d * d * (8.0 * E + 4.0); }
+
+double law_N_active(double d, double n_blocks) { return 12.0 * d * d * n_blocks; }
+
+double law_flops_per_token(double d, double n_blocks, double E, double G, bool dense) {
+  double router = dense ? 0.0 : d * E * G * kRouterFlopsCoeff;
+  return (12.0 * d * d * kFlopsPerParamFwdBwd + router) * n_blocks;
+}
+
+ModelCounts count_model(const ModelShape& s) {
+  ModelCounts c;
+  const double d = double(s.d_model), L = double(s.n_blocks), V = double(s.vocab_size),
+               T = double(s.seq_len);
+  const double E = s.dense ? 1.0 : double(s.expansion);
+  const double G = s.dense ? 1.0 : double(s.granularity);
+  c.n_experts = s.dense ? 1 : s.expansion * s.granularity;
+  c.d_ff = 4 * s.d_model;
+  c.d_expert = s.dense ? c.d_ff : c.d_ff / s.granularity;
+  c.N = law_N(d, L, E);
+  c.N_active = law_N_active(d, L);
+  c.embedding_params = V * d + T * d + d * V;
+  c.router_params = s.dense ? 0.0 : L * d * E * G;
+  // What the model really stores per block: 2 LayerNorms (2d each), qkv
+  // weight+bias (3d²+3d), attention projection (d²+d), FFN/expert weights
+  // (no biases: 8d²·E), optional MoE output LayerNorm, router. Plus final LN.
+  double per_block = 2 * 2 * d + 3 * d * d + 3 * d + d * d + d + 8 * d * d * E;
+  if (!s.dense && s.moe_output_norm) per_block += 2 * d;
+  c.total_params = L * per_block + c.router_params + c.embedding_params + 2 * d;
+  c.flops_per_token = law_flops_per_token(d, L, E, G, s.dense);
+  // MFU counts what the hardware really does: the law's F plus causal
+  // attention (QK^T and AV: 2·2·T·d per token forward, ×3 fwd+bwd, halved by
+  // the mask) and the output head (6·d·V).
+  c.model_flops_per_token = c.flops_per_token + L * 6.0 * T * d + 6.0 * d * V;
+  return c;
+}
+
+}  // namespace finemoe

@@ -1,0 +1,196 @@
+#include "finemoe/comm.hpp"
+
+#include <mpi.h>
+
+#include <cstring>
+
+#include "finemoe/error.hpp"
+
+namespace finemoe {
+
+struct Comm::Impl {
+  MPI_Comm world = MPI_COMM_NULL, ep = MPI_COMM_NULL, dp = MPI_COMM_NULL;
+  MPI_Comm get(Group g) const { return g == Group::world ? world : g == Group::ep ? ep : dp; }
+};
+
+namespace {
+void check(int rc, const char* what) {
+  if (rc != MPI_SUCCESS) {
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, msg, &len);
+    throw Error(std::string("MPI ") + what + " failed: " + std::string(msg, len));
+  }
+}
+}  // namespace
+
+void Comm::init(int* argc, char*** argv) {
+  int flag = 0;
+  MPI_Initialized(&flag);
+  if (flag) return;
+  int provided = 0;
+  MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+}
+
+void Comm::finalize() {
+  int init = 0, fin = 0;
+  MPI_Initialized(&init);
+  MPI_Finalized(&fin);
+  if (init && !fin) MPI_Finalize();
+}
+
+bool Comm::initialized() {
+  int flag = 0;
+  MPI_Initialized(&flag);
+  return flag != 0;
+}
+
+void Comm::abort_all(int code) {
+  if (initialized()) {
+    int size = 1;
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    if (size > 1) MPI_Abort(MPI_COMM_WORLD, code);
+    MPI_Finalize();
+  }
+  std::exit(code);
+}
+
+Comm::Comm(int ep) : impl_(std::make_unique<Impl>()) {
+  if (!initialized()) throw Error("Comm: MPI is not initialised (call Comm::init first)");
+  check(MPI_Comm_dup(MPI_COMM_WORLD, &impl_->world), "Comm_dup");
+  MPI_Comm_rank(impl_->world, &rank_);
+  MPI_Comm_size(impl_->world, &size_);
+  if (ep < 1 || size_ % ep != 0)
+    throw ConfigError("config key 'parallel.expert_parallel': " + std::to_string(ep) +
+                      " does not divide the number of ranks " + std::to_string(size_));
+  ep_size_ = ep;
+  dp_size_ = size_ / ep;
+  ep_rank_ = rank_ % ep;
+  dp_rank_ = rank_ / ep;
+  check(MPI_Comm_split(impl_->world, dp_rank_, ep_rank_, &impl_->ep), "Comm_split(ep)");
+  check(MPI_Comm_split(impl_->world, ep_rank_, dp_rank_, &impl_->dp), "Comm_split(dp)");
+}
+
+Comm::~Comm() {
+  if (!initialized()) return;
+  int fin = 0;
+  MPI_Finalized(&fin);
+  if (fin) return;
+  for (MPI_Comm* c : {&impl_->ep, &impl_->dp, &impl_->world})
+    if (*c != MPI_COMM_NULL) MPI_Comm_free(c);
+}
+
+int Comm::group_size(Group g) const { return g == Group::world ? size_ : g == Group::ep ? ep_size_ : dp_size_; }
+int Comm::group_rank(Group g) const { return g == Group::world ? rank_ : g == Group::ep ? ep_rank_ : dp_rank_; }
+
+const void* Comm::native(Group g) const {
+  return g == Group::world ? &impl_->world : g == Group::ep ? &impl_->ep : &impl_->dp;
+}
+
+// Deterministic allreduce: split the buffer in P chunks, all-to-all so rank j
+// holds every rank's chunk j, sum them in rank order, all-gather the sums.
+void Comm::allreduce_sum(float* buf, int64_t n, Group g) const {
+  const int P = group_size(g);
+  if (P == 1 || n == 0) return;
+  MPI_Comm c = impl_->get(g);
+  const int me = group_rank(g);
+  std::vector<int> counts(P), displs(P);
+  const int64_t base = n / P, rem = n % P;
+  for (int j = 0, off = 0; j < P; ++j) {
+    counts[j] = int(base + (j < rem ? 1 : 0));
+    displs[j] = off;
+    off += counts[j];
+  }
+  std::vector<float> gathered(size_t(counts[me]) * P);
+  std::vector<int> rcounts(P, counts[me]), rdispls(P);
+  for (int j = 0; j < P; ++j) rdispls[j] = j * counts[me];
+  check(MPI_Alltoallv(buf, counts.data(), displs.data(), MPI_FLOAT, gathered.data(), rcounts.data(),
+                      rdispls.data(), MPI_FLOAT, c),
+        "Alltoallv(allreduce)");
+  std::vector<float> sum(counts[me], 0.0f);
+  for (int j = 0; j < P; ++j) {
+    const float* src = gathered.data() + size_t(j) * counts[me];
+    for (int i = 0; i < counts[me]; ++i) sum[i] += src[i];
+  }
+  check(MPI_Allgatherv(sum.data(), counts[me], MPI_FLOAT, buf, counts.data(), displs.data(), MPI_FLOAT, c),
+        "Allgatherv(allreduce)");
+}
+
+double Comm::allreduce_sum(double x, Group g) const {
+  const int P = group_size(g);
+  if (P == 1) return x;
+  std::vector<double> all(P);
+  check(MPI_Allgather(&x, 1, MPI_DOUBLE, all.data(), 1, MPI_DOUBLE, impl_->get(g)), "Allgather");
+  double s = 0;
+  for (double v : all) s += v;  // rank order: deterministic
+  return s;
+}
+
+double Comm::allreduce_max(double x, Group g) const {
+  double out = x;
+  if (group_size(g) > 1) check(MPI_Allreduce(&x, &out, 1, MPI_DOUBLE, MPI_MAX, impl_->get(g)), "Allreduce(max)");
+  return out;
+}
+
+void Comm::allreduce_sum(int64_t* buf, int64_t n, Group g) const {
+  if (group_size(g) == 1 || n == 0) return;
+  check(MPI_Allreduce(MPI_IN_PLACE, buf, int(n), MPI_INT64_T, MPI_SUM, impl_->get(g)), "Allreduce(int64)");
+}
+
+bool Comm::any(bool flag) const {
+  int in = flag ? 1 : 0, out = in;
+  if (size_ > 1) check(MPI_Allreduce(&in, &out, 1, MPI_INT, MPI_MAX, impl_->world), "Allreduce(any)");
+  return out != 0;
+}
+
+void Comm::barrier() const {
+  if (size_ > 1) check(MPI_Barrier(impl_->world), "Barrier");
+}
+
+void Comm::broadcast(std::vector<char>& bytes, int root) const {
+  if (size_ == 1) return;
+  int64_t n = int64_t(bytes.size());
+  check(MPI_Bcast(&n, 1, MPI_INT64_T, root, impl_->world), "Bcast");
+  bytes.resize(size_t(n));
+  if (n) check(MPI_Bcast(bytes.data(), int(n), MPI_CHAR, root, impl_->world), "Bcast");
+}
+
+void Comm::broadcast(std::string& s, int root) const {
+  std::vector<char> b(s.begin(), s.end());
+  broadcast(b, root);
+  s.assign(b.begin(), b.end());
+}
+
+void Comm::alltoallv(const float* send, const std::vector<int64_t>& send_counts, float* recv,
+                     const std::vector<int64_t>& recv_counts, Group g) const {
+  const int P = group_size(g);
+  std::vector<int> sc(P), sd(P), rc(P), rd(P);
+  int64_t so = 0, ro = 0;
+  for (int j = 0; j < P; ++j) {
+    sc[j] = int(send_counts[j]);
+    sd[j] = int(so);
+    so += send_counts[j];
+    rc[j] = int(recv_counts[j]);
+    rd[j] = int(ro);
+    ro += recv_counts[j];
+  }
+  if (P == 1) {
+    if (so) std::memcpy(recv, send, size_t(so) * sizeof(float));
+    return;
+  }
+  check(MPI_Alltoallv(send, sc.data(), sd.data(), MPI_FLOAT, recv, rc.data(), rd.data(), MPI_FLOAT,
+                      impl_->get(g)),
+        "Alltoallv");
+}
+
+void Comm::alltoall(const std::vector<int64_t>& send, std::vector<int64_t>& recv, Group g) const {
+  const int P = group_size(g);
+  recv.resize(P);
+  if (P == 1) {
+    recv[0] = send[0];
+    return;
+  }
+  check(MPI_Alltoall(send.data(), 1, MPI_INT64_T, recv.data(), 1, MPI_INT64_T, impl_->get(g)), "Alltoall");
+}
+
+}  // namespace finemoe
