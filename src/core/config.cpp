@@ -139,7 +139,7 @@ po::options_description schema_options() {
   return d;
 }
 
-void apply(Config& c, const po::variables_map& vm) {
+void apply_values(Config& c, const po::variables_map& vm) {
   for (const auto& k : schema())
     if (vm.count(k.key)) k.set(c, vm[k.key].as<std::string>());
 }
@@ -173,7 +173,7 @@ Config config_from_ini_text(const std::string& text, const std::string& origin) 
   } catch (const po::error& e) {
     throw ConfigError(origin + ": " + e.what());
   }
-  apply(c, vm);
+  apply_values(c, vm);
   return c;
 }
 
@@ -234,7 +234,7 @@ ParsedArgs parse_args(int argc, const char* const* argv, const std::string& usag
     ss << f.rdbuf();
     out.config = config_from_ini_text(ss.str(), path);
   }
-  apply(out.config, vm);  // CLI beats file
+  apply_values(out.config, vm);  // CLI beats file
   for (const auto& o : app_options) {
     if (!vm.count(o.name)) continue;
     out.app[o.name] = o.takes_value ? vm[o.name].as<std::string>() : "1";

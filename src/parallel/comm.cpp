@@ -101,7 +101,7 @@ void Comm::allreduce_sum(float* buf, int64_t n, Group g) const {
     displs[j] = off;
     off += counts[j];
   }
-  std::vector<float> gathered(size_t(counts[me]) * P);
+  std::vector<float> gathered(static_cast<size_t>(counts[me]) * P);
   std::vector<int> rcounts(P, counts[me]), rdispls(P);
   for (int j = 0; j < P; ++j) rdispls[j] = j * counts[me];
   check(MPI_Alltoallv(buf, counts.data(), displs.data(), MPI_FLOAT, gathered.data(), rcounts.data(),
