@@ -1,0 +1,156 @@
+// Causal multi-head self-attention on packed qkv [B,T,3d].
+//
+// Per (batch, head) pair the work is three small GEMMs (QKᵀ, P·V and their
+// backward twins). They are issued as ONE backend::grouped_gemm over all B·H
+// pairs, so the backend decides how to parallelise them (many small problems
+// in parallel, or each one threaded). Q, K and V are read in place from the
+// packed qkv buffer through leading dimension 3d: no head transposes.
+// The [B,H,T,T] probabilities are materialised (`att`); the causal mask is
+// applied in the softmax (entries above the diagonal are exactly 0, which the
+// following GEMMs rely on).
+#include <cmath>
+#include <vector>
+
+#include "finemoe/backend.hpp"
+#include "finemoe/ops.hpp"
+
+namespace finemoe::ops {
+
+namespace {
+
+// Pointer tables for the grouped GEMMs. Kept per thread and only ever grown,
+// so steady-state steps do not allocate.
+struct GroupTables {
+  std::vector<int64_t> M;
+  std::vector<const float*> A, B;
+  std::vector<float*> C;
+  void ensure(int64_t count, int64_t rows) {
+    if (int64_t(M.size()) < count) {
+      M.resize(count);
+      A.resize(count);
+      B.resize(count);
+      C.resize(count);
+    }
+    for (int64_t i = 0; i < count; ++i) M[i] = rows;
+  }
+};
+
+GroupTables& tables() {
+  thread_local GroupTables t;
+  return t;
+}
+
+}  // namespace
+
+void attention_forward(float* out, float* att, const float* qkv, int64_t B, int64_t T, int64_t d, int64_t H) {
+  const int64_t hd = d / H, C3 = 3 * d, BH = B * H;
+  const float scale = 1.0f / std::sqrt(float(hd));
+  GroupTables& g = tables();
+  g.ensure(BH, T);
+
+  // preatt[b,h] = scale · Q Kᵀ   ([T,hd]·[hd,T] -> [T,T])
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t i = b * H + h;
+      g.A[i] = qkv + b * T * C3 + h * hd;      // Q
+      g.B[i] = qkv + b * T * C3 + d + h * hd;  // K
+      g.C[i] = att + i * T * T;
+    }
+  backend::grouped_gemm(false, true, BH, g.M.data(), T, hd, scale, g.A.data(), C3, g.B.data(), C3, 0.f,
+                        g.C.data(), T);
+
+  // Causal softmax, row by row; masked entries set to exactly 0.
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < BH * T; ++r) {
+    const int64_t t = r % T;
+    float* p = att + r * T;
+    float mx = p[0];
+    for (int64_t j = 1; j <= t; ++j) mx = p[j] > mx ? p[j] : mx;
+    float s = 0;
+    for (int64_t j = 0; j <= t; ++j) {
+      p[j] = std::exp(p[j] - mx);
+      s += p[j];
+    }
+    const float inv = 1.0f / s;
+    for (int64_t j = 0; j <= t; ++j) p[j] *= inv;
+    for (int64_t j = t + 1; j < T; ++j) p[j] = 0.f;
+  }
+
+  // out[b,:,h] = P · V   ([T,T]·[T,hd] -> [T,hd], written with stride d)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t i = b * H + h;
+      g.A[i] = att + i * T * T;
+      g.B[i] = qkv + b * T * C3 + 2 * d + h * hd;  // V
+      g.C[i] = out + b * T * d + h * hd;
+    }
+  backend::grouped_gemm(false, false, BH, g.M.data(), hd, T, 1.f, g.A.data(), T, g.B.data(), C3, 0.f,
+                        g.C.data(), d);
+}
+
+void attention_backward(float* dqkv, float* scratch, const float* dout, const float* qkv, const float* att,
+                        int64_t B, int64_t T, int64_t d, int64_t H) {
+  const int64_t hd = d / H, C3 = 3 * d, BH = B * H;
+  const float scale = 1.0f / std::sqrt(float(hd));
+  GroupTables& g = tables();
+  g.ensure(BH, T);
+
+  // dP = dout · Vᵀ  -> scratch
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t i = b * H + h;
+      g.A[i] = dout + b * T * d + h * hd;
+      g.B[i] = qkv + b * T * C3 + 2 * d + h * hd;
+      g.C[i] = scratch + i * T * T;
+    }
+  backend::grouped_gemm(false, true, BH, g.M.data(), T, hd, 1.f, g.A.data(), d, g.B.data(), C3, 0.f,
+                        g.C.data(), T);
+
+  // dV += Pᵀ · dout
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t i = b * H + h;
+      g.A[i] = att + i * T * T;
+      g.B[i] = dout + b * T * d + h * hd;
+      g.C[i] = dqkv + b * T * C3 + 2 * d + h * hd;
+    }
+  backend::grouped_gemm(true, false, BH, g.M.data(), hd, T, 1.f, g.A.data(), T, g.B.data(), d, 1.f,
+                        g.C.data(), C3);
+
+  // Softmax backward in place: dS = scale · P ⊙ (dP - Σ_j P·dP). Masked
+  // entries (P = 0) become exactly 0, as the GEMMs below require.
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < BH * T; ++r) {
+    const int64_t t = r % T;
+    const float* p = att + r * T;
+    float* ds = scratch + r * T;
+    float s = 0;
+    for (int64_t j = 0; j <= t; ++j) s += p[j] * ds[j];
+    for (int64_t j = 0; j <= t; ++j) ds[j] = scale * p[j] * (ds[j] - s);
+    for (int64_t j = t + 1; j < T; ++j) ds[j] = 0.f;
+  }
+
+  // dQ += dS · K
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t i = b * H + h;
+      g.A[i] = scratch + i * T * T;
+      g.B[i] = qkv + b * T * C3 + d + h * hd;
+      g.C[i] = dqkv + b * T * C3 + h * hd;
+    }
+  backend::grouped_gemm(false, false, BH, g.M.data(), hd, T, 1.f, g.A.data(), T, g.B.data(), C3, 1.f,
+                        g.C.data(), C3);
+
+  // dK += dSᵀ · Q
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t i = b * H + h;
+      g.A[i] = scratch + i * T * T;
+      g.B[i] = qkv + b * T * C3 + h * hd;
+      g.C[i] = dqkv + b * T * C3 + d + h * hd;
+    }
+  backend::grouped_gemm(true, false, BH, g.M.data(), hd, T, 1.f, g.A.data(), T, g.B.data(), C3, 1.f,
+                        g.C.data(), C3);
+}
+
+}  // namespace finemoe::ops
