@@ -41,4 +41,12 @@ class DataError : public Error {
   explicit DataError(const std::string& msg) : Error(msg, kExitDataError) {}
 };
 
+// An error that every rank raised together (after agreeing on it), so it can
+// be printed once by rank 0 and every rank can exit normally with its code.
+// ConfigError is always of this kind (every rank validates the same config).
+class CollectiveError : public Error {
+ public:
+  CollectiveError(const std::string& msg, int exit_code) : Error(msg, exit_code) {}
+};
+
 }  // namespace finemoe

@@ -1,0 +1,39 @@
+// AdamW with decoupled weight decay, global-norm gradient clipping, and the
+// learning-rate schedule (linear warmup, cosine decay to a floor).
+#pragma once
+#include <cstdint>
+
+#include "finemoe/comm.hpp"
+#include "finemoe/config.hpp"
+#include "finemoe/params.hpp"
+
+namespace finemoe {
+
+struct AdamWParams {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0.1;
+};
+
+// One AdamW update of every tensor in `store` (this rank's part) with
+// gradients already synchronised. `t` is the 1-based step number used for bias
+// correction. Weight decay only where ParamInfo::decay (matrices):
+//   m = β1 m + (1-β1) g;  v = β2 v + (1-β2) g²
+//   p -= lr · ( m/(1-β1^t) / (sqrt(v/(1-β2^t)) + eps) + wd · p )
+void adamw_update(ParamStore& store, const AdamWParams& hp, int64_t t);
+
+// Global L2 norm of all gradients across the process grid (replicated part
+// counted once, expert shards summed over the EP group).
+double global_grad_norm(const ParamStore& store, const Comm& comm);
+
+// Multiplies every gradient by `factor`.
+void scale_grads(ParamStore& store, float factor);
+
+// Sums gradients over the ranks that share each tensor: replicated over the
+// world, expert shards over their DP group (deterministic order).
+void sync_grads(ParamStore& store, const Comm& comm);
+
+// Learning rate for the 0-based step `step` of `total`: linear warmup from
+// lr/warmup to lr over `warmup` steps, then cosine from lr to lr_min at the
+// last step.
+double lr_at(int64_t step, int64_t total, int64_t warmup, double lr, double lr_min);
+
+}  // namespace finemoe

@@ -1,0 +1,351 @@
+#include "finemoe/trainer.hpp"
+
+#include <omp.h>
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#include "finemoe/backend.hpp"
+#include "finemoe/checkpoint.hpp"
+#include "finemoe/comm.hpp"
+#include "finemoe/counting.hpp"
+#include "finemoe/data.hpp"
+#include "finemoe/error.hpp"
+#include "finemoe/log.hpp"
+#include "finemoe/metrics.hpp"
+#include "finemoe/model.hpp"
+#include "finemoe/optimizer.hpp"
+#include "finemoe/reduce.hpp"
+#include "finemoe/signals.hpp"
+#include "finemoe/trainer.hpp"
+#if __has_include("finemoe/dispatcher_mpi.hpp")
+#include "finemoe/dispatcher_mpi.hpp"
+#define FINEMOE_HAVE_MPI_DISPATCHER 1
+#endif
+
+namespace fs = std::filesystem;
+
+namespace finemoe {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Runs `fn` on every rank; if it throws on any rank, every rank learns it and
+// the messages are printed once (by rank 0, deduplicated) before all ranks
+// throw. Used for set-up steps where one rank may fail alone (a missing shard,
+// an unreadable checkpoint) so that nobody hangs in the next collective.
+template <typename F>
+void collective(const Comm& comm, F&& fn) {
+  std::string msg;
+  int code = kExitOk;
+  try {
+    fn();
+  } catch (const Error& e) {
+    msg = e.what();
+    code = e.exit_code();
+  } catch (const std::exception& e) {
+    msg = e.what();
+    code = kExitFailure;
+  }
+  if (!comm.any(!msg.empty())) return;
+  // Gather "code|message" from every rank to rank 0 via broadcasts (set-up
+  // only, so simplicity beats speed).
+  std::string first;
+  int first_code = kExitFailure;
+  for (int r = 0; r < comm.size(); ++r) {
+    std::string m = (r == comm.rank()) ? std::to_string(code) + "|" + msg : "";
+    comm.broadcast(m, r);
+    auto bar = m.find('|');
+    std::string text = m.substr(bar + 1);
+    if (!text.empty() && first.empty()) {
+      first = text;
+      first_code = std::stoi(m.substr(0, bar));
+    }
+  }
+  throw CollectiveError(first, first_code);
+}
+
+// Quick measured fp32 GEMM peak for MFU (a few ms at start-up).
+double measure_gemm_peak_flops() {
+  const int64_t n = 512;
+  Buffer<float> a(n * n), b(n * n), c(n * n);
+  for (int64_t i = 0; i < n * n; ++i) {
+    a[i] = float((i * 7) % 13) * 0.01f;
+    b[i] = float((i * 5) % 11) * 0.01f;
+  }
+  backend::gemm(false, false, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);  // warm-up
+  double best = 1e30;
+  for (int rep = 0; rep < 3; ++rep) {
+    auto t0 = Clock::now();
+    backend::gemm(false, false, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+    best = std::min(best, seconds_since(t0));
+  }
+  return 2.0 * double(n) * n * n / best;
+}
+
+// Name of the first tensor whose gradient holds NaN/Inf on this rank, or "".
+std::string first_nonfinite_grad(const ParamStore& store) {
+  for (const ParamInfo& p : store.params()) {
+    const float* g = store.grad(p.name);
+    for (int64_t i = 0; i < p.local_count; ++i)
+      if (!std::isfinite(g[i])) return p.name;
+  }
+  return "";
+}
+
+std::vector<RoutingStats> global_routing_stats(const std::vector<RoutingStats>& local, const Comm& comm) {
+  std::vector<RoutingStats> out = local;
+  for (RoutingStats& s : out) {
+    comm.allreduce_sum(s.tokens_per_expert.data(), int64_t(s.tokens_per_expert.size()), Group::world);
+    const double tokens = comm.allreduce_sum(double(s.tokens), Group::world);
+    s.unserved_fraction = comm.allreduce_sum(s.unserved_fraction * double(s.tokens), Group::world) / tokens;
+    s.router_entropy = comm.allreduce_sum(s.router_entropy * double(s.tokens), Group::world) / tokens;
+    s.mean_experts_per_token = comm.allreduce_sum(s.mean_experts_per_token * double(s.tokens), Group::world) / tokens;
+    s.tokens = int64_t(tokens);
+  }
+  return out;
+}
+
+void print_routing(int64_t step, const std::vector<RoutingStats>& stats) {
+  for (size_t l = 0; l < stats.size(); ++l) {
+    const auto& s = stats[l];
+    if (s.tokens_per_expert.empty()) continue;
+    double mn = 1e300, mx = 0, sum = 0, sq = 0;
+    for (int64_t n : s.tokens_per_expert) {
+      mn = std::min(mn, double(n));
+      mx = std::max(mx, double(n));
+      sum += double(n);
+      sq += double(n) * double(n);
+    }
+    const double k = double(s.tokens_per_expert.size()), mean = sum / k;
+    const double cv = mean > 0 ? std::sqrt(std::max(0.0, sq / k - mean * mean)) / mean : 0.0;
+    log::info("  routing step %lld block %zu: tokens/expert min %.0f mean %.1f max %.0f cv %.3f | "
+              "experts/token %.2f | unserved %.4f | router entropy %.3f nats",
+              (long long)step, l, mn, mean, mx, cv, s.mean_experts_per_token, s.unserved_fraction,
+              s.router_entropy);
+  }
+}
+
+}  // namespace
+
+TrainResult train(const Config& cfg_in) {
+  Config cfg = cfg_in;
+  Comm comm(int(cfg.parallel.expert_parallel));
+  log::set_rank(comm.rank());
+  cfg.validate(comm.size());
+  if (cfg.train.threads > 0) omp_set_num_threads(int(cfg.train.threads));
+
+  std::string why;
+  backend::Precision prec = backend::Precision::fp32;
+  collective(comm, [&] { prec = backend::resolve_precision(cfg.train.precision, &why); });
+  backend::set_precision(prec);
+
+  // ---- model -----------------------------------------------------------------
+  ParamStore store(comm.ep_size(), comm.ep_rank());
+  declare_parameters(cfg, store);
+  store.finalize();
+  init_parameters(cfg, store, cfg.train.seed);
+#ifdef FINEMOE_HAVE_MPI_DISPATCHER
+  std::unique_ptr<Dispatcher> dispatcher = make_dispatcher(comm);
+#else
+  if (comm.ep_size() > 1) throw ConfigError("config key 'parallel.expert_parallel': this build has no MPI dispatcher");
+  std::unique_ptr<Dispatcher> dispatcher = make_local_dispatcher();
+#endif
+  Transformer model(cfg, store, *dispatcher);
+  const ModelCounts counts = count_model(cfg.shape());
+
+  // ---- data ------------------------------------------------------------------
+  std::unique_ptr<TokenSource> train_src, val_src;
+  collective(comm, [&] {
+    train_src = make_train_source(cfg);
+    val_src = make_val_source(cfg);
+  });
+  BatchLoader loader(*train_src, cfg.train.batch_size, cfg.model.seq_len, comm.rank(), comm.size());
+  BatchLoader val_loader(*val_src, cfg.train.batch_size, cfg.model.seq_len, comm.rank(), comm.size());
+  const int64_t B = loader.local_batch(), T = cfg.model.seq_len;
+  const int64_t global_tokens = loader.tokens_per_step();
+  std::vector<int32_t> tokens(size_t(B * T)), targets(size_t(B * T));
+  double entropy_err = 0;
+  const double entropy = train_src->entropy_rate(&entropy_err);
+
+  // ---- run directory, resume -------------------------------------------------
+  TrainState state;
+  state.seed = cfg.train.seed;
+  std::string resume_from;
+  collective(comm, [&] {
+    if (comm.rank() == 0) {
+      std::error_code ec;
+      fs::create_directories(fs::path(cfg.run.dir) / "checkpoints", ec);
+      if (ec) throw Error("run.dir: cannot create '" + cfg.run.dir + "/checkpoints': " + ec.message());
+    }
+  });
+  if (cfg.run.resume == "auto")
+    resume_from = latest_checkpoint(cfg.run.dir);
+  else if (cfg.run.resume != "never")
+    resume_from = cfg.run.resume;
+  if (!resume_from.empty()) {
+    collective(comm, [&] { state = load_checkpoint(resume_from, store, cfg, comm); });
+  }
+
+  log::info("finemoe %s (%s) | %d rank(s): EP %d x DP %d | %d thread(s)/rank", FINEMOE_VERSION, FINEMOE_GIT,
+            comm.size(), comm.ep_size(), comm.dp_size(), omp_get_max_threads());
+  log::info("model: d_model %lld, %lld blocks, %lld heads, seq %lld, vocab %lld, ffn %s", (long long)cfg.model.d_model,
+            (long long)cfg.model.n_blocks, (long long)cfg.n_heads(), (long long)T, (long long)cfg.model.vocab_size,
+            cfg.model.ffn.c_str());
+  if (!cfg.dense())
+    log::info("moe: E %lld, G %lld -> %lld experts of width %lld, %s routing (%s)", (long long)cfg.moe.experts,
+              (long long)cfg.moe.granularity, (long long)cfg.n_experts(), (long long)cfg.d_expert(),
+              cfg.moe.routing.c_str(),
+              cfg.moe.routing == "expert_choice"
+                  ? ("group " + std::to_string(cfg.moe.group_size) + ", capacity " + std::to_string(cfg.expert_capacity())).c_str()
+                  : ("top-" + std::to_string(cfg.top_k()) + ", capacity factor " + std::to_string(cfg.moe.capacity_factor)).c_str());
+  log::info("params: N %.4g (law, non-embedding, router excluded) | N_active %.4g | embedding %.4g | router %.4g | "
+            "total stored %.4g",
+            counts.N, counts.N_active, counts.embedding_params, counts.router_params, counts.total_params);
+  log::info("FLOPs/token: %.4g (law: c_f=6, c_r=14) | %.4g incl. attention and head (for MFU)", counts.flops_per_token,
+            counts.model_flops_per_token);
+  log::info("memory/rank: replicated %.2f MiB, expert shard %.2f MiB (params+grads+AdamW)",
+            double(store.local_bytes(ParamClass::replicated)) / 1048576.0,
+            double(store.local_bytes(ParamClass::expert)) / 1048576.0);
+  log::info("precision: %s (%s) | engine: %s", prec == backend::Precision::bf16 ? "bf16" : "fp32", why.c_str(),
+            backend::engine_description().c_str());
+  if (std::isfinite(entropy))
+    log::info("data: %s | entropy rate %.4f +- %.4f nats/token (irreducible loss)", train_src->describe().c_str(),
+              entropy, entropy_err);
+  else
+    log::info("data: %s", train_src->describe().c_str());
+  log::info("batch: %lld sequences x %lld tokens = %lld tokens/step; %lld steps = %.4g tokens",
+            (long long)cfg.train.batch_size, (long long)T, (long long)global_tokens, (long long)cfg.train.steps,
+            double(global_tokens) * double(cfg.train.steps));
+  if (!resume_from.empty())
+    log::info("resumed from %s at step %lld", resume_from.c_str(), (long long)state.step);
+
+  std::unique_ptr<MetricsWriter> metrics;
+  collective(comm, [&] {
+    if (comm.rank() == 0) {
+      std::ofstream(fs::path(cfg.run.dir) / "config.ini") << cfg.to_ini();
+      metrics = std::make_unique<MetricsWriter>((fs::path(cfg.run.dir) / "metrics.h5").string(), cfg, counts, entropy,
+                                                resume_from.empty() ? -1 : state.step);
+    }
+  });
+
+  const double peak = comm.allreduce_sum(measure_gemm_peak_flops(), Group::world);
+  install_stop_signal_handlers();
+
+  auto evaluate = [&]() {
+    const int64_t batches = std::max<int64_t>(1, (cfg.train.eval_tokens + global_tokens - 1) / global_tokens);
+    double sum = 0;
+    for (int64_t k = 0; k < batches; ++k) {
+      val_loader.load(k, tokens.data(), targets.data());
+      sum += model.evaluate(tokens.data(), targets.data(), B) * double(B * T);
+    }
+    return comm.allreduce_sum(sum, Group::world) / double(batches * global_tokens);
+  };
+  auto checkpoint = [&]() {
+    state.tokens = state.step * global_tokens;
+    std::string path = save_checkpoint(cfg.run.dir, store, state, cfg, comm);
+    log::info("checkpoint: %s", path.c_str());
+  };
+
+  TrainResult result;
+  result.final_eval_loss = std::numeric_limits<double>::quiet_NaN();
+  if (state.step >= cfg.train.steps) {
+    log::info("run already completed %lld of %lld steps; nothing to do", (long long)state.step,
+              (long long)cfg.train.steps);
+    if (metrics) metrics->set_status("completed");
+    result.steps_done = state.step;
+    return result;
+  }
+
+  AdamWParams hp{cfg.train.lr, cfg.train.beta1, cfg.train.beta2, cfg.train.eps, cfg.train.weight_decay};
+  auto t_log = Clock::now();
+  int64_t tokens_since_log = 0;
+  const int64_t warmup = cfg.warmup_steps();
+  while (state.step < cfg.train.steps) {
+    const int64_t s = state.step;
+    loader.load(s, tokens.data(), targets.data());
+    store.zero_grads();
+    const double local_loss = model.forward(tokens.data(), targets.data(), B);
+    model.backward(double(B * T) / double(global_tokens));
+    sync_grads(store, comm);
+    const double loss = comm.allreduce_sum(local_loss * double(B * T), Group::world) / double(global_tokens);
+    const double gnorm = global_grad_norm(store, comm);
+    if (!std::isfinite(loss) || !std::isfinite(gnorm)) {
+      std::string bad = first_nonfinite_grad(store);
+      std::string where = std::isfinite(loss) ? "gradient of tensor '" + bad + "'" : "training loss";
+      if (bad.empty() && std::isfinite(loss)) where = "gradient norm";
+      log::error("diverged at step %lld: NaN/Inf in %s (loss %g, grad norm %g); last good checkpoint kept",
+                 (long long)s, where.c_str(), loss, gnorm);
+      if (metrics) metrics->set_status("failed");
+      result.exit_code = kExitDiverged;
+      result.steps_done = s;
+      return result;
+    }
+    if (cfg.train.grad_clip > 0 && gnorm > cfg.train.grad_clip) scale_grads(store, float(cfg.train.grad_clip / gnorm));
+    hp.lr = lr_at(s, cfg.train.steps, warmup, cfg.train.lr, cfg.train.lr_min);
+    adamw_update(store, hp, s + 1);
+    state.step = s + 1;
+    tokens_since_log += global_tokens;
+    result.final_loss = loss;
+
+    const bool last = state.step == cfg.train.steps;
+    if (state.step % cfg.train.log_every == 0 || last || state.step == 1) {
+      const double dt = seconds_since(t_log);
+      TrainRow row;
+      row.step = state.step;
+      row.tokens = state.step * global_tokens;
+      row.loss = loss;
+      row.lr = hp.lr;
+      row.grad_norm = gnorm;
+      row.tokens_per_s = double(tokens_since_log) / dt;
+      row.mfu = peak > 0 ? row.tokens_per_s * counts.model_flops_per_token / peak : 0.0;
+      log::info("step %6lld/%lld | tokens %.4g | loss %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | MFU %.1f%%",
+                (long long)row.step, (long long)cfg.train.steps, double(row.tokens), loss, hp.lr, gnorm,
+                row.tokens_per_s, 100.0 * row.mfu);
+      std::vector<RoutingStats> rs = global_routing_stats(model.routing_stats(), comm);
+      if (!rs.empty()) print_routing(state.step, rs);
+      if (metrics) {
+        metrics->append_train(row);
+        if (!rs.empty()) metrics->append_routing(state.step, rs);
+      }
+      t_log = Clock::now();
+      tokens_since_log = 0;
+    }
+    if ((cfg.train.eval_every > 0 && state.step % cfg.train.eval_every == 0) || last) {
+      const double vl = evaluate();
+      result.final_eval_loss = vl;
+      log::info("eval  step %6lld | val loss %.4f%s", (long long)state.step, vl,
+                std::isfinite(entropy) ? (" (entropy floor " + std::to_string(entropy) + ")").c_str() : "");
+      if (metrics) metrics->append_eval({state.step, state.step * global_tokens, vl});
+      t_log = Clock::now();
+    }
+    int sig = 0;
+    const bool stop = comm.any(stop_requested(&sig));
+    if (last || stop || (cfg.train.checkpoint_every > 0 && state.step % cfg.train.checkpoint_every == 0)) {
+      checkpoint();
+      t_log = Clock::now();
+    }
+    if (stop && !last) {
+      log::info("stop signal received: checkpointed at step %lld, exiting with code %d (requeue to resume)",
+                (long long)state.step, int(kExitPreempted));
+      if (metrics) metrics->set_status("preempted");
+      result.exit_code = kExitPreempted;
+      result.steps_done = state.step;
+      return result;
+    }
+  }
+  if (metrics) metrics->set_status("completed");
+  log::info("done: %lld steps, %.4g tokens, final train loss %.4f, val loss %.4f", (long long)state.step,
+            double(state.step * global_tokens), result.final_loss, result.final_eval_loss);
+  result.steps_done = state.step;
+  return result;
+}
+
+}  // namespace finemoe
