@@ -1,0 +1,91 @@
+// Parameter declaration and initialisation (SCIENCE.md, "Model used in the paper").
+#include <cmath>
+#include <string>
+
+#include "finemoe/error.hpp"
+#include "finemoe/model.hpp"
+#include "finemoe/rng.hpp"
+
+namespace finemoe {
+
+namespace {
+
+uint64_t name_hash(const std::string& s) {  // FNV-1a 64: stable across builds and platforms
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+bool ends_with(const std::string& s, const std::string& suf) {
+  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
+}
+
+}  // namespace
+
+void declare_parameters(const Config& cfg, ParamStore& store) {
+  const int64_t d = cfg.model.d_model, V = cfg.model.vocab_size, T = cfg.model.seq_len;
+  const auto R = ParamClass::replicated;
+  // Embeddings: fan_in 1 (the "input" is a one-hot row), as in the paper's
+  // codebase, so σ = sqrt(init_scale).
+  store.add("wte", {V, d}, R, 1);
+  store.add("wpe", {T, d}, R, 1);
+  for (int64_t i = 0; i < cfg.model.n_blocks; ++i) {
+    const std::string p = "blocks." + std::to_string(i) + ".";
+    store.add(p + "ln1.w", {d}, R);
+    store.add(p + "ln1.b", {d}, R);
+    store.add(p + "attn.qkv.w", {d, 3 * d}, R, d);
+    store.add(p + "attn.qkv.b", {3 * d}, R);
+    store.add(p + "attn.proj.w", {d, d}, R, d);
+    store.add(p + "attn.proj.b", {d}, R);
+    store.add(p + "ln2.w", {d}, R);
+    store.add(p + "ln2.b", {d}, R);
+    if (cfg.dense()) {
+      store.add(p + "ffn.fc.w", {d, 4 * d}, R, d);
+      store.add(p + "ffn.proj.w", {4 * d, d}, R, 4 * d);
+    } else {
+      const int64_t EG = cfg.n_experts(), de = cfg.d_expert();
+      store.add(p + "moe.router.w", {d, EG}, R, d);
+      if (cfg.moe.output_norm) {
+        store.add(p + "moe.norm.w", {d}, R);
+        store.add(p + "moe.norm.b", {d}, R);
+      }
+      store.add(p + "moe.experts.w1", {EG, d, de}, ParamClass::expert, d);
+      // fan_in 4·d rather than d_expert: a fine expert's second matrix then
+      // starts at the dense FFN's scale whatever G is (SCIENCE.md).
+      store.add(p + "moe.experts.w2", {EG, de, d}, ParamClass::expert, 4 * d);
+    }
+  }
+  store.add("ln_f.w", {d}, R);
+  store.add("ln_f.b", {d}, R);
+  store.add("head.w", {d, V}, R, d);
+}
+
+void init_parameters(const Config& cfg, ParamStore& store, uint64_t seed) {
+  const Rng root(seed, 0);
+  for (const ParamInfo& p : store.params()) {
+    float* w = store.param(p.name);
+    if (p.global_shape.size() == 1) {
+      // LayerNorm weights 1, every bias and LayerNorm shift 0.
+      const float v = ends_with(p.name, ".w") ? 1.f : 0.f;
+      for (int64_t i = 0; i < p.local_count; ++i) w[i] = v;
+      continue;
+    }
+    if (p.fan_in <= 0) throw Error("init_parameters: tensor '" + p.name + "' has no fan_in");
+    const double sigma = std::sqrt(cfg.model.init_scale / double(p.fan_in));
+    const Rng tensor_rng = root.split(name_hash(p.name));
+    const int64_t row_elems = p.row_elems();
+    // One stream per GLOBAL dim-0 row: expert rows draw the same numbers
+    // whichever rank holds them, and rows can be filled in parallel.
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < p.local_rows; ++r) {
+      Rng rng = tensor_rng.split(uint64_t(p.row0 + r));
+      float* row = w + r * row_elems;
+      for (int64_t i = 0; i < row_elems; ++i) row[i] = float(sigma * rng.truncated_normal());
+    }
+  }
+}
+
+}  // namespace finemoe

@@ -1,0 +1,296 @@
+// The decoder-only transformer: forward/backward over the ops, llm.c style.
+//
+// Block (pre-LN):  x_mid = x + proj(attn(qkv(ln1(x))))
+//                  x_out = x_mid + ffn(ln2(x_mid))
+// ffn = dense ReLU MLP (fc, proj; no biases) or MoELayer [+ LayerNorm moe.norm].
+//
+// Activations live in a few flat buffers, one slot per block, allocated once
+// and grown only when B grows. Backward walks the blocks in reverse carrying a
+// single residual-stream gradient `dres`: each branch's input LayerNorm
+// backward accumulates into it, so the residual adds need no extra work.
+#include <cstring>
+#include <string>
+
+#include "finemoe/error.hpp"
+#include "finemoe/memory.hpp"
+#include "finemoe/model.hpp"
+#include "finemoe/ops.hpp"
+
+namespace finemoe {
+
+namespace {
+
+void zero(float* p, int64_t n) { std::memset(p, 0, size_t(n) * sizeof(float)); }
+
+Routing parse_routing(const std::string& s) {
+  if (s == "expert_choice") return Routing::expert_choice;
+  if (s == "token_choice") return Routing::token_choice;
+  throw ConfigError("config key 'moe.routing': unknown routing '" + s + "' (expert_choice | token_choice)");
+}
+
+// Parameter (or gradient) pointers of one block.
+struct BlockTensors {
+  float *ln1w, *ln1b, *qkvw, *qkvb, *projw, *projb, *ln2w, *ln2b;
+  float *fcw = nullptr, *fcprojw = nullptr;                                   // dense
+  float *router = nullptr, *normw = nullptr, *normb = nullptr, *w1 = nullptr, *w2 = nullptr;  // moe
+};
+
+}  // namespace
+
+struct Transformer::Impl {
+  Config cfg;
+  ParamStore& store;
+  int64_t L, d, V, T, H, dff;
+  bool moe, moe_norm;
+  std::vector<std::unique_ptr<MoELayer>> moe_layers;
+
+  std::vector<BlockTensors> bp, bg;  // params, grads per block
+  float *wte, *wpe, *lnfw, *lnfb, *headw;
+  float *g_wte, *g_wpe, *g_lnfw, *g_lnfb, *g_headw;
+
+  // ---- activations (per block slot unless noted) ----
+  int64_t B_alloc = 0;
+  int64_t B_last = 0;
+  bool have_backward_state = false;
+  Buffer<int32_t> tokens, targets;          // copies of the last forward's inputs
+  Buffer<float> encoded;                    // [BT,d]
+  Buffer<float> ln1, ln1_mean, ln1_rstd;    // [L,BT,d], [L,BT]
+  Buffer<float> qkv;                        // [L,BT,3d]
+  Buffer<float> att;                        // [L,B,H,T,T]
+  Buffer<float> atty;                       // [L,BT,d]
+  Buffer<float> xmid;                       // [L,BT,d]  residual after attention
+  Buffer<float> ln2, ln2_mean, ln2_rstd;    // [L,BT,d], [L,BT]
+  Buffer<float> fch;                        // dense: [L,BT,4d] ReLU output
+  Buffer<float> moe_out, nrm_mean, nrm_rstd;  // moe + norm: [L,BT,d], [L,BT]
+  Buffer<float> xout;                       // [L,BT,d]  block output
+  Buffer<float> lnf, lnf_mean, lnf_rstd;    // [BT,d], [BT]
+  Buffer<float> logits, probs, losses;      // [BT,V] (logits reused as dlogits), [BT]
+  Buffer<float> branch;                     // [BT,d] branch output before the residual add
+  // ---- backward scratch ----
+  Buffer<float> dres, dbr, dln, dqkv, dpreatt, dh1, dh2, dmoe;
+
+  Impl(const Config& c, ParamStore& s, Dispatcher& disp) : cfg(c), store(s) {
+    L = cfg.model.n_blocks;
+    d = cfg.model.d_model;
+    V = cfg.model.vocab_size;
+    T = cfg.model.seq_len;
+    H = cfg.n_heads();
+    dff = cfg.d_ff();
+    moe = !cfg.dense();
+    moe_norm = moe && cfg.moe.output_norm;
+    if (H <= 0 || d % cfg.model.head_dim != 0)
+      throw ConfigError("config key 'model.d_model': " + std::to_string(d) + " is not a multiple of model.head_dim");
+
+    auto P = [&](const std::string& n) { return store.param(n); };
+    auto G = [&](const std::string& n) { return store.grad(n); };
+    wte = P("wte"); wpe = P("wpe"); lnfw = P("ln_f.w"); lnfb = P("ln_f.b"); headw = P("head.w");
+    g_wte = G("wte"); g_wpe = G("wpe"); g_lnfw = G("ln_f.w"); g_lnfb = G("ln_f.b"); g_headw = G("head.w");
+    for (int l = 0; l < 2 * L; ++l) {
+      const bool grad = l >= L;
+      auto get = [&](const std::string& n) { return grad ? G(n) : P(n); };
+      const std::string p = "blocks." + std::to_string(l % L) + ".";
+      BlockTensors t{};
+      t.ln1w = get(p + "ln1.w"); t.ln1b = get(p + "ln1.b");
+      t.qkvw = get(p + "attn.qkv.w"); t.qkvb = get(p + "attn.qkv.b");
+      t.projw = get(p + "attn.proj.w"); t.projb = get(p + "attn.proj.b");
+      t.ln2w = get(p + "ln2.w"); t.ln2b = get(p + "ln2.b");
+      if (moe) {
+        t.router = get(p + "moe.router.w");
+        t.w1 = get(p + "moe.experts.w1");
+        t.w2 = get(p + "moe.experts.w2");
+        if (moe_norm) { t.normw = get(p + "moe.norm.w"); t.normb = get(p + "moe.norm.b"); }
+      } else {
+        t.fcw = get(p + "ffn.fc.w");
+        t.fcprojw = get(p + "ffn.proj.w");
+      }
+      (grad ? bg : bp).push_back(t);
+    }
+
+    if (moe) {
+      MoEShape sh;
+      sh.d_model = d;
+      sh.E = cfg.moe.experts;
+      sh.G = cfg.moe.granularity;
+      sh.n_experts = cfg.n_experts();
+      sh.d_expert = cfg.d_expert();
+      sh.routing = parse_routing(cfg.moe.routing);
+      sh.group_size = cfg.moe.group_size;
+      sh.capacity = cfg.expert_capacity();
+      sh.capacity_factor = cfg.moe.capacity_factor;
+      sh.top_k = cfg.top_k();
+      sh.ep_size = store.ep_size();
+      sh.ep_rank = store.ep_rank();
+      for (int64_t l = 0; l < L; ++l) moe_layers.push_back(std::make_unique<MoELayer>(sh, disp));
+    }
+  }
+
+  void ensure(int64_t B) {
+    if (B <= 0) throw Error("Transformer: batch size must be positive, got " + std::to_string(B));
+    if (B <= B_alloc) return;
+    const size_t N = size_t(B * T), Lz = size_t(L);
+    tokens.resize(N); targets.resize(N);
+    encoded.resize(N * d);
+    ln1.resize(Lz * N * d); ln1_mean.resize(Lz * N); ln1_rstd.resize(Lz * N);
+    qkv.resize(Lz * N * 3 * d);
+    att.resize(Lz * size_t(B * H * T * T));
+    atty.resize(Lz * N * d);
+    xmid.resize(Lz * N * d);
+    ln2.resize(Lz * N * d); ln2_mean.resize(Lz * N); ln2_rstd.resize(Lz * N);
+    if (!moe) fch.resize(Lz * N * dff);
+    if (moe_norm) { moe_out.resize(Lz * N * d); nrm_mean.resize(Lz * N); nrm_rstd.resize(Lz * N); }
+    xout.resize(Lz * N * d);
+    lnf.resize(N * d); lnf_mean.resize(N); lnf_rstd.resize(N);
+    logits.resize(N * V); probs.resize(N * V); losses.resize(N);
+    branch.resize(N * d);
+    dres.resize(N * d); dbr.resize(N * d); dln.resize(N * d); dqkv.resize(N * 3 * d);
+    dpreatt.resize(size_t(B * H * T * T));
+    if (!moe) { dh1.resize(N * dff); dh2.resize(N * dff); }
+    if (moe_norm) dmoe.resize(N * d);
+    B_alloc = B;
+  }
+
+  MoEWeights moe_weights(int64_t l) const { return {bp[l].router, bp[l].w1, bp[l].w2}; }
+
+  // keep = true: every block gets its own activation slot (for backward).
+  // keep = false (evaluation): all blocks share slot 0, so evaluation needs
+  // one block's activations, not L.
+  double run_forward(const int32_t* tok, const int32_t* tgt, int64_t B, bool keep) {
+    ensure(B);
+    const int64_t N = B * T;
+    for (int64_t i = 0; i < N; ++i) {
+      if (tok[i] < 0 || tok[i] >= V || tgt[i] < 0 || tgt[i] >= V)
+        throw DataError("Transformer: token id " + std::to_string(tok[i] < 0 || tok[i] >= V ? tok[i] : tgt[i]) +
+                        " at position " + std::to_string(i) + " is outside the vocabulary [0, " + std::to_string(V) +
+                        ")");
+    }
+    std::memcpy(tokens.data(), tok, size_t(N) * sizeof(int32_t));
+    std::memcpy(targets.data(), tgt, size_t(N) * sizeof(int32_t));
+
+    ops::embedding_forward(encoded.data(), tokens.data(), wte, wpe, B, T, d);
+    const float* x = encoded.data();
+    for (int64_t l = 0; l < L; ++l) {
+      const int64_t s = keep ? l : 0;
+      const BlockTensors& w = bp[l];
+      float* l_ln1 = ln1.data() + s * N * d;
+      float* l_qkv = qkv.data() + s * N * 3 * d;
+      float* l_att = att.data() + s * B * H * T * T;
+      float* l_atty = atty.data() + s * N * d;
+      float* l_xmid = xmid.data() + s * N * d;
+      float* l_ln2 = ln2.data() + s * N * d;
+      float* l_xout = xout.data() + s * N * d;
+
+      ops::layernorm_forward(l_ln1, ln1_mean.data() + s * N, ln1_rstd.data() + s * N, x, w.ln1w, w.ln1b, N, d);
+      ops::linear_forward(l_qkv, l_ln1, w.qkvw, w.qkvb, N, d, 3 * d);
+      ops::attention_forward(l_atty, l_att, l_qkv, B, T, d, H);
+      ops::linear_forward(branch.data(), l_atty, w.projw, w.projb, N, d, d);
+      ops::residual_forward(l_xmid, x, branch.data(), N * d);
+
+      ops::layernorm_forward(l_ln2, ln2_mean.data() + s * N, ln2_rstd.data() + s * N, l_xmid, w.ln2w, w.ln2b, N, d);
+      if (!moe) {
+        float* l_fch = fch.data() + s * N * dff;
+        ops::linear_forward(l_fch, l_ln2, w.fcw, nullptr, N, d, dff);
+        ops::relu_forward(l_fch, l_fch, N * dff);  // in place: backward needs only the ReLU output
+        ops::linear_forward(branch.data(), l_fch, w.fcprojw, nullptr, N, dff, d);
+      } else if (moe_norm) {
+        float* l_moe = moe_out.data() + s * N * d;
+        moe_layers[l]->forward(l_ln2, l_moe, N, moe_weights(l));
+        ops::layernorm_forward(branch.data(), nrm_mean.data() + s * N, nrm_rstd.data() + s * N, l_moe, w.normw,
+                               w.normb, N, d);
+      } else {
+        moe_layers[l]->forward(l_ln2, branch.data(), N, moe_weights(l));
+      }
+      ops::residual_forward(l_xout, l_xmid, branch.data(), N * d);
+      x = l_xout;
+    }
+    ops::layernorm_forward(lnf.data(), lnf_mean.data(), lnf_rstd.data(), x, lnfw, lnfb, N, d);
+    ops::linear_forward(logits.data(), lnf.data(), headw, nullptr, N, d, V);
+    const double loss = ops::crossentropy_forward(losses.data(), probs.data(), logits.data(), targets.data(), N, V);
+    B_last = B;
+    have_backward_state = keep;
+    return loss;
+  }
+
+  void run_backward(double loss_scale) {
+    if (!have_backward_state) throw Error("Transformer::backward called without a preceding forward()");
+    const int64_t B = B_last, N = B * T;
+    // The logits are not needed any more: their buffer becomes dlogits.
+    float* dlogits = logits.data();
+    zero(dlogits, N * V);
+    ops::crossentropy_backward(dlogits, probs.data(), targets.data(), float(loss_scale / double(N)), N, V);
+    zero(dln.data(), N * d);
+    ops::linear_backward(dln.data(), g_headw, nullptr, dlogits, lnf.data(), headw, N, d, V);
+    zero(dres.data(), N * d);
+    ops::layernorm_backward(dres.data(), g_lnfw, g_lnfb, dln.data(), xout.data() + (L - 1) * N * d, lnfw,
+                            lnf_mean.data(), lnf_rstd.data(), N, d);
+
+    for (int64_t l = L - 1; l >= 0; --l) {
+      const BlockTensors& w = bp[l];
+      const BlockTensors& g = bg[l];
+      const float* x = l == 0 ? encoded.data() : xout.data() + (l - 1) * N * d;
+      const float* l_ln1 = ln1.data() + l * N * d;
+      const float* l_qkv = qkv.data() + l * N * 3 * d;
+      const float* l_att = att.data() + l * B * H * T * T;
+      const float* l_atty = atty.data() + l * N * d;
+      const float* l_xmid = xmid.data() + l * N * d;
+      const float* l_ln2 = ln2.data() + l * N * d;
+
+      // FFN branch: dres = ∂L/∂x_out = ∂L/∂(branch output).
+      zero(dln.data(), N * d);
+      if (!moe) {
+        const float* l_fch = fch.data() + l * N * dff;
+        zero(dh1.data(), N * dff);
+        ops::linear_backward(dh1.data(), g.fcprojw, nullptr, dres.data(), l_fch, w.fcprojw, N, dff, d);
+        zero(dh2.data(), N * dff);
+        ops::relu_backward(dh2.data(), dh1.data(), l_fch, N * dff);
+        ops::linear_backward(dln.data(), g.fcw, nullptr, dh2.data(), l_ln2, w.fcw, N, d, dff);
+      } else {
+        const MoEGrads mg{g.router, g.w1, g.w2};
+        if (moe_norm) {
+          zero(dmoe.data(), N * d);
+          ops::layernorm_backward(dmoe.data(), g.normw, g.normb, dres.data(), moe_out.data() + l * N * d, w.normw,
+                                  nrm_mean.data() + l * N, nrm_rstd.data() + l * N, N, d);
+          moe_layers[l]->backward(dmoe.data(), dln.data(), moe_weights(l), mg);
+        } else {
+          moe_layers[l]->backward(dres.data(), dln.data(), moe_weights(l), mg);
+        }
+      }
+      // dres becomes ∂L/∂x_mid (identity path + ln2 path).
+      ops::layernorm_backward(dres.data(), g.ln2w, g.ln2b, dln.data(), l_xmid, w.ln2w, ln2_mean.data() + l * N,
+                              ln2_rstd.data() + l * N, N, d);
+
+      // Attention branch.
+      zero(dbr.data(), N * d);
+      ops::linear_backward(dbr.data(), g.projw, g.projb, dres.data(), l_atty, w.projw, N, d, d);
+      zero(dqkv.data(), N * 3 * d);
+      ops::attention_backward(dqkv.data(), dpreatt.data(), dbr.data(), l_qkv, l_att, B, T, d, H);
+      zero(dln.data(), N * d);
+      ops::linear_backward(dln.data(), g.qkvw, g.qkvb, dqkv.data(), l_ln1, w.qkvw, N, d, 3 * d);
+      // dres becomes ∂L/∂x (block input).
+      ops::layernorm_backward(dres.data(), g.ln1w, g.ln1b, dln.data(), x, w.ln1w, ln1_mean.data() + l * N,
+                              ln1_rstd.data() + l * N, N, d);
+    }
+    ops::embedding_backward(g_wte, g_wpe, dres.data(), tokens.data(), B, T, d);
+  }
+};
+
+Transformer::Transformer(const Config& cfg, ParamStore& store, Dispatcher& dispatcher)
+    : impl_(std::make_unique<Impl>(cfg, store, dispatcher)) {}
+Transformer::~Transformer() = default;
+
+double Transformer::forward(const int32_t* tokens, const int32_t* targets, int64_t B) {
+  return impl_->run_forward(tokens, targets, B, true);
+}
+
+void Transformer::backward(double loss_scale) { impl_->run_backward(loss_scale); }
+
+double Transformer::evaluate(const int32_t* tokens, const int32_t* targets, int64_t B) {
+  return impl_->run_forward(tokens, targets, B, false);
+}
+
+std::vector<RoutingStats> Transformer::routing_stats() const {
+  std::vector<RoutingStats> s;
+  for (const auto& m : impl_->moe_layers) s.push_back(m->stats());
+  return s;
+}
+
+}  // namespace finemoe

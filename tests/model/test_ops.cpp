@@ -1,0 +1,253 @@
+// Finite-difference gradient checks for every op in finemoe/ops.hpp, plus the
+// accumulate-into-gradients convention and a few exact forward values.
+//
+// Tolerances (fp32 ops, central differences with step h, objective in double):
+//   linear-in-input ops (embedding, linear, residual): h = 1e-2, rtol 1e-3
+//   smooth nonlinear ops (layernorm, attention, cross-entropy): h = 1e-2, rtol 1e-2
+//   relu: inputs kept >= 0.1 away from the kink, h = 1e-3, rtol 1e-3
+//   atol 1e-4 everywhere (objective ~ O(1..10), fp32 round-off / (2h) ~ 1e-5..1e-4)
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "finemoe/ops.hpp"
+#include "gradcheck.hpp"
+
+using namespace finemoe;
+using fmtest::check_grad;
+using fmtest::dot;
+using fmtest::fill_uniform;
+
+namespace {
+constexpr float kPrefill = 0.25f;  // gradients start here to check += semantics
+std::vector<float> prefilled(int64_t n) { return std::vector<float>(n, kPrefill); }
+void unprefill(std::vector<float>& g) {
+  for (auto& x : g) x -= kPrefill;
+}
+}  // namespace
+
+TEST(Ops, Embedding) {
+  const int64_t B = 2, T = 5, d = 8, V = 7;
+  std::mt19937_64 rng(1);
+  std::vector<int32_t> tok = {0, 3, 3, 6, 1, 3, 2, 0, 0, 5};  // repeats on purpose
+  std::vector<float> wte(V * d), wpe(T * d), out(B * T * d), R(B * T * d);
+  fill_uniform(wte.data(), wte.size(), rng);
+  fill_uniform(wpe.data(), wpe.size(), rng);
+  fill_uniform(R.data(), R.size(), rng);
+  ops::embedding_forward(out.data(), tok.data(), wte.data(), wpe.data(), B, T, d);
+  EXPECT_FLOAT_EQ(out[(1 * T + 2) * d + 3], wte[0 * d + 3] + wpe[2 * d + 3]);
+  auto dwte = prefilled(V * d), dwpe = prefilled(T * d);
+  ops::embedding_backward(dwte.data(), dwpe.data(), R.data(), tok.data(), B, T, d);
+  unprefill(dwte);
+  unprefill(dwpe);
+  auto f = [&] {
+    ops::embedding_forward(out.data(), tok.data(), wte.data(), wpe.data(), B, T, d);
+    return dot(out.data(), R.data(), out.size());
+  };
+  EXPECT_EQ(check_grad("embedding.dwte", wte.data(), dwte.data(), fmtest::all_indices(V * d), f, 1e-2f, 1e-3, 1e-4).failed, 0);
+  EXPECT_EQ(check_grad("embedding.dwpe", wpe.data(), dwpe.data(), fmtest::all_indices(T * d), f, 1e-2f, 1e-3, 1e-4).failed, 0);
+  // Token 4 never occurs: its row must get exactly zero gradient.
+  for (int64_t i = 0; i < d; ++i) EXPECT_EQ(dwte[4 * d + i], 0.f);
+}
+
+TEST(Ops, LayerNorm) {
+  const int64_t N = 6, d = 24;
+  std::mt19937_64 rng(2);
+  std::vector<float> x(N * d), w(d), b(d), out(N * d), mean(N), rstd(N), R(N * d);
+  fill_uniform(x.data(), x.size(), rng, -2.f, 3.f);  // non-zero mean
+  fill_uniform(w.data(), d, rng, 0.5f, 1.5f);
+  fill_uniform(b.data(), d, rng);
+  fill_uniform(R.data(), R.size(), rng);
+  ops::layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N, d);
+  // Forward against a double reference.
+  for (int64_t n = 0; n < N; ++n) {
+    double m = 0, v = 0;
+    for (int64_t i = 0; i < d; ++i) m += x[n * d + i];
+    m /= d;
+    for (int64_t i = 0; i < d; ++i) v += (x[n * d + i] - m) * (x[n * d + i] - m);
+    const double rs = 1.0 / std::sqrt(v / d + 1e-5);
+    for (int64_t i = 0; i < d; ++i)
+      EXPECT_NEAR(out[n * d + i], (x[n * d + i] - m) * rs * w[i] + b[i], 1e-5);
+  }
+  auto dx = prefilled(N * d), dw = prefilled(d), db = prefilled(d);
+  ops::layernorm_backward(dx.data(), dw.data(), db.data(), R.data(), x.data(), w.data(), mean.data(), rstd.data(),
+                          N, d);
+  unprefill(dx);
+  unprefill(dw);
+  unprefill(db);
+  auto f = [&] {
+    ops::layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N, d);
+    return dot(out.data(), R.data(), out.size());
+  };
+  EXPECT_EQ(check_grad("layernorm.dinp", x.data(), dx.data(), fmtest::all_indices(N * d), f, 1e-2f, 1e-2, 1e-4).failed, 0);
+  EXPECT_EQ(check_grad("layernorm.dw", w.data(), dw.data(), fmtest::all_indices(d), f, 1e-2f, 1e-2, 1e-4).failed, 0);
+  EXPECT_EQ(check_grad("layernorm.db", b.data(), db.data(), fmtest::all_indices(d), f, 1e-2f, 1e-2, 1e-4).failed, 0);
+}
+
+TEST(Ops, Linear) {
+  const int64_t N = 5, C = 7, OC = 9;
+  std::mt19937_64 rng(3);
+  std::vector<float> x(N * C), W(C * OC), b(OC), out(N * OC), R(N * OC);
+  fill_uniform(x.data(), x.size(), rng);
+  fill_uniform(W.data(), W.size(), rng);
+  fill_uniform(b.data(), b.size(), rng);
+  fill_uniform(R.data(), R.size(), rng);
+  ops::linear_forward(out.data(), x.data(), W.data(), b.data(), N, C, OC);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t j = 0; j < OC; ++j) {
+      double s = b[j];
+      for (int64_t c = 0; c < C; ++c) s += double(x[n * C + c]) * W[c * OC + j];
+      EXPECT_NEAR(out[n * OC + j], s, 1e-5);
+    }
+  auto dx = prefilled(N * C), dW = prefilled(C * OC), db = prefilled(OC);
+  ops::linear_backward(dx.data(), dW.data(), db.data(), R.data(), x.data(), W.data(), N, C, OC);
+  unprefill(dx);
+  unprefill(dW);
+  unprefill(db);
+  auto f = [&] {
+    ops::linear_forward(out.data(), x.data(), W.data(), b.data(), N, C, OC);
+    return dot(out.data(), R.data(), out.size());
+  };
+  EXPECT_EQ(check_grad("linear.dinp", x.data(), dx.data(), fmtest::all_indices(N * C), f, 1e-2f, 1e-3, 1e-4).failed, 0);
+  EXPECT_EQ(check_grad("linear.dW", W.data(), dW.data(), fmtest::all_indices(C * OC), f, 1e-2f, 1e-3, 1e-4).failed, 0);
+  EXPECT_EQ(check_grad("linear.db", b.data(), db.data(), fmtest::all_indices(OC), f, 1e-2f, 1e-3, 1e-4).failed, 0);
+
+  // No bias, no input gradient: only dW changes.
+  ops::linear_forward(out.data(), x.data(), W.data(), nullptr, N, C, OC);
+  for (int64_t j = 0; j < OC; ++j) {
+    double s = 0;
+    for (int64_t c = 0; c < C; ++c) s += double(x[c]) * W[c * OC + j];
+    EXPECT_NEAR(out[j], s, 1e-5);
+  }
+  std::vector<float> dW2(C * OC, 0.f);
+  ops::linear_backward(nullptr, dW2.data(), nullptr, R.data(), x.data(), W.data(), N, C, OC);
+  for (int64_t i = 0; i < C * OC; ++i) EXPECT_NEAR(dW2[i], dW[i], 1e-5);
+}
+
+TEST(Ops, Attention) {
+  const int64_t B = 2, T = 7, d = 16, H = 2;
+  std::mt19937_64 rng(4);
+  std::vector<float> qkv(B * T * 3 * d), out(B * T * d), att(B * H * T * T), scratch(B * H * T * T), R(B * T * d);
+  fill_uniform(qkv.data(), qkv.size(), rng, -1.5f, 1.5f);
+  fill_uniform(R.data(), R.size(), rng);
+  ops::attention_forward(out.data(), att.data(), qkv.data(), B, T, d, H);
+  // Probabilities: rows sum to 1, zero above the diagonal.
+  for (int64_t r = 0; r < B * H * T; ++r) {
+    const int64_t t = r % T;
+    double s = 0;
+    for (int64_t j = 0; j < T; ++j) {
+      s += att[r * T + j];
+      if (j > t) EXPECT_EQ(att[r * T + j], 0.f);
+    }
+    EXPECT_NEAR(s, 1.0, 1e-5);
+  }
+  // Forward against a naive double reference.
+  const int64_t hd = d / H;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t t = 0; t < T; ++t) {
+        std::vector<double> p(t + 1);
+        double mx = -1e300, s = 0;
+        for (int64_t j = 0; j <= t; ++j) {
+          double dotqk = 0;
+          for (int64_t i = 0; i < hd; ++i)
+            dotqk += double(qkv[(b * T + t) * 3 * d + h * hd + i]) * qkv[(b * T + j) * 3 * d + d + h * hd + i];
+          p[j] = dotqk / std::sqrt(double(hd));
+          mx = std::max(mx, p[j]);
+        }
+        for (auto& v : p) s += (v = std::exp(v - mx));
+        for (int64_t i = 0; i < hd; ++i) {
+          double o = 0;
+          for (int64_t j = 0; j <= t; ++j) o += p[j] / s * qkv[(b * T + j) * 3 * d + 2 * d + h * hd + i];
+          EXPECT_NEAR(out[(b * T + t) * d + h * hd + i], o, 1e-5);
+        }
+      }
+  auto dqkv = prefilled(qkv.size());
+  ops::attention_backward(dqkv.data(), scratch.data(), R.data(), qkv.data(), att.data(), B, T, d, H);
+  unprefill(dqkv);
+  auto f = [&] {
+    ops::attention_forward(out.data(), att.data(), qkv.data(), B, T, d, H);
+    return dot(out.data(), R.data(), out.size());
+  };
+  EXPECT_EQ(check_grad("attention.dqkv", qkv.data(), dqkv.data(), fmtest::all_indices(qkv.size()), f, 1e-2f, 1e-2,
+                       1e-4).failed, 0);
+}
+
+TEST(Ops, AttentionIsCausal) {
+  const int64_t B = 1, T = 9, d = 16, H = 2, tc = 5;
+  std::mt19937_64 rng(5);
+  std::vector<float> qkv(B * T * 3 * d), out1(B * T * d), out2(B * T * d), att(B * H * T * T);
+  fill_uniform(qkv.data(), qkv.size(), rng);
+  ops::attention_forward(out1.data(), att.data(), qkv.data(), B, T, d, H);
+  for (int64_t i = 0; i < 3 * d; ++i) qkv[tc * 3 * d + i] += 0.7f;  // change position tc's q,k,v
+  ops::attention_forward(out2.data(), att.data(), qkv.data(), B, T, d, H);
+  for (int64_t t = 0; t < T; ++t) {
+    double diff = 0;
+    for (int64_t i = 0; i < d; ++i) diff = std::max(diff, double(std::fabs(out1[t * d + i] - out2[t * d + i])));
+    if (t < tc) EXPECT_EQ(diff, 0.0) << "position " << t << " saw the future";
+    else EXPECT_GT(diff, 1e-4) << "position " << t << " ignored position " << tc;
+  }
+}
+
+TEST(Ops, Relu) {
+  const int64_t n = 40;
+  std::mt19937_64 rng(6);
+  std::vector<float> x(n), out(n), R(n);
+  fill_uniform(x.data(), n, rng);
+  for (auto& v : x) v = v >= 0 ? v + 0.1f : v - 0.1f;  // away from the kink
+  fill_uniform(R.data(), n, rng);
+  ops::relu_forward(out.data(), x.data(), n);
+  for (int64_t i = 0; i < n; ++i) EXPECT_EQ(out[i], x[i] > 0 ? x[i] : 0.f);
+  auto dx = prefilled(n);
+  ops::relu_backward(dx.data(), R.data(), out.data(), n);
+  unprefill(dx);
+  auto f = [&] {
+    ops::relu_forward(out.data(), x.data(), n);
+    return dot(out.data(), R.data(), n);
+  };
+  EXPECT_EQ(check_grad("relu.dinp", x.data(), dx.data(), fmtest::all_indices(n), f, 1e-3f, 1e-3, 1e-4).failed, 0);
+  // In-place forward (out == inp) is how the FFN uses it.
+  std::vector<float> y = x;
+  ops::relu_forward(y.data(), y.data(), n);
+  for (int64_t i = 0; i < n; ++i) EXPECT_EQ(y[i], out[i]);
+}
+
+TEST(Ops, Residual) {
+  std::vector<float> a = {1.f, -2.f, 3.5f}, b = {0.5f, 2.f, -1.f}, out(3);
+  ops::residual_forward(out.data(), a.data(), b.data(), 3);
+  EXPECT_EQ(out[0], 1.5f);
+  EXPECT_EQ(out[1], 0.f);
+  EXPECT_EQ(out[2], 2.5f);
+}
+
+TEST(Ops, CrossEntropy) {
+  const int64_t N = 5, V = 11;
+  std::mt19937_64 rng(7);
+  std::vector<float> logits(N * V), probs(N * V), losses(N);
+  std::vector<int32_t> tgt = {0, 10, 3, 3, 7};
+  fill_uniform(logits.data(), logits.size(), rng, -3.f, 3.f);
+  const double mean = ops::crossentropy_forward(losses.data(), probs.data(), logits.data(), tgt.data(), N, V);
+  double ref_mean = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    double s = 0;
+    for (int64_t v = 0; v < V; ++v) s += std::exp(double(logits[n * V + v]));
+    const double l = std::log(s) - logits[n * V + tgt[n]];
+    EXPECT_NEAR(losses[n], l, 1e-5);
+    ref_mean += l / N;
+    for (int64_t v = 0; v < V; ++v) EXPECT_NEAR(probs[n * V + v], std::exp(double(logits[n * V + v])) / s, 1e-6);
+  }
+  EXPECT_NEAR(mean, ref_mean, 1e-5);
+  // Gradient of the mean loss: scale = 1/N.
+  auto dl = prefilled(N * V);
+  ops::crossentropy_backward(dl.data(), probs.data(), tgt.data(), 1.f / N, N, V);
+  unprefill(dl);
+  auto f = [&] { return ops::crossentropy_forward(losses.data(), probs.data(), logits.data(), tgt.data(), N, V); };
+  EXPECT_EQ(check_grad("crossentropy.dlogits", logits.data(), dl.data(), fmtest::all_indices(N * V), f, 1e-2f, 1e-2,
+                       1e-4).failed, 0);
+  // Uniform logits give exactly ln(V).
+  std::vector<float> zeros(N * V, 0.f);
+  EXPECT_NEAR(ops::crossentropy_forward(losses.data(), probs.data(), zeros.data(), tgt.data(), N, V), std::log(double(V)),
+              1e-6);
+}
