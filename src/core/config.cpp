@@ -117,6 +117,9 @@ const std::vector<KeyDef>& schema() {
       FM_DBL(data, synth_zipf, "synthetic: Zipf exponent of token frequencies"),
       FM_DBL(data, synth_copy_prob, "synthetic: probability per token of starting a copy span"),
       FM_INT(data, synth_branching, "synthetic: successors per context in each regime"),
+      FM_INT(data, synth_doc_len, "synthetic: tokens per independent document (regime and copies restart)"),
+      FM_INT(data, synth_copy_distance, "synthetic: copy spans repeat text from 1..this many tokens back"),
+      FM_DBL(data, synth_copy_len, "synthetic: mean copy span length in tokens (geometric, >= 1)"),
       FM_INT(parallel, expert_parallel, "EP: ranks sharing each layer's experts (divides world size and E*G)"),
       FM_STR(run, dir, "run directory: config.ini, metrics.h5, checkpoints/"),
       FM_STR(run, resume, "auto (resume from LATEST if present) | never | PATH to a checkpoint"),
@@ -329,15 +332,6 @@ void Config::validate(int world_size) const {
     require(moe.capacity_factor > 0, "moe.capacity_factor", "must be positive");
     require(moe.top_k >= 0 && top_k() <= n_experts(), "moe.top_k",
             "must be in [0, E*G = " + std::to_string(n_experts()) + "]");
-    if (moe.routing == "expert_choice") {
-      require(moe.group_size >= moe.experts, "moe.group_size",
-              "must be at least moe.experts (capacity group/E would be 0)");
-      int64_t local_tokens = (train.batch_size / std::max(world_size, 1)) * model.seq_len;
-      require(local_tokens % moe.group_size == 0, "moe.group_size",
-              "tokens per rank (batch_size/ranks * seq_len = " + std::to_string(local_tokens) +
-                  ") must be a multiple of the expert-choice group size " + std::to_string(moe.group_size) +
-                  " so that groups never cross ranks");
-    }
   }
   require(train.steps > 0, "train.steps", "must be positive");
   require(train.batch_size > 0, "train.batch_size", "must be positive");
@@ -369,11 +363,24 @@ void Config::validate(int world_size) const {
   require(data.synth_copy_prob >= 0 && data.synth_copy_prob < 1, "data.synth_copy_prob", "must be in [0, 1)");
   require(data.synth_branching >= 1 && data.synth_branching <= model.vocab_size, "data.synth_branching",
           "must be in [1, model.vocab_size]");
+  require(data.synth_doc_len >= 1, "data.synth_doc_len", "must be positive");
+  require(data.synth_copy_distance >= 1 && data.synth_copy_distance <= 4096, "data.synth_copy_distance", "must be in [1, 4096]");
+  require(data.synth_copy_len >= 1, "data.synth_copy_len", "must be at least 1");
+  if (data.source == "shards") require(!data.val_shards.empty(), "data.val_shards", "is required when data.source=shards (moe-data prepare writes val_*.bin)");
   require(parallel.expert_parallel >= 1, "parallel.expert_parallel", "must be at least 1");
   require(world_size % parallel.expert_parallel == 0, "parallel.expert_parallel",
           std::to_string(parallel.expert_parallel) + " does not divide the number of ranks " + std::to_string(world_size));
   require(n_experts() % parallel.expert_parallel == 0, "parallel.expert_parallel",
           std::to_string(parallel.expert_parallel) + " does not divide the number of experts E*G = " + std::to_string(n_experts()));
+  if (!dense() && moe.routing == "expert_choice") {  // after the batch checks it depends on
+    require(moe.group_size >= moe.experts, "moe.group_size",
+            "must be at least moe.experts (capacity group/E would be 0)");
+    int64_t local_tokens = (train.batch_size / std::max(world_size, 1)) * model.seq_len;
+    require(local_tokens % moe.group_size == 0, "moe.group_size",
+            "tokens per rank (batch_size/ranks * seq_len = " + std::to_string(local_tokens) +
+                ") must be a multiple of the expert-choice group size " + std::to_string(moe.group_size) +
+                " so that groups never cross ranks");
+  }
   require(!run.dir.empty(), "run.dir", "must not be empty");
   require(!run.resume.empty(), "run.resume", "must be auto, never or a checkpoint path");
 }
