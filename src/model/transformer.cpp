@@ -287,6 +287,8 @@ double Transformer::evaluate(const int32_t* tokens, const int32_t* targets, int6
   return impl_->run_forward(tokens, targets, B, false);
 }
 
+const float* Transformer::token_losses() const { return impl_->losses.data(); }
+
 std::vector<RoutingStats> Transformer::routing_stats() const {
   std::vector<RoutingStats> s;
   for (const auto& m : impl_->moe_layers) s.push_back(m->stats());

@@ -2,7 +2,7 @@
 // accumulate-into-gradients convention and a few exact forward values.
 //
 // Tolerances (fp32 ops, central differences with step h, objective in double):
-//   linear-in-input ops (embedding, linear, residual): h = 1e-2, rtol 1e-3
+//   linear-in-input ops (embedding, linear): h = 1e-2, rtol 2e-3
 //   smooth nonlinear ops (layernorm, attention, cross-entropy): h = 1e-2, rtol 1e-2
 //   relu: inputs kept >= 0.1 away from the kink, h = 1e-3, rtol 1e-3
 //   atol 1e-4 everywhere (objective ~ O(1..10), fp32 round-off / (2h) ~ 1e-5..1e-4)
@@ -46,8 +46,8 @@ TEST(Ops, Embedding) {
     ops::embedding_forward(out.data(), tok.data(), wte.data(), wpe.data(), B, T, d);
     return dot(out.data(), R.data(), out.size());
   };
-  EXPECT_EQ(check_grad("embedding.dwte", wte.data(), dwte.data(), fmtest::all_indices(V * d), f, 1e-2f, 1e-3, 1e-4).failed, 0);
-  EXPECT_EQ(check_grad("embedding.dwpe", wpe.data(), dwpe.data(), fmtest::all_indices(T * d), f, 1e-2f, 1e-3, 1e-4).failed, 0);
+  EXPECT_EQ(check_grad("embedding.dwte", wte.data(), dwte.data(), fmtest::all_indices(V * d), f, 1e-2f, 2e-3, 1e-4).failed, 0);
+  EXPECT_EQ(check_grad("embedding.dwpe", wpe.data(), dwpe.data(), fmtest::all_indices(T * d), f, 1e-2f, 2e-3, 1e-4).failed, 0);
   // Token 4 never occurs: its row must get exactly zero gradient.
   for (int64_t i = 0; i < d; ++i) EXPECT_EQ(dwte[4 * d + i], 0.f);
 }
@@ -110,9 +110,9 @@ TEST(Ops, Linear) {
     ops::linear_forward(out.data(), x.data(), W.data(), b.data(), N, C, OC);
     return dot(out.data(), R.data(), out.size());
   };
-  EXPECT_EQ(check_grad("linear.dinp", x.data(), dx.data(), fmtest::all_indices(N * C), f, 1e-2f, 1e-3, 1e-4).failed, 0);
-  EXPECT_EQ(check_grad("linear.dW", W.data(), dW.data(), fmtest::all_indices(C * OC), f, 1e-2f, 1e-3, 1e-4).failed, 0);
-  EXPECT_EQ(check_grad("linear.db", b.data(), db.data(), fmtest::all_indices(OC), f, 1e-2f, 1e-3, 1e-4).failed, 0);
+  EXPECT_EQ(check_grad("linear.dinp", x.data(), dx.data(), fmtest::all_indices(N * C), f, 1e-2f, 2e-3, 1e-4).failed, 0);
+  EXPECT_EQ(check_grad("linear.dW", W.data(), dW.data(), fmtest::all_indices(C * OC), f, 1e-2f, 2e-3, 1e-4).failed, 0);
+  EXPECT_EQ(check_grad("linear.db", b.data(), db.data(), fmtest::all_indices(OC), f, 1e-2f, 2e-3, 1e-4).failed, 0);
 
   // No bias, no input gradient: only dW changes.
   ops::linear_forward(out.data(), x.data(), W.data(), nullptr, N, C, OC);
@@ -186,8 +186,11 @@ TEST(Ops, AttentionIsCausal) {
   for (int64_t t = 0; t < T; ++t) {
     double diff = 0;
     for (int64_t i = 0; i < d; ++i) diff = std::max(diff, double(std::fabs(out1[t * d + i] - out2[t * d + i])));
-    if (t < tc) EXPECT_EQ(diff, 0.0) << "position " << t << " saw the future";
-    else EXPECT_GT(diff, 1e-4) << "position " << t << " ignored position " << tc;
+    if (t < tc) {
+      EXPECT_EQ(diff, 0.0) << "position " << t << " saw the future";
+    } else {
+      EXPECT_GT(diff, 1e-4) << "position " << t << " ignored position " << tc;
+    }
   }
 }
 
