@@ -1,0 +1,452 @@
+// Checkpoints with parallel HDF5 (layout: h5layout.hpp).
+//
+// Every tensor is stored at its GLOBAL shape, so the number of ranks and the
+// EP size may change between save and load. Expert tensors are written by the
+// ranks of DP replica 0, each its own rows (collective MPI-IO transfer; every
+// other rank selects nothing), replicated tensors by rank 0. All ranks create
+// every object (HDF5 metadata operations are collective).
+//
+// Crash safety: write checkpoints/.tmp_step_N.h5, flush (MPI_File_sync), close,
+// fsync, rename to step_N.h5, fsync the directory, then replace LATEST the
+// same way. A kill at any moment leaves LATEST naming a complete file.
+//
+// Errors: every rank records its first failure and keeps going through the
+// collective calls; agree() then gives every rank the same message, so a
+// failure on one rank never leaves the others waiting in a collective.
+#include "finemoe/checkpoint.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <mpi.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "finemoe/error.hpp"
+#include "finemoe/h5layout.hpp"
+#include "finemoe/log.hpp"
+#include "io/h5util.hpp"
+
+namespace finemoe {
+
+namespace hl = h5layout;
+
+namespace {
+
+MPI_Comm world_of(const Comm& comm) { return *static_cast<const MPI_Comm*>(comm.native(Group::world)); }
+
+// One error shared by all ranks: kind 'D' (DataError), 'C' (ConfigError) or
+// 'E' (Error), and the message of the lowest failing rank.
+struct Failure {
+  char kind = 0;
+  std::string msg;
+  void set(char k, const std::string& m) {
+    if (!kind) {
+      kind = k;
+      msg = m;
+    }
+  }
+  explicit operator bool() const { return kind != 0; }
+};
+
+Failure agree(const Comm& comm, const Failure& local) {
+  if (!comm.any(bool(local))) return {};
+  int me = local ? comm.rank() : comm.size(), first = me;
+  if (comm.size() > 1) MPI_Allreduce(&me, &first, 1, MPI_INT, MPI_MIN, world_of(comm));
+  std::string text = std::string(1, local.kind ? local.kind : 'E') + local.msg;
+  comm.broadcast(text, first);
+  Failure f;
+  f.kind = text.empty() ? 'E' : text[0];
+  f.msg = text.size() > 1 ? text.substr(1) : "failure on rank " + std::to_string(first);
+  return f;
+}
+
+[[noreturn]] void raise(const Failure& f) {
+  if (f.kind == 'D') throw DataError(f.msg);
+  if (f.kind == 'C') throw ConfigError(f.msg);
+  throw Error(f.msg);
+}
+
+std::string step_file(int64_t step) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "step_%07lld.h5", static_cast<long long>(step));
+  return buf;
+}
+
+std::string sys_error(const std::string& what, const std::string& path) {
+  return what + " " + path + ": " + std::strerror(errno);
+}
+
+// mkdir -p; "" on success, else the message.
+std::string make_dirs(const std::string& path) {
+  std::string cur;
+  std::stringstream ss(path);
+  std::string part;
+  if (!path.empty() && path[0] == '/') cur = "/";
+  while (std::getline(ss, part, '/')) {
+    if (part.empty()) continue;
+    cur += (cur.empty() || cur.back() == '/') ? part : "/" + part;
+    if (::mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST) return sys_error("cannot create directory", cur);
+    struct stat st;
+    if (::stat(cur.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return "cannot create directory " + cur + ": not a directory";
+  }
+  return "";
+}
+
+bool fsync_path(const std::string& path, bool directory) {
+  int fd = ::open(path.c_str(), directory ? (O_RDONLY | O_DIRECTORY) : O_RDONLY);
+  if (fd < 0) return false;
+  bool ok = ::fsync(fd) == 0;
+  ::close(fd);
+  return ok;
+}
+
+// Writes `text` to path atomically: tmp file, fsync, rename, fsync dir.
+std::string write_atomic(const std::string& dir, const std::string& name, const std::string& text) {
+  const std::string tmp = dir + "/." + name + ".tmp", dst = dir + "/" + name;
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) return sys_error("cannot create", tmp);
+  ssize_t n = ::write(fd, text.data(), text.size());
+  bool ok = n == ssize_t(text.size()) && ::fsync(fd) == 0;
+  int saved = errno;
+  ::close(fd);
+  if (!ok) {
+    ::unlink(tmp.c_str());
+    errno = saved ? saved : ENOSPC;
+    return sys_error("cannot write", tmp);
+  }
+  if (::rename(tmp.c_str(), dst.c_str()) != 0) {
+    std::string e = sys_error("cannot rename " + tmp + " to", dst);
+    ::unlink(tmp.c_str());
+    return e;
+  }
+  fsync_path(dir, true);
+  return "";
+}
+
+// Checkpoint files in dir: step -> file name (step_N.h5 or, if tmp, .tmp_step_N.h5).
+std::map<int64_t, std::string> list_checkpoints(const std::string& dir, bool tmp) {
+  std::map<int64_t, std::string> out;
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return out;
+  const std::string prefix = tmp ? ".tmp_step_" : "step_";
+  while (dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n.size() <= prefix.size() + 3 || n.compare(0, prefix.size(), prefix) != 0 ||
+        n.compare(n.size() - 3, 3, ".h5") != 0)
+      continue;
+    std::string digits = n.substr(prefix.size(), n.size() - prefix.size() - 3);
+    if (digits.empty() || !std::all_of(digits.begin(), digits.end(), ::isdigit)) continue;
+    out[std::stoll(digits)] = n;
+  }
+  ::closedir(d);
+  return out;
+}
+
+// Rows [row0, row0 + nrows) of a 2-D view (row_elems per row) between the
+// file and a contiguous buffer, in batches of <= 2^28 values (MPI-IO counts
+// are ints). Every rank of a collective transfer calls this with the same
+// nrows; ranks with participate=false select nothing.
+bool rows_io(bool write, hid_t ds, const std::vector<hsize_t>& shape, int64_t row0, int64_t nrows,
+             int64_t row_elems, float* buf, hid_t dxpl, bool participate) {
+  const int64_t per_batch = std::max<int64_t>(1, (int64_t(1) << 28) / std::max<int64_t>(row_elems, 1));
+  h5::Handle fs = h5::space(H5Dget_space(ds));
+  if (!fs.valid()) return false;
+  bool ok = true;
+  for (int64_t r = 0; r < nrows; r += per_batch) {
+    const int64_t n = std::min(per_batch, nrows - r);
+    hsize_t count = hsize_t(n * row_elems);
+    h5::Handle ms = h5::space(H5Screate_simple(1, &count, nullptr));
+    if (!ms.valid()) return false;
+    if (participate) {
+      std::vector<hsize_t> start(shape.size(), 0), cnt = shape;
+      start[0] = hsize_t(row0 + r);
+      cnt[0] = hsize_t(n);
+      if (H5Sselect_hyperslab(fs, H5S_SELECT_SET, start.data(), nullptr, cnt.data(), nullptr) < 0) ok = false;
+    } else {
+      H5Sselect_none(fs);
+      H5Sselect_none(ms);
+    }
+    float* p = buf + r * row_elems;
+    herr_t rc = write ? H5Dwrite(ds, H5T_NATIVE_FLOAT, ms, fs, dxpl, p) : H5Dread(ds, H5T_NATIVE_FLOAT, ms, fs, dxpl, p);
+    if (rc < 0) ok = false;  // keep going: collective partners expect every call
+  }
+  return ok;
+}
+
+h5::Handle mpio_fapl(const Comm& comm) {
+  h5::Handle fapl = h5::plist(H5Pcreate(H5P_FILE_ACCESS));
+  H5Pset_fapl_mpio(fapl, world_of(comm), MPI_INFO_NULL);
+  H5Pset_file_locking(fapl, false, true);
+  return fapl;
+}
+
+const char* const kGroups[] = {hl::kCkptParams, hl::kCkptAdamM, hl::kCkptAdamV};
+
+// "section.key = value" pairs of INI text (checkpoint's stored config),
+// parsed leniently so a checkpoint from a build with other keys still reports
+// precise differences.
+std::map<std::string, std::string> parse_ini(const std::string& text) {
+  std::map<std::string, std::string> out;
+  std::istringstream is(text);
+  std::string line, section;
+  auto trim = [](std::string s) {
+    size_t a = s.find_first_not_of(" \t\r"), b = s.find_last_not_of(" \t\r");
+    return a == std::string::npos ? std::string() : s.substr(a, b - a + 1);
+  };
+  while (std::getline(is, line)) {
+    line = trim(line);
+    if (line.empty() || line[0] == '#' || line[0] == ';') continue;
+    if (line.front() == '[' && line.back() == ']') {
+      section = trim(line.substr(1, line.size() - 2));
+      continue;
+    }
+    size_t eq = line.find('=');
+    if (eq == std::string::npos) continue;
+    out[section + "." + trim(line.substr(0, eq))] = trim(line.substr(eq + 1));
+  }
+  return out;
+}
+
+}  // namespace
+
+// ---- save -------------------------------------------------------------------
+
+std::string save_checkpoint(const std::string& run_dir, const ParamStore& store, const TrainState& state,
+                            const Config& cfg, const Comm& comm) {
+  h5::silence();
+  const std::string dir = run_dir + "/checkpoints";
+  const std::string name = step_file(state.step);
+  const std::string tmp = dir + "/.tmp_" + name, dst = dir + "/" + name;
+  Failure local;
+
+  if (store.ep_size() != comm.ep_size() || store.ep_rank() != comm.ep_rank())
+    local.set('E', "checkpoint " + tmp + ": ParamStore was built for EP " + std::to_string(store.ep_size()) +
+                       " rank " + std::to_string(store.ep_rank()) + ", the process grid has EP " +
+                       std::to_string(comm.ep_size()) + " rank " + std::to_string(comm.ep_rank()));
+  if (comm.rank() == 0 && !local) {
+    std::string e = make_dirs(dir);
+    if (!e.empty()) local.set('E', "checkpoint directory " + dir + ": " + e);
+    // Temp files of writers killed earlier: never complete, never named by LATEST.
+    for (const auto& [step, file] : list_checkpoints(dir, true)) ::unlink((dir + "/" + file).c_str());
+  }
+  if (Failure f = agree(comm, local)) raise(f);
+
+  h5::Handle fapl = mpio_fapl(comm);
+  h5::Handle file = h5::file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl));
+  if (!file.valid()) local.set('E', "checkpoint " + tmp + ": cannot create the file" + h5::detail_suffix());
+  if (Failure f = agree(comm, local)) {
+    file.close();
+    if (comm.rank() == 0) ::unlink(tmp.c_str());
+    raise(f);
+  }
+  auto fail = [&](const std::string& what) { local.set('E', "checkpoint " + tmp + ": " + what + h5::detail_suffix()); };
+
+  {
+    h5::Handle lcpl = h5::plist(H5Pcreate(H5P_LINK_CREATE));
+    H5Pset_create_intermediate_group(lcpl, 1);
+    h5::Handle dcpl = h5::plist(H5Pcreate(H5P_DATASET_CREATE));
+    H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);  // every byte is written below
+    h5::Handle coll = h5::plist(H5Pcreate(H5P_DATASET_XFER));
+    H5Pset_dxpl_mpio(coll, H5FD_MPIO_COLLECTIVE);
+
+    for (const char* g : {hl::kCkptParams, hl::kCkptAdamM, hl::kCkptAdamV, hl::kCkptState}) {
+      h5::Handle grp = h5::group(H5Gcreate2(file, g, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+      if (!grp.valid()) fail(std::string("cannot create group ") + g);
+    }
+    const bool expert_writer = comm.dp_rank() == 0;  // DP replica 0 holds the reference copy
+    for (const ParamInfo& p : store.params()) {
+      std::vector<hsize_t> shape(p.global_shape.begin(), p.global_shape.end());
+      h5::Handle sp = h5::space(H5Screate_simple(int(shape.size()), shape.data(), nullptr));
+      const float* bufs[3] = {store.params(p.cls).data() + p.offset, store.moments_m(p.cls).data() + p.offset,
+                              store.moments_v(p.cls).data() + p.offset};
+      for (int k = 0; k < 3; ++k) {
+        const std::string ds_name = std::string(kGroups[k]) + "/" + p.name;
+        h5::Handle ds = h5::dataset(H5Dcreate2(file, ds_name.c_str(), H5T_IEEE_F32LE, sp, lcpl, dcpl, H5P_DEFAULT));
+        if (!ds.valid()) {
+          fail("cannot create dataset " + ds_name);
+          continue;
+        }
+        float* buf = const_cast<float*>(bufs[k]);  // H5Dwrite only reads it
+        bool ok = true;
+        if (p.cls == ParamClass::expert)
+          ok = rows_io(true, ds, shape, p.row0, p.local_rows, p.row_elems(), buf, coll, expert_writer);
+        else if (comm.rank() == 0)
+          ok = rows_io(true, ds, shape, 0, p.local_rows, p.row_elems(), buf, H5P_DEFAULT, true);
+        if (!ok) fail("cannot write dataset " + ds_name + " (disk full?)");
+      }
+    }
+
+    h5::Handle st = h5::group(H5Gopen2(file, hl::kCkptState, H5P_DEFAULT));
+    if (!st.valid() || !h5::write_attr_i64(st, hl::kCkptStep, state.step) ||
+        !h5::write_attr_i64(st, hl::kCkptTokens, state.tokens) || !h5::write_attr_u64(st, hl::kCkptSeed, state.seed) ||
+        !h5::write_attr_str(st, hl::kCkptConfigHash, cfg.shape_keys_hash()) ||
+        !h5::write_attr_str(st, hl::kCkptConfigIni, cfg.to_ini()) ||
+        !h5::write_attr_i32(st, hl::kCkptFormatVersion, hl::kCheckpointFormatVersion))
+      fail("cannot write the /state attributes");
+  }
+  // Flush first: with MPI-IO this is MPI_File_sync on every rank, so each
+  // rank's data is durable, not only rank 0's.
+  if (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) fail("flush failed (disk full?)");
+  if (!file.close()) fail("close failed (disk full?)");
+
+  if (!local && comm.rank() == 0) {
+    if (!fsync_path(tmp, false)) local.set('E', sys_error("checkpoint: cannot fsync", tmp));
+    else if (::rename(tmp.c_str(), dst.c_str()) != 0)
+      local.set('E', sys_error("checkpoint: cannot rename " + tmp + " to", dst));
+    else {
+      fsync_path(dir, true);
+      std::string e = write_atomic(dir, hl::kCkptLatestFile, name + "\n");
+      if (!e.empty()) local.set('E', "checkpoint " + dst + " written but LATEST not updated: " + e);
+    }
+  }
+  Failure f = agree(comm, local);  // also the barrier: LATEST is final when anyone returns
+  if (f) {
+    if (comm.rank() == 0) ::unlink(tmp.c_str());
+    raise(f);
+  }
+
+  if (comm.rank() == 0) {
+    // Keep the newest `checkpoint_keep` (the one just written always counts).
+    int64_t keep = std::max<int64_t>(1, cfg.train.checkpoint_keep) - 1;
+    auto all = list_checkpoints(dir, false);
+    for (auto it = all.rbegin(); it != all.rend(); ++it) {
+      if (it->first == state.step) continue;
+      if (keep > 0) {
+        --keep;
+        continue;
+      }
+      const std::string old = dir + "/" + it->second;
+      if (::unlink(old.c_str()) != 0) log::warn("checkpoint: cannot delete old %s: %s", old.c_str(), std::strerror(errno));
+    }
+  }
+  return dst;
+}
+
+// ---- load -------------------------------------------------------------------
+
+TrainState load_checkpoint(const std::string& path, ParamStore& store, const Config& cfg, const Comm& comm) {
+  h5::silence();
+  const std::string where = "checkpoint " + path + ": ";
+  Failure local;
+  {
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0) local.set('D', where + "file not found");
+    else if (!h5::is_hdf5(path)) local.set('D', where + "not an HDF5 file");
+    else if (store.ep_size() != comm.ep_size() || store.ep_rank() != comm.ep_rank())
+      local.set('E', where + "ParamStore was built for EP " + std::to_string(store.ep_size()) +
+                         ", the process grid has EP " + std::to_string(comm.ep_size()));
+  }
+  if (Failure f = agree(comm, local)) raise(f);
+
+  h5::Handle fapl = mpio_fapl(comm);
+  h5::Handle file = h5::file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl));
+  if (!file.valid()) local.set('D', where + "cannot open (truncated or corrupt HDF5 file)" + h5::detail_suffix());
+  if (Failure f = agree(comm, local)) {
+    file.close();
+    raise(f);
+  }
+
+  TrainState state;
+  // Validate everything before touching `store`.
+  {
+    h5::Handle st;
+    if (!h5::exists(file, hl::kCkptState) || !(st = h5::group(H5Gopen2(file, hl::kCkptState, H5P_DEFAULT))).valid()) {
+      local.set('D', where + "group /state missing");
+    } else {
+      int64_t version = -1;
+      std::string ini;
+      if (!h5::read_attr_i64(st, hl::kCkptFormatVersion, version))
+        local.set('D', where + "attribute /state/format_version missing");
+      else if (version != hl::kCheckpointFormatVersion)
+        local.set('D', where + "format_version " + std::to_string(version) + ", this build reads " +
+                           std::to_string(hl::kCheckpointFormatVersion));
+      else if (!h5::read_attr_i64(st, hl::kCkptStep, state.step) ||
+               !h5::read_attr_i64(st, hl::kCkptTokens, state.tokens) ||
+               !h5::read_attr_u64(st, hl::kCkptSeed, state.seed))
+        local.set('D', where + "attributes /state/step, tokens or seed missing");
+      else if (!h5::read_attr_str(st, hl::kCkptConfigIni, ini))
+        local.set('D', where + "attribute /state/config missing");
+      else {
+        // Shape keys must match; training-only keys may change on resume.
+        auto stored = parse_ini(ini);
+        const auto pairs = cfg.to_pairs();
+        std::map<std::string, std::string> now(pairs.begin(), pairs.end());
+        std::string diffs;
+        for (const std::string& key : Config::shape_keys()) {
+          auto it = stored.find(key);
+          std::string was = it == stored.end() ? "(absent)" : it->second;
+          if (was != now[key]) diffs += "\n  " + key + ": checkpoint " + was + ", current config " + now[key];
+        }
+        if (!diffs.empty())
+          local.set('C', where + "model shape differs from the current config; keys that must match:" + diffs);
+      }
+    }
+  }
+  if (!local) {
+    for (const ParamInfo& p : store.params()) {
+      for (const char* g : kGroups) {
+        const std::string ds_name = std::string(g) + "/" + p.name;
+        if (!h5::exists(file, ds_name)) {
+          local.set('D', where + "dataset " + ds_name + " missing");
+          break;
+        }
+        h5::Handle ds = h5::dataset(H5Dopen2(file, ds_name.c_str(), H5P_DEFAULT));
+        std::vector<hsize_t> d = ds.valid() ? h5::dims(ds) : std::vector<hsize_t>{};
+        std::vector<hsize_t> want(p.global_shape.begin(), p.global_shape.end());
+        h5::Handle t = h5::type(ds.valid() ? H5Dget_type(ds) : H5I_INVALID_HID);
+        if (d != want || !t.valid() || H5Tget_class(t) != H5T_FLOAT) {
+          auto fmt = [](const std::vector<hsize_t>& v) {
+            std::string s = "[";
+            for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+            return s + "]";
+          };
+          local.set('D', where + "dataset " + ds_name + " has shape " + fmt(d) + ", expected float " + fmt(want));
+          break;
+        }
+      }
+      if (local) break;
+    }
+  }
+  if (Failure f = agree(comm, local)) {
+    file.close();
+    raise(f);
+  }
+
+  // Read this rank's rows of every tensor (independent transfers: each rank
+  // reads exactly what it holds, whatever EP the file was written with).
+  for (const ParamInfo& p : store.params()) {
+    std::vector<hsize_t> shape(p.global_shape.begin(), p.global_shape.end());
+    float* bufs[3] = {store.params(p.cls).data() + p.offset, store.moments_m(p.cls).data() + p.offset,
+                      store.moments_v(p.cls).data() + p.offset};
+    for (int k = 0; k < 3 && !local; ++k) {
+      const std::string ds_name = std::string(kGroups[k]) + "/" + p.name;
+      h5::Handle ds = h5::dataset(H5Dopen2(file, ds_name.c_str(), H5P_DEFAULT));
+      if (!ds.valid() || !rows_io(false, ds, shape, p.row0, p.local_rows, p.row_elems(), bufs[k], H5P_DEFAULT, true))
+        local.set('D', where + "cannot read dataset " + ds_name + h5::detail_suffix());
+    }
+  }
+  file.close();
+  if (Failure f = agree(comm, local)) raise(f);
+  return state;
+}
+
+std::string latest_checkpoint(const std::string& run_dir) {
+  const std::string dir = run_dir + "/checkpoints";
+  std::ifstream f(dir + "/" + hl::kCkptLatestFile);
+  if (!f) return "";
+  std::string name;
+  std::getline(f, name);
+  while (!name.empty() && (name.back() == '\r' || name.back() == ' ' || name.back() == '\t')) name.pop_back();
+  if (name.empty()) return "";
+  return name[0] == '/' ? name : dir + "/" + name;
+}
+
+}  // namespace finemoe
