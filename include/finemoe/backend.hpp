@@ -8,6 +8,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace finemoe::backend {
 
@@ -33,5 +34,51 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
 void grouped_gemm(bool trans_a, bool trans_b, int64_t count, const int64_t* M, int64_t N, int64_t K,
                   float alpha, const float* const* A, int64_t lda, const float* const* B, int64_t ldb,
                   float beta, float* const* C, int64_t ldc);
+
+// ---- Engine control and measurement (added by the performance issue) -------
+// Threads: OpenMP and OpenBLAS use ONE pool size (set_num_threads sets both).
+// OpenBLAS is never asked for more than one thread inside an OpenMP parallel
+// region (grouped_gemm pins it to 1 around its loop), so the two pools never
+// run at the same time and the cores are not oversubscribed. Do not call
+// gemm() from inside your own `omp parallel`; use grouped_gemm for that.
+void set_num_threads(int n);  // n <= 0: keep the runtime default
+int num_threads();
+
+// Which library runs fp32 GEMMs (bf16 always runs on oneDNN).
+enum class Fp32Engine { openblas, onednn };
+void set_fp32_engine(Fp32Engine e);
+Fp32Engine fp32_engine();
+
+// How grouped_gemm runs its problems: serial = one multi-threaded GEMM per
+// problem; omp_loop = OpenMP loop over problems, each GEMM single-threaded;
+// automatic = omp_loop when there are at least 2 problems per thread.
+enum class GroupedVariant { automatic, serial, omp_loop };
+void set_grouped_variant(GroupedVariant v);
+GroupedVariant grouped_variant();
+
+// bf16 GEMM is usable here (oneDNN built and its effective ISA, which honours
+// ONEDNN_MAX_CPU_ISA, has native bf16 dot products); `why` says why not.
+bool bf16_available(std::string* why = nullptr);
+bool has_amx();  // effective ISA is avx512_core_amx
+std::string cpu_isa();  // oneDNN's effective ISA name, or "none"
+
+struct GemmShape {
+  bool trans_a = false, trans_b = false;
+  int64_t M = 0, N = 0, K = 0;
+  std::string name;  // e.g. "qkv fwd"
+};
+// Best-of-repeats GFLOP/s (2MNK per call) of gemm at this shape in precision
+// p, over about min_seconds of wall time. Operands are 64-byte aligned.
+double measure_gemm_gflops(Precision p, const GemmShape& s, double min_seconds = 0.2);
+// Best-of-repeats GFLOP/s of grouped_gemm on `count` problems of M rows each.
+double measure_grouped_gflops(Precision p, int64_t count, int64_t M, int64_t N, int64_t K, bool trans_a,
+                              bool trans_b, double min_seconds = 0.2);
+// Representative GEMMs of one training step of a model with d_model d, FFN
+// hidden width d_hidden (4d dense, d_expert for MoE) and `tokens` rows.
+std::vector<GemmShape> model_gemm_shapes(int64_t d_model, int64_t d_hidden, int64_t tokens);
+// resolve_precision with the start-up micro-benchmark run at these shapes
+// ("auto" on native bf16 without AMX picks bf16 only if it is faster there).
+Precision resolve_precision(const std::string& requested, std::string* why,
+                            const std::vector<GemmShape>& shapes);
 
 }  // namespace finemoe::backend

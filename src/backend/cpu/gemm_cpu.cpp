@@ -1,41 +1,265 @@
-// CPU GEMM backend: OpenBLAS sgemm for fp32. (bf16/oneDNN: see the
-// performance issue; it plugs in behind the same functions.)
+// CPU GEMM backend: which engine runs a GEMM, and how grouped GEMMs are spread
+// over the cores.
+//
+//   fp32: OpenBLAS sgemm (default; measured faster than oneDNN fp32 here, see
+//         docs/performance.md) or oneDNN fp32 matmul (set_fp32_engine).
+//   bf16: oneDNN matmul, bf16 inputs, fp32 accumulate/output (gemm_dnnl.cpp).
+//
+// Threading rule (no oversubscription): one pool size for OpenMP and OpenBLAS.
+// Plain gemm() runs multi-threaded from the serial part of the program;
+// grouped_gemm's OpenMP loop pins OpenBLAS to one thread for its duration, and
+// oneDNN runs single-threaded by itself inside a parallel region.
 #include <cblas.h>
+#include <omp.h>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+
+#include "backend/cpu/gemm_internal.hpp"
 #include "finemoe/backend.hpp"
 #include "finemoe/error.hpp"
+#include "finemoe/memory.hpp"
 
 namespace finemoe::backend {
 namespace {
-Precision g_precision = Precision::fp32;
+std::atomic<Precision> g_precision{Precision::fp32};
+std::atomic<Fp32Engine> g_fp32_engine{Fp32Engine::openblas};
+std::atomic<GroupedVariant> g_grouped{GroupedVariant::automatic};
+
+bool use_dnnl() { return g_precision == Precision::bf16 || g_fp32_engine == Fp32Engine::onednn; }
+bool is_bf16() { return g_precision == Precision::bf16; }
+
+void blas_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+               const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(M), int(N),
+              int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
 }
 
-void set_precision(Precision p) { g_precision = p; }
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+void set_num_threads(int n) {
+  if (n <= 0) return;
+  omp_set_num_threads(n);
+  openblas_set_num_threads(n);
+}
+int num_threads() { return omp_get_max_threads(); }
+
+void set_fp32_engine(Fp32Engine e) {
+  if (e == Fp32Engine::onednn && !detail::dnnl_built())
+    throw Error("fp32 engine 'onednn' requested but this build has no oneDNN");
+  g_fp32_engine = e;
+}
+Fp32Engine fp32_engine() { return g_fp32_engine; }
+void set_grouped_variant(GroupedVariant v) { g_grouped = v; }
+GroupedVariant grouped_variant() { return g_grouped; }
+
+std::string cpu_isa() { return detail::dnnl_isa_name(); }
+bool has_amx() { return detail::dnnl_amx(); }
+
+bool bf16_available(std::string* why) {
+  if (!detail::dnnl_built()) {
+    if (why) *why = "this build has no oneDNN (libdnnl-dev), which runs the bf16 GEMMs";
+    return false;
+  }
+  if (!detail::dnnl_native_bf16()) {
+    if (why)
+      *why = "oneDNN's effective CPU ISA is " + detail::dnnl_isa_name() +
+             " (no native bf16 dot product; ONEDNN_MAX_CPU_ISA may cap it)";
+    return false;
+  }
+  if (why) *why = "oneDNN ISA " + detail::dnnl_isa_name() + " has native bf16";
+  return true;
+}
+
+void set_precision(Precision p) {
+  if (p == Precision::bf16) {
+    std::string why;
+    if (!bf16_available(&why)) throw Error("bf16 GEMM is not available: " + why);
+  }
+  g_precision = p;
+}
 Precision precision() { return g_precision; }
 
-Precision resolve_precision(const std::string& requested, std::string* why) {
-  if (requested == "fp32") {
-    if (why) *why = "fp32 requested";
-    return Precision::fp32;
-  }
-  if (why) *why = "bf16 GEMM engine not built yet: using fp32";
-  if (requested == "bf16") throw ConfigError("config key 'train.precision': bf16 is not available in this build");
-  return Precision::fp32;
+std::string engine_description() {
+  std::string grouped = g_grouped == GroupedVariant::serial ? "serial" : "OpenMP loop of 1-thread GEMMs";
+  if (is_bf16())
+    return "oneDNN matmul, " + detail::dnnl_isa_name() + " (bf16 inputs, fp32 accumulate); grouped: " + grouped;
+  if (g_fp32_engine == Fp32Engine::onednn)
+    return "oneDNN matmul, " + detail::dnnl_isa_name() + " (fp32); grouped: " + grouped;
+  return std::string("OpenBLAS sgemm (fp32; ") + openblas_get_config() + "); grouped: " + grouped;
 }
-
-std::string engine_description() { return "OpenBLAS sgemm (fp32)"; }
 
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(M), int(N),
-              int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
+  if (K == 0) {  // C = beta·C (BLAS semantics; oneDNN rejects K = 0)
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+    return;
+  }
+  if (use_dnnl())
+    detail::dnnl_gemm(is_bf16(), ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  else
+    blas_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 void grouped_gemm(bool ta, bool tb, int64_t count, const int64_t* M, int64_t N, int64_t K, float alpha,
                   const float* const* A, int64_t lda, const float* const* B, int64_t ldb, float beta,
                   float* const* C, int64_t ldc) {
-  for (int64_t g = 0; g < count; ++g) gemm(ta, tb, M[g], N, K, alpha, A[g], lda, B[g], ldb, beta, C[g], ldc);
+  if (count <= 0 || N == 0) return;
+  const int nthr = omp_get_max_threads();
+  GroupedVariant v = g_grouped;
+  if (v == GroupedVariant::automatic)
+    v = (count >= 2 * nthr && nthr > 1 && !omp_in_parallel()) ? GroupedVariant::omp_loop : GroupedVariant::serial;
+  if (v == GroupedVariant::serial || K == 0) {
+    for (int64_t g = 0; g < count; ++g) gemm(ta, tb, M[g], N, K, alpha, A[g], lda, B[g], ldb, beta, C[g], ldc);
+    return;
+  }
+  const bool dnnl = use_dnnl();
+  if (dnnl) {
+    // Create every primitive serially first: the loop below then only looks
+    // them up, and creation (JIT) never happens once per thread.
+    for (int64_t g = 0; g < count; ++g)
+      detail::dnnl_prepare(is_bf16(), ta, tb, M[g], N, K, alpha, lda, ldb, beta, ldc);
+  }
+  const int blas_threads = openblas_get_num_threads();
+  if (!dnnl) openblas_set_num_threads(1);
+  // Dynamic schedule: expert sizes differ (token choice, empty experts).
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t g = 0; g < count; ++g) {
+    if (M[g] == 0) continue;
+    if (dnnl)
+      detail::dnnl_gemm(is_bf16(), ta, tb, M[g], N, K, alpha, A[g], lda, B[g], ldb, beta, C[g], ldc);
+    else
+      blas_gemm(ta, tb, M[g], N, K, alpha, A[g], lda, B[g], ldb, beta, C[g], ldc);
+  }
+  if (!dnnl) openblas_set_num_threads(blas_threads);
+}
+
+// ---- measurement ------------------------------------------------------------
+namespace {
+void fill(Buffer<float>& b, float scale) {
+  for (size_t i = 0; i < b.size(); ++i) b[i] = scale * float(int64_t((i * 2654435761u) % 2001) - 1000) / 1000.0f;
+}
+// Runs f repeatedly for about min_seconds (at least 3 times); best time per call.
+template <typename F>
+double best_time(F&& f, double min_seconds) {
+  f();  // warm-up: primitive creation, page faults, thread start
+  double best = 1e30, t_end = now_s() + min_seconds;
+  for (int rep = 0; rep < 3 || now_s() < t_end; ++rep) {
+    double t0 = now_s();
+    f();
+    best = std::min(best, now_s() - t0);
+    if (rep > 10000) break;
+  }
+  return best;
+}
+struct PrecisionScope {  // temporarily switch precision
+  Precision saved;
+  explicit PrecisionScope(Precision p) : saved(g_precision) { set_precision(p); }
+  ~PrecisionScope() { g_precision = saved; }
+};
+}  // namespace
+
+double measure_gemm_gflops(Precision p, const GemmShape& s, double min_seconds) {
+  PrecisionScope scope(p);
+  const int64_t lda = s.trans_a ? s.M : s.K, ldb = s.trans_b ? s.K : s.N;
+  Buffer<float> A(size_t(s.M * s.K)), B(size_t(s.K * s.N)), C(size_t(s.M * s.N));
+  fill(A, 1.0f);
+  fill(B, 0.5f);
+  double t = best_time([&] { gemm(s.trans_a, s.trans_b, s.M, s.N, s.K, 1.0f, A.data(), lda, B.data(), ldb, 0.0f,
+                                  C.data(), s.N); },
+                       min_seconds);
+  return 2.0 * double(s.M) * double(s.N) * double(s.K) / t * 1e-9;
+}
+
+double measure_grouped_gflops(Precision p, int64_t count, int64_t M, int64_t N, int64_t K, bool ta, bool tb,
+                              double min_seconds) {
+  PrecisionScope scope(p);
+  const int64_t lda = ta ? M : K, ldb = tb ? K : N;
+  Buffer<float> A(size_t(count * M * K)), B(size_t(count * K * N)), C(size_t(count * M * N));
+  fill(A, 1.0f);
+  fill(B, 0.5f);
+  std::vector<const float*> pa(count), pb(count);
+  std::vector<float*> pc(count);
+  std::vector<int64_t> ms(count, M);
+  for (int64_t g = 0; g < count; ++g) {
+    pa[g] = A.data() + g * M * K;
+    pb[g] = B.data() + g * K * N;
+    pc[g] = C.data() + g * M * N;
+  }
+  double t = best_time([&] { grouped_gemm(ta, tb, count, ms.data(), N, K, 1.0f, pa.data(), lda, pb.data(), ldb,
+                                          0.0f, pc.data(), N); },
+                       min_seconds);
+  return 2.0 * double(count * M) * double(N) * double(K) / t * 1e-9;
+}
+
+std::vector<GemmShape> model_gemm_shapes(int64_t d, int64_t h, int64_t T) {
+  // Forward out = x·W ([T,d]x[d,h]); backward dx = dout·Wᵀ and dW = xᵀ·dout.
+  return {
+      {false, false, T, 3 * d, d, "qkv fwd"},
+      {false, true, T, d, 3 * d, "qkv bwd dx"},
+      {true, false, d, 3 * d, T, "qkv bwd dW"},
+      {false, false, T, h, d, "ffn1 fwd"},
+      {false, false, T, d, h, "ffn2 fwd"},
+  };
+}
+
+Precision resolve_precision(const std::string& requested, std::string* why, const std::vector<GemmShape>& shapes) {
+  auto say = [&](const std::string& s) {
+    if (why) *why = s;
+  };
+  if (requested == "fp32") {
+    say("fp32 requested");
+    return Precision::fp32;
+  }
+  std::string avail;
+  const bool ok = bf16_available(&avail);
+  if (requested == "bf16") {
+    if (!ok) throw ConfigError("config key 'train.precision': bf16 requested but not available: " + avail);
+    say("bf16 requested (" + avail + ")");
+    return Precision::bf16;
+  }
+  if (requested != "auto")
+    throw ConfigError("config key 'train.precision': expected fp32 | bf16 | auto, got '" + requested + "'");
+  if (!ok) {
+    say("auto: fp32, because " + avail);
+    return Precision::fp32;
+  }
+  if (has_amx()) {
+    say("auto: bf16, because the CPU has AMX tiles (oneDNN ISA " + cpu_isa() + ")");
+    return Precision::bf16;
+  }
+  // Native bf16 without AMX (e.g. AVX512_BF16 on Zen 4 / Cooper Lake): bf16
+  // dot products are at best 2x the fp32 FMA rate and the conversions cost,
+  // so measure at the model's own shapes and pick bf16 only if it wins.
+  double t32 = 0, t16 = 0;
+  for (const auto& s : shapes) {
+    const double flop = 2.0 * double(s.M) * double(s.N) * double(s.K);
+    t32 += flop / measure_gemm_gflops(Precision::fp32, s, 0.03);
+    t16 += flop / measure_gemm_gflops(Precision::bf16, s, 0.03);
+  }
+  const double speedup = t16 > 0 ? t32 / t16 : 0;
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.2fx", speedup);
+  if (speedup > 1.05) {
+    say("auto: bf16, because native bf16 without AMX (" + cpu_isa() + ") measured " + buf +
+        " fp32's speed at this model's GEMM shapes");
+    return Precision::bf16;
+  }
+  say("auto: fp32, because bf16 without AMX (" + cpu_isa() + ") measured only " + buf +
+      " fp32's speed at this model's GEMM shapes");
+  return Precision::fp32;
+}
+
+Precision resolve_precision(const std::string& requested, std::string* why) {
+  // Without the model's shapes: a d=512 block on 1024 tokens stands in.
+  return resolve_precision(requested, why, model_gemm_shapes(512, 2048, 1024));
 }
 
 }  // namespace finemoe::backend

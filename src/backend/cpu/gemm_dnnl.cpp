@@ -1,0 +1,223 @@
+// oneDNN matmul engine of the CPU backend: bf16 inputs with fp32 accumulation
+// and output (the paper's mixed precision), and oneDNN fp32 where it is used.
+//
+// Why this shape:
+// - Primitive creation costs 10-100 µs (JIT), so primitives are created once
+//   per (precision, trans, M, N, K, leading dims, alpha, beta) key and cached.
+// - The model hands us fp32 pointers. For bf16 we convert A and B into a
+//   per-thread, 64-byte aligned, grow-only workspace (no allocation in the
+//   steady state). The conversion keeps the physical layout (a transposed
+//   operand stays transposed and is described to oneDNN by its strides), so no
+//   transposed copy is made; it is O(MK + KN) against the O(MNK) product.
+// - Scratchpad mode is "user" and streams are per thread, so the same cached
+//   primitive may run concurrently from the threads of the grouped GEMM loop.
+#include "backend/cpu/gemm_internal.hpp"
+
+#include <immintrin.h>
+#include <omp.h>
+
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <tuple>
+#include <unordered_map>
+
+#include "finemoe/error.hpp"
+#include "finemoe/memory.hpp"
+
+#ifdef FINEMOE_HAVE_DNNL
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
+
+namespace finemoe::backend::detail {
+
+#ifndef FINEMOE_HAVE_DNNL
+
+bool dnnl_built() { return false; }
+std::string dnnl_isa_name() { return "none"; }
+bool dnnl_native_bf16() { return false; }
+bool dnnl_amx() { return false; }
+void dnnl_gemm(bool, bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
+               float, float*, int64_t) {
+  throw Error("oneDNN GEMM requested but this build has no oneDNN (install libdnnl-dev and rebuild)");
+}
+void dnnl_prepare(bool, bool, bool, int64_t, int64_t, int64_t, float, int64_t, int64_t, float, int64_t) {}
+int64_t dnnl_cache_size() { return 0; }
+
+#else
+
+namespace {
+
+using dnnl::memory;
+
+std::string isa_to_string(dnnl::cpu_isa isa) {
+  switch (isa) {
+    case dnnl::cpu_isa::all: return "all";
+    case dnnl::cpu_isa::sse41: return "sse41";
+    case dnnl::cpu_isa::avx: return "avx";
+    case dnnl::cpu_isa::avx2: return "avx2";
+    case dnnl::cpu_isa::avx512_mic: return "avx512_mic";
+    case dnnl::cpu_isa::avx512_mic_4ops: return "avx512_mic_4ops";
+    case dnnl::cpu_isa::avx512_core: return "avx512_core";
+    case dnnl::cpu_isa::avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl::cpu_isa::avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl::cpu_isa::avx512_core_amx: return "avx512_core_amx";
+    case dnnl::cpu_isa::avx2_vnni: return "avx2_vnni";
+  }
+  return "unknown";
+}
+
+dnnl::engine& engine() {
+  static dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  return eng;
+}
+dnnl::stream& thread_stream() {
+  thread_local dnnl::stream s(engine());
+  return s;
+}
+
+// Grow-only aligned scratch (Buffer::resize reallocates on any size change).
+template <typename T>
+T* grow(Buffer<T>& b, size_t n) {
+  if (b.size() < n) b.resize(n);
+  return b.data();
+}
+
+using Key = std::tuple<bool, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float, float>;
+
+struct Entry {
+  dnnl::matmul prim;
+  memory::desc a_md, b_md, c_md, scratch_md;
+  size_t scratch_bytes = 0;
+};
+
+std::mutex g_mu;
+std::map<Key, std::shared_ptr<const Entry>> g_cache;
+constexpr size_t kMaxCache = 8192;  // token choice makes M vary; bound the cache
+
+std::shared_ptr<const Entry> get_entry(bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                                       int64_t lda, int64_t ldb, float beta, int64_t ldc) {
+  Key key{bf16, ta, tb, M, N, K, lda, ldb, ldc, alpha, beta};
+  std::lock_guard<std::mutex> lock(g_mu);
+  auto it = g_cache.find(key);
+  if (it != g_cache.end()) return it->second;
+  if (g_cache.size() >= kMaxCache) g_cache.clear();  // entries in use stay alive (shared_ptr)
+
+  const auto dt = bf16 ? memory::data_type::bf16 : memory::data_type::f32;
+  // Row-major op(A)[M,K]: stored [M,lda] or, transposed, [K,lda] read column-wise.
+  memory::desc a_md({M, K}, dt, ta ? memory::dims{1, lda} : memory::dims{lda, 1});
+  memory::desc b_md({K, N}, dt, tb ? memory::dims{1, ldb} : memory::dims{ldb, 1});
+  memory::desc c_md({M, N}, memory::data_type::f32, memory::dims{ldc, 1});
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
+  if (beta != 0.0f) {
+    dnnl::post_ops po;
+    po.append_sum(beta);
+    attr.set_post_ops(po);
+  }
+  auto e = std::make_shared<Entry>();
+  try {
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, engine());
+    e->prim = dnnl::matmul(pd);
+    e->scratch_md = pd.scratchpad_desc();
+    e->scratch_bytes = e->scratch_md.get_size();
+  } catch (const dnnl::error& err) {
+    throw Error(std::string("oneDNN matmul creation failed (") + err.what() + ") for M=" + std::to_string(M) +
+                " N=" + std::to_string(N) + " K=" + std::to_string(K));
+  }
+  e->a_md = a_md;
+  e->b_md = b_md;
+  e->c_md = c_md;
+  g_cache.emplace(key, e);
+  return e;
+}
+
+// fp32 -> bf16, round to nearest even (the hardware instruction where we have it).
+void to_bf16_row(uint16_t* dst, const float* src, int64_t n) {
+  int64_t i = 0;
+#if defined(__AVX512BF16__)
+  for (; i + 16 <= n; i += 16) {
+    __m256bh v = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + i));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), reinterpret_cast<__m256i&>(v));
+  }
+#endif
+  for (; i < n; ++i) {
+    uint32_t u;
+    std::memcpy(&u, src + i, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) {  // NaN stays NaN
+      dst[i] = uint16_t((u >> 16) | 0x40);
+    } else {
+      u += 0x7fffu + ((u >> 16) & 1u);
+      dst[i] = uint16_t(u >> 16);
+    }
+  }
+}
+
+// Packs a rows x cols fp32 matrix with leading dim ld into dense bf16.
+void pack_bf16(uint16_t* dst, const float* src, int64_t rows, int64_t cols, int64_t ld) {
+  const bool par = rows * cols >= (1 << 15) && !omp_in_parallel();
+#pragma omp parallel for schedule(static) if (par)
+  for (int64_t r = 0; r < rows; ++r) to_bf16_row(dst + r * cols, src + r * ld, cols);
+}
+
+}  // namespace
+
+bool dnnl_built() { return true; }
+std::string dnnl_isa_name() { return isa_to_string(dnnl::get_effective_cpu_isa()); }
+bool dnnl_native_bf16() {
+  auto isa = dnnl::get_effective_cpu_isa();
+  return isa == dnnl::cpu_isa::avx512_core_bf16 || isa == dnnl::cpu_isa::avx512_core_amx;
+}
+bool dnnl_amx() { return dnnl::get_effective_cpu_isa() == dnnl::cpu_isa::avx512_core_amx; }
+
+void dnnl_prepare(bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, int64_t lda,
+                  int64_t ldb, float beta, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  if (bf16) {  // packed operands: leading dim = stored row length
+    lda = ta ? M : K;
+    ldb = tb ? K : N;
+  }
+  get_entry(bf16, ta, tb, M, N, K, alpha, lda, ldb, beta, ldc);
+}
+
+void dnnl_gemm(bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+               int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  thread_local Buffer<uint16_t> ws_a, ws_b;
+  thread_local Buffer<unsigned char> ws_scratch;
+  void* a_ptr = const_cast<float*>(A);
+  void* b_ptr = const_cast<float*>(B);
+  if (bf16) {
+    const int64_t ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
+    uint16_t* pa = grow(ws_a, size_t(ar * ac));
+    uint16_t* pb = grow(ws_b, size_t(br * bc));
+    pack_bf16(pa, A, ar, ac, lda);
+    pack_bf16(pb, B, br, bc, ldb);
+    a_ptr = pa;
+    b_ptr = pb;
+    lda = ac;
+    ldb = bc;
+  }
+  auto e = get_entry(bf16, ta, tb, M, N, K, alpha, lda, ldb, beta, ldc);
+  auto& eng = engine();
+  memory am(e->a_md, eng, a_ptr), bm(e->b_md, eng, b_ptr), cm(e->c_md, eng, C);
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}};
+  if (e->scratch_bytes) {
+    unsigned char* s = grow(ws_scratch, e->scratch_bytes);
+    args.emplace(DNNL_ARG_SCRATCHPAD, memory(e->scratch_md, eng, s));
+  }
+  auto& s = thread_stream();
+  e->prim.execute(s, args);
+  s.wait();
+}
+
+int64_t dnnl_cache_size() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  return int64_t(g_cache.size());
+}
+
+#endif
+
+}  // namespace finemoe::backend::detail

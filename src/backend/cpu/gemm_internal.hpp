@@ -1,0 +1,30 @@
+// Internals of the CPU GEMM backend shared by its .cpp files (not a public
+// header: model code only sees include/finemoe/backend.hpp).
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace finemoe::backend::detail {
+
+// True when this binary was built with oneDNN (FINEMOE_HAVE_DNNL).
+bool dnnl_built();
+// oneDNN's effective ISA after ONEDNN_MAX_CPU_ISA, e.g. "avx512_core_bf16";
+// "none" without oneDNN.
+std::string dnnl_isa_name();
+// The effective ISA executes bf16 dot products natively (avx512_core_bf16 or AMX).
+bool dnnl_native_bf16();
+bool dnnl_amx();
+
+// oneDNN matmul C = alpha·op(A)·op(B) + beta·C with fp32 pointers. bf16=true
+// converts A and B to bf16 in a reusable per-thread workspace first (fp32
+// accumulation and output). Primitives are cached per shape key. Safe to call
+// from inside an OpenMP parallel region (it then runs single-threaded), as long
+// as prepare() was called for the same key outside it first.
+void dnnl_gemm(bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+               int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+// Creates (and caches) the primitive for this key without running it.
+void dnnl_prepare(bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, int64_t lda,
+                  int64_t ldb, float beta, int64_t ldc);
+int64_t dnnl_cache_size();
+
+}  // namespace finemoe::backend::detail

@@ -1,0 +1,236 @@
+// GEMM engines (OpenBLAS fp32, oneDNN fp32, oneDNN bf16) and grouped GEMM
+// variants against a naive double-precision reference.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "finemoe/backend.hpp"
+#include "finemoe/error.hpp"
+
+namespace be = finemoe::backend;
+
+namespace {
+
+struct Mat {
+  std::vector<float> v;
+  int64_t rows, cols, ld;
+  Mat(int64_t r, int64_t c, int64_t pad, uint32_t seed) : v(size_t(r * (c + pad))), rows(r), cols(c), ld(c + pad) {
+    uint32_t s = seed;
+    for (auto& x : v) {
+      s = s * 1664525u + 1013904223u;
+      x = float(int32_t(s >> 8) % 2000 - 1000) / 997.0f;
+    }
+  }
+};
+
+// C = alpha op(A) op(B) + beta C in double; also returns Σ|a||b| per element
+// (the scale of rounding errors).
+void ref_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const Mat& A, const Mat& B,
+              double beta, const std::vector<float>& C0, int64_t ldc, std::vector<double>& C,
+              std::vector<double>& absC) {
+  C.assign(size_t(M * ldc), 0.0);
+  absC.assign(size_t(M * ldc), 0.0);
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      double s = 0, sa = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        double a = ta ? A.v[k * A.ld + i] : A.v[i * A.ld + k];
+        double b = tb ? B.v[j * B.ld + k] : B.v[k * B.ld + j];
+        s += a * b;
+        sa += std::fabs(a * b);
+      }
+      C[i * ldc + j] = alpha * s + beta * C0[i * ldc + j];
+      absC[i * ldc + j] = std::fabs(alpha) * sa + std::fabs(beta * C0[i * ldc + j]);
+    }
+}
+
+// Max over elements of |C - ref| / (Σ|a||b| scale); also checks the padding
+// columns of C were not touched.
+double check(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, float beta) {
+  const int64_t pad = 3;
+  Mat A = ta ? Mat(K, M, pad, 1) : Mat(M, K, pad, 1);
+  Mat B = tb ? Mat(N, K, pad + 2, 2) : Mat(K, N, pad + 2, 2);
+  const int64_t ldc = N + 5;
+  Mat C(M, N, 5, 3);
+  std::vector<float> C0 = C.v;
+  std::vector<double> ref, absref;
+  ref_gemm(ta, tb, M, N, K, alpha, A, B, beta, C0, ldc, ref, absref);
+  be::gemm(ta, tb, M, N, K, alpha, A.v.data(), A.ld, B.v.data(), B.ld, beta, C.v.data(), ldc);
+  double worst = 0;
+  for (int64_t i = 0; i < M; ++i) {
+    for (int64_t j = 0; j < N; ++j)
+      worst = std::max(worst, std::fabs(C.v[i * ldc + j] - ref[i * ldc + j]) / (absref[i * ldc + j] + 1e-30));
+    for (int64_t j = N; j < ldc; ++j) EXPECT_EQ(C.v[i * ldc + j], C0[i * ldc + j]) << "padding written";
+  }
+  return worst;
+}
+
+struct EngineScope {
+  be::Precision p = be::precision();
+  be::Fp32Engine e = be::fp32_engine();
+  be::GroupedVariant g = be::grouped_variant();
+  ~EngineScope() {
+    be::set_precision(p);
+    be::set_fp32_engine(e);
+    be::set_grouped_variant(g);
+  }
+};
+
+}  // namespace
+
+// fp32 rounding: relative to Σ|a||b|, K=53 terms stay far below 1e-5.
+constexpr double kFp32Tol = 1e-5;
+// bf16 inputs: each of a, b is rounded to 8 significant bits (relative error
+// <= 2^-9), so each product is within ~2^-8 of exact and the sum within
+// 2^-8·Σ|a||b| (+ fp32 accumulation). We allow 2^-7·Σ|a||b|.
+constexpr double kBf16Tol = 1.0 / 128;
+
+TEST(gemm, fp32_openblas_all_trans_odd_sizes_alpha_beta) {
+  EngineScope s;
+  be::set_precision(be::Precision::fp32);
+  be::set_fp32_engine(be::Fp32Engine::openblas);
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      EXPECT_LT(check(ta, tb, 37, 29, 53, 0.7f, 0.3f), kFp32Tol) << ta << tb;
+      EXPECT_LT(check(ta, tb, 1, 17, 5, 1.0f, 0.0f), kFp32Tol) << ta << tb;
+      EXPECT_LT(check(ta, tb, 65, 1, 130, -2.0f, 1.0f), kFp32Tol) << ta << tb;
+    }
+}
+
+TEST(gemm, fp32_onednn_all_trans_odd_sizes_alpha_beta) {
+  std::string why;
+  if (!be::bf16_available(&why) && be::cpu_isa() == "none") GTEST_SKIP() << "no oneDNN";
+  EngineScope s;
+  be::set_precision(be::Precision::fp32);
+  be::set_fp32_engine(be::Fp32Engine::onednn);
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      EXPECT_LT(check(ta, tb, 37, 29, 53, 0.7f, 0.3f), kFp32Tol) << ta << tb;
+      EXPECT_LT(check(ta, tb, 65, 1, 130, -2.0f, 1.0f), kFp32Tol) << ta << tb;
+    }
+}
+
+TEST(gemm, bf16_agrees_with_reference_within_bf16_tolerance) {
+  std::string why;
+  if (!be::bf16_available(&why)) GTEST_SKIP() << why;
+  EngineScope s;
+  be::set_precision(be::Precision::bf16);
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      double err = check(ta, tb, 37, 29, 53, 0.7f, 0.3f);
+      EXPECT_LT(err, kBf16Tol) << ta << tb;
+      // ... and really is bf16: rounding the inputs leaves a visible error.
+      EXPECT_GT(err, 1e-5) << "bf16 path looks like fp32";
+      EXPECT_LT(check(ta, tb, 64, 256, 64, 1.0f, 1.0f), kBf16Tol);
+    }
+}
+
+TEST(gemm, k_zero_scales_c_by_beta) {
+  EngineScope s;
+  for (auto e : {be::Fp32Engine::openblas, be::Fp32Engine::onednn}) {
+    if (e == be::Fp32Engine::onednn && be::cpu_isa() == "none") continue;
+    be::set_fp32_engine(e);
+    std::vector<float> C = {1, 2, 3, 4};
+    float dummy = 0;
+    be::gemm(false, false, 2, 2, 0, 1.0f, &dummy, 1, &dummy, 2, 0.5f, C.data(), 2);
+    EXPECT_EQ(C, (std::vector<float>{0.5f, 1, 1.5f, 2}));
+  }
+}
+
+namespace {
+void check_grouped(be::Precision p, be::GroupedVariant v, be::Fp32Engine e, bool ta, bool tb, double tol) {
+  EngineScope s;
+  be::set_precision(p);
+  be::set_fp32_engine(e);
+  be::set_grouped_variant(v);
+  const int64_t N = 24, K = 40, count = 9;
+  const std::vector<int64_t> M = {5, 0, 17, 0, 0, 33, 1, 64, 0};  // zero-row experts included
+  std::vector<Mat> As, Bs, Cs;
+  for (int64_t g = 0; g < count; ++g) {
+    // Shared leading dims across groups (as the experts' packed buffers have).
+    As.push_back(ta ? Mat(K, M[g], 64 - M[g] + 1, 10 + g) : Mat(M[g], K, 2, 10 + g));
+    Bs.push_back(tb ? Mat(N, K, 1, 20 + g) : Mat(K, N, 1, 20 + g));
+    Cs.push_back(Mat(M[g], N, 4, 30 + g));
+  }
+  const int64_t lda = As[0].ld, ldb = Bs[0].ld, ldc = Cs[0].ld;
+  std::vector<std::vector<float>> C0;
+  std::vector<const float*> pa, pb;
+  std::vector<float*> pc;
+  for (int64_t g = 0; g < count; ++g) {
+    C0.push_back(Cs[g].v);
+    pa.push_back(As[g].v.data());
+    pb.push_back(Bs[g].v.data());
+    pc.push_back(Cs[g].v.data());
+  }
+  be::grouped_gemm(ta, tb, count, M.data(), N, K, 0.5f, pa.data(), lda, pb.data(), ldb, 1.0f, pc.data(), ldc);
+  for (int64_t g = 0; g < count; ++g) {
+    std::vector<double> ref, absref;
+    ref_gemm(ta, tb, M[g], N, K, 0.5, As[g], Bs[g], 1.0, C0[g], ldc, ref, absref);
+    for (int64_t i = 0; i < M[g]; ++i)
+      for (int64_t j = 0; j < N; ++j)
+        ASSERT_LT(std::fabs(Cs[g].v[i * ldc + j] - ref[i * ldc + j]), tol * (absref[i * ldc + j] + 1e-30))
+            << "group " << g << " row " << i << " col " << j;
+  }
+}
+}  // namespace
+
+TEST(grouped_gemm, fp32_openblas_serial_and_omp_loop_with_empty_groups) {
+  for (auto v : {be::GroupedVariant::serial, be::GroupedVariant::omp_loop, be::GroupedVariant::automatic})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) check_grouped(be::Precision::fp32, v, be::Fp32Engine::openblas, ta, tb, kFp32Tol);
+}
+
+TEST(grouped_gemm, fp32_onednn_omp_loop_with_empty_groups) {
+  if (be::cpu_isa() == "none") GTEST_SKIP() << "no oneDNN";
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      check_grouped(be::Precision::fp32, be::GroupedVariant::omp_loop, be::Fp32Engine::onednn, ta, tb, kFp32Tol);
+}
+
+TEST(grouped_gemm, bf16_omp_loop_and_serial_with_empty_groups) {
+  std::string why;
+  if (!be::bf16_available(&why)) GTEST_SKIP() << why;
+  for (auto v : {be::GroupedVariant::serial, be::GroupedVariant::omp_loop})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) check_grouped(be::Precision::bf16, v, be::Fp32Engine::openblas, ta, tb, kBf16Tol);
+}
+
+TEST(precision, resolve_explicit_and_bad_values) {
+  std::string why;
+  EXPECT_EQ(be::resolve_precision("fp32", &why), be::Precision::fp32);
+  EXPECT_EQ(why, "fp32 requested");
+  EXPECT_THROW(be::resolve_precision("fp16", &why), finemoe::ConfigError);
+  try {
+    be::resolve_precision("half", &why);
+  } catch (const finemoe::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("train.precision"), std::string::npos);
+  }
+}
+
+TEST(precision, auto_explains_its_choice) {
+  std::string why;
+  be::Precision p = be::resolve_precision("auto", &why, be::model_gemm_shapes(64, 256, 64));
+  EXPECT_EQ(why.rfind("auto: ", 0), 0u) << why;
+  if (p == be::Precision::bf16)
+    EXPECT_NE(why.find("bf16"), std::string::npos);
+  else
+    EXPECT_NE(why.find("fp32"), std::string::npos);
+  if (!be::bf16_available()) EXPECT_EQ(p, be::Precision::fp32);
+  if (be::has_amx()) EXPECT_EQ(p, be::Precision::bf16);
+}
+
+TEST(precision, engine_description_names_engine_and_isa) {
+  EngineScope s;
+  be::set_precision(be::Precision::fp32);
+  be::set_fp32_engine(be::Fp32Engine::openblas);
+  EXPECT_NE(be::engine_description().find("OpenBLAS"), std::string::npos);
+  if (be::bf16_available()) {
+    be::set_precision(be::Precision::bf16);
+    std::string d = be::engine_description();
+    EXPECT_NE(d.find("oneDNN"), std::string::npos) << d;
+    EXPECT_NE(d.find(be::cpu_isa()), std::string::npos) << d;
+    EXPECT_NE(d.find("bf16"), std::string::npos) << d;
+  }
+}
