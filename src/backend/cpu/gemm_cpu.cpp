@@ -21,6 +21,7 @@
 #include "finemoe/backend.hpp"
 #include "finemoe/error.hpp"
 #include "finemoe/memory.hpp"
+#include "finemoe/profile.hpp"
 
 namespace finemoe::backend {
 namespace {
@@ -94,8 +95,9 @@ std::string engine_description() {
   return std::string("OpenBLAS sgemm (fp32; ") + openblas_get_config() + "); grouped: " + grouped;
 }
 
-void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-          const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+namespace {
+void gemm_impl(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+               const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
   if (K == 0) {  // C = beta·C (BLAS semantics; oneDNN rejects K = 0)
     for (int64_t i = 0; i < M; ++i)
@@ -107,17 +109,27 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
   else
     blas_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
+}  // namespace
+
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+          const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  FINEMOE_PROFILE("gemm");
+  gemm_impl(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
 
 void grouped_gemm(bool ta, bool tb, int64_t count, const int64_t* M, int64_t N, int64_t K, float alpha,
                   const float* const* A, int64_t lda, const float* const* B, int64_t ldb, float beta,
                   float* const* C, int64_t ldc) {
   if (count <= 0 || N == 0) return;
+  FINEMOE_PROFILE("grouped_gemm");
   const int nthr = omp_get_max_threads();
   GroupedVariant v = g_grouped;
   if (v == GroupedVariant::automatic)
     v = (count >= 2 * nthr && nthr > 1 && !omp_in_parallel()) ? GroupedVariant::omp_loop : GroupedVariant::serial;
   if (v == GroupedVariant::serial || K == 0) {
-    for (int64_t g = 0; g < count; ++g) gemm(ta, tb, M[g], N, K, alpha, A[g], lda, B[g], ldb, beta, C[g], ldc);
+    for (int64_t g = 0; g < count; ++g)
+      gemm_impl(ta, tb, M[g], N, K, alpha, A[g], lda, B[g], ldb, beta, C[g], ldc);
     return;
   }
   const bool dnnl = use_dnnl();
