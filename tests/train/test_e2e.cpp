@@ -1,0 +1,255 @@
+// End-to-end tests of moe-train: exit codes and messages, loss falling,
+// multi-rank equivalence with one rank, bit-exact restart (also onto another
+// rank count), preemption by signal.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "e2e_util.hpp"
+
+using namespace e2e;
+namespace fs = std::filesystem;
+
+// ---------------------------------------------------------------- Cli --------
+TEST(Cli, HelpListsKeysAndExitCodes) {
+  Result r = run(train_cmd(1, "--help"));
+  EXPECT_EQ(r.code, 0);
+  for (const char* key : {"model.d_model", "moe.granularity", "moe.routing", "train.precision", "run.resume",
+                          "parallel.expert_parallel", "75"})
+    EXPECT_NE(r.out.find(key), std::string::npos) << key;
+}
+
+TEST(Cli, BadValuesExit2NamingTheKey) {
+  const std::string dir = temp_dir("cli");
+  struct Case {
+    std::string args, key;
+  } cases[] = {
+      {"--model.d_model 100", "model.d_model"},
+      {"--model.d_model -64", "model.d_model"},
+      {"--model.n_blocks 0", "model.n_blocks"},
+      {"--model.seq_len x", "model.seq_len"},
+      {"--moe.granularity 3", "moe.granularity"},
+      {"--moe.routing random", "moe.routing"},
+      {"--moe.bogus 1", "moe.bogus"},
+      {"--train.precision fp8", "train.precision"},
+      {"--config /nonexistent.ini", "/nonexistent.ini"},
+  };
+  for (const auto& c : cases) {
+    Result r = run(train_cmd(1, "--run.dir " + dir + " " + c.args));
+    EXPECT_EQ(r.code, 2) << c.args << "\n" << r.out;
+    EXPECT_NE(r.out.find(c.key), std::string::npos) << c.args << "\n" << r.out;
+  }
+  // On 2 ranks a config error is printed once, and every rank exits 2.
+  Result r = run(train_cmd(2, "--run.dir " + dir + " --moe.granularity 3"));
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_EQ(count_occurrences(r.out, "moe.granularity"), 1) << r.out;
+}
+
+TEST(Cli, MissingShardFailsOnEveryRankOnceWithoutHang) {
+  const std::string dir = temp_dir("shard");
+  Result r = run("timeout 120 " + train_cmd(2, tiny_args(dir, 5) +
+                                                   " --data.source shards --data.train_shards /nonexistent/train_*.bin"));
+  EXPECT_NE(r.code, 0) << r.out;
+  EXPECT_NE(r.code, 124) << "hung: " << r.out;
+  EXPECT_NE(r.out.find("/nonexistent/train_"), std::string::npos) << r.out;
+}
+
+// ---------------------------------------------------------------- Learning ---
+TEST(Learning, DenseAndMoELossFallOnSyntheticCorpus) {
+  for (std::string extra : {"--model.ffn dense", "--moe.granularity 1", "--moe.granularity 4",
+                            "--moe.granularity 4 --moe.routing token_choice"}) {
+    const std::string dir = temp_dir("learn");
+    Result r = run(train_cmd(1, tiny_args(dir, 60) + " " + extra));
+    ASSERT_EQ(r.code, 0) << extra << "\n" << r.out;
+    std::vector<double> l = train_losses(dir);
+    ASSERT_EQ(l.size(), 60u);
+    const double first = l.front(), last = (l[57] + l[58] + l[59]) / 3;
+    EXPECT_NEAR(first, std::log(64.0), 0.3) << extra;
+    EXPECT_LT(last, first - 0.5) << extra << ": loss did not fall";
+    EXPECT_EQ(run_status(dir), "completed");
+    if (extra.find("dense") == std::string::npos)
+      EXPECT_NE(r.out.find("routing step"), std::string::npos) << "telemetry not printed";
+  }
+}
+
+// ---------------------------------------------------------------- Parallel ---
+// Loss curves on 2 and 4 ranks match 1 rank. Differences come only from fp32
+// reassociation (gradient sums in another order); tolerance 2e-4 nats.
+TEST(Parallel, RankCountsMatchOneRank) {
+  const double tol = 2e-4;
+  for (std::string routing : {"expert_choice", "token_choice"}) {
+    for (int G : {1, 4}) {
+      const std::string common = " --moe.routing " + routing + " --moe.granularity " + std::to_string(G);
+      const std::string ref_dir = temp_dir("p1");
+      Result r1 = run(train_cmd(1, tiny_args(ref_dir, 20) + common));
+      ASSERT_EQ(r1.code, 0) << r1.out;
+      const auto ref = train_losses(ref_dir);
+      struct Grid {
+        int ranks, ep;
+      } grids[] = {{2, 2}, {4, 4}, {4, 2}, {2, 1}};
+      for (auto g : grids) {
+        const std::string dir = temp_dir("pn");
+        Result r = run(train_cmd(g.ranks, tiny_args(dir, 20) + common + " --parallel.expert_parallel " +
+                                              std::to_string(g.ep)));
+        ASSERT_EQ(r.code, 0) << r.out;
+        const auto l = train_losses(dir);
+        ASSERT_EQ(l.size(), ref.size());
+        for (size_t i = 0; i < l.size(); ++i)
+          EXPECT_NEAR(l[i], ref[i], tol) << routing << " G=" << G << " ranks=" << g.ranks << " EP=" << g.ep
+                                         << " step " << i + 1;
+      }
+    }
+  }
+}
+
+TEST(Parallel, SameRankCountIsBitIdentical) {
+  const std::string a = temp_dir("bi_a"), b = temp_dir("bi_b");
+  const std::string args = " --moe.granularity 4 --parallel.expert_parallel 2";
+  ASSERT_EQ(run(train_cmd(4, tiny_args(a, 10) + args)).code, 0);
+  ASSERT_EQ(run(train_cmd(4, tiny_args(b, 10) + args)).code, 0);
+  EXPECT_EQ(train_losses(a), train_losses(b));
+  EXPECT_TRUE(checkpoints_identical(a + "/checkpoints/step_0000010.h5", b + "/checkpoints/step_0000010.h5"));
+}
+
+// ---------------------------------------------------------------- Restart ----
+// 2k steps straight vs k steps, stop, resume k: identical loss rows and
+// byte-identical final weights and moments.
+TEST(Restart, ResumeIsBitExact) {
+  for (int ranks : {1, 2}) {
+    const std::string straight = temp_dir("rs_a"), split = temp_dir("rs_b");
+    const std::string extra = " --moe.granularity 2 --parallel.expert_parallel " + std::to_string(ranks);
+    ASSERT_EQ(run(train_cmd(ranks, tiny_args(straight, 16) + extra)).code, 0);
+    // First half: a run configured for 16 steps, stopped after 8 by a
+    // checkpoint + steps override would change the schedule, so instead run
+    // the same 16-step config and kill it right after its step-8 checkpoint.
+    Result r = run(train_cmd(ranks, tiny_args(split, 16) + extra + " --train.checkpoint_every 8"));
+    ASSERT_EQ(r.code, 0) << r.out;
+    // Roll back to step 8: LATEST -> step 8 and resume from there.
+    const std::string ck8 = split + "/checkpoints/step_0000008.h5";
+    ASSERT_TRUE(fs::exists(ck8)) << r.out;
+    fs::remove(split + "/checkpoints/step_0000016.h5");
+    Result r2 = run(train_cmd(ranks, tiny_args(split, 16) + extra + " --run.resume " + ck8));
+    ASSERT_EQ(r2.code, 0) << r2.out;
+    EXPECT_NE(r2.out.find("resumed from"), std::string::npos);
+    EXPECT_EQ(train_losses(straight), train_losses(split)) << "ranks " << ranks;
+    EXPECT_EQ(train_steps(split).size(), 16u) << "rows after the checkpoint must be replaced, not duplicated";
+    EXPECT_TRUE(checkpoints_identical(straight + "/checkpoints/step_0000016.h5",
+                                      split + "/checkpoints/step_0000016.h5"));
+  }
+}
+
+// Checkpoint on 4 ranks with EP 4, resume on 2 (EP 2) and 1: the following
+// steps match the 4-rank continuation within the Parallel tolerance.
+TEST(Restart, ReshardOntoOtherRankCounts) {
+  const std::string base = temp_dir("rsh");
+  const std::string extra = " --moe.granularity 4 --train.checkpoint_every 6";
+  ASSERT_EQ(run(train_cmd(4, tiny_args(base, 12) + extra + " --parallel.expert_parallel 4")).code, 0);
+  const auto ref = train_losses(base);
+  const std::string ck6 = base + "/checkpoints/step_0000006.h5";
+  for (int ranks : {2, 1}) {
+    const std::string dir = temp_dir("rsh_n");
+    Result r = run(train_cmd(ranks, tiny_args(dir, 12) + extra + " --parallel.expert_parallel " +
+                                        std::to_string(ranks) + " --run.resume " + ck6));
+    ASSERT_EQ(r.code, 0) << r.out;
+    const auto l = train_losses(dir);
+    ASSERT_EQ(l.size(), 6u);
+    for (size_t i = 0; i < 6; ++i) EXPECT_NEAR(l[i], ref[6 + i], 2e-4) << "ranks " << ranks << " step " << 7 + i;
+  }
+}
+
+TEST(Restart, ShapeMismatchIsRefusedNamingTheKey) {
+  const std::string dir = temp_dir("mis");
+  ASSERT_EQ(run(train_cmd(1, tiny_args(dir, 4))).code, 0);
+  Result r = run(train_cmd(1, tiny_args(dir, 8) + " --moe.granularity 2"));
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("moe.granularity"), std::string::npos) << r.out;
+  // Training-only keys may change: more steps continue the run.
+  Result ok = run(train_cmd(1, tiny_args(dir, 8)));
+  EXPECT_EQ(ok.code, 0) << ok.out;
+  EXPECT_EQ(train_steps(dir).back(), 8);
+}
+
+TEST(Restart, DivergenceStopsWithStatusFailed) {
+  const std::string dir = temp_dir("nan");
+  Result r = run(train_cmd(1, tiny_args(dir, 30) + " --train.lr 1e30 --train.lr_min 1e29 --train.grad_clip 0"));
+  EXPECT_EQ(r.code, 4) << r.out;
+  EXPECT_NE(r.out.find("diverged at step"), std::string::npos) << r.out;
+  EXPECT_EQ(run_status(dir), "failed");
+}
+
+// ---------------------------------------------------------------- Preemption -
+TEST(Preemption, SigusrCheckpointsExits75AndResumesSameCurve) {
+  for (int ranks : {1, 2}) {
+    const std::string straight = temp_dir("pre_a"), dir = temp_dir("pre_b");
+    const std::string extra = " --moe.granularity 2 --train.log_every 1";
+    const int steps = 400;
+    ASSERT_EQ(run(train_cmd(ranks, tiny_args(straight, steps) + extra)).code, 0);
+    // Start in the background, wait for a few steps, send SIGUSR1.
+    const std::string log = dir + "/train.log";
+    pid_t pid = fork();
+    if (pid == 0) {
+      std::string cmd = "exec " + train_cmd(ranks, tiny_args(dir, steps) + extra) + " > " + log + " 2>&1";
+      execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
+      _exit(127);
+    }
+    bool started = false;
+    for (int i = 0; i < 600 && !started; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      std::ifstream f(log);
+      std::string s((std::istreambuf_iterator<char>(f)), {});
+      started = s.find("step     20/") != std::string::npos;
+    }
+    ASSERT_TRUE(started);
+    kill(pid, SIGUSR1);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    ASSERT_TRUE(WIFEXITED(st));
+    EXPECT_EQ(WEXITSTATUS(st), 75);
+    EXPECT_EQ(run_status(dir), "preempted");
+    const auto before = train_steps(dir);
+    ASSERT_FALSE(before.empty());
+    EXPECT_LT(before.back(), steps) << "signal arrived after the end";
+    Result r = run(train_cmd(ranks, tiny_args(dir, steps) + extra));
+    ASSERT_EQ(r.code, 0) << r.out;
+    EXPECT_EQ(run_status(dir), "completed");
+    EXPECT_EQ(train_losses(dir), train_losses(straight)) << "ranks " << ranks;
+  }
+}
+
+TEST(Preemption, KillNineDuringCheckpointsKeepsLatestValid) {
+  const std::string dir = temp_dir("k9");
+  const std::string args = tiny_args(dir, 2000) + " --train.checkpoint_every 1 --train.checkpoint_keep 2";
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      std::string cmd = "exec " + train_cmd(1, args) + " > /dev/null 2>&1";
+      execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
+      _exit(127);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500 + 370 * attempt));
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+    std::ifstream latest(dir + "/checkpoints/LATEST");
+    std::string name;
+    latest >> name;
+    if (name.empty()) continue;  // killed before the first checkpoint
+    Result h = run("h5ls " + dir + "/checkpoints/" + name);
+    EXPECT_EQ(h.code, 0) << "LATEST names an unreadable checkpoint " << name << "\n" << h.out;
+  }
+  // And the run resumes from whatever LATEST says.
+  Result r = run(train_cmd(1, tiny_args(dir, 2000) + " --train.steps 2000 --train.checkpoint_every 0"));
+  EXPECT_EQ(r.code, 0) << r.out.substr(0, 2000);
+  EXPECT_NE(r.out.find("resumed from"), std::string::npos);
+}
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}
