@@ -1,0 +1,266 @@
+// Whole-model tests: finite-difference gradient checks (dense, MoE expert
+// choice, MoE token choice), causality, loss at init, evaluate/forward
+// agreement, the loss_scale and accumulation conventions, buffer reuse.
+//
+// Gradient-check method (fp32 model, objective = mean loss in double):
+//  1. per tensor, a DIRECTIONAL check along v = sign(grad): analytic Σ|g|
+//     against [L(p + h·v) - L(p - h·v)] / 2h. High signal-to-noise, it checks
+//     every element of every tensor at once.
+//  2. per tensor, ELEMENT checks on the 3 largest-|g| entries plus 3 random ones.
+//  Pass: |a - n| <= atol + rtol·max(|a|, |n|) with rtol = 2e-2, atol = 2e-4 (dense),
+//  h = 1e-2 for the directional check (step per element; 5e-3 for elements).
+//  MoE routing is piecewise: a step can move a token across an expert's
+//  capacity boundary (or a ReLU across 0), which makes the loss jump. A check
+//  whose central differences at h and h/2 disagree by more than the tolerance
+//  is counted as "non-smooth" and skipped; at most 10 % of checks may be skipped.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "finemoe/model.hpp"
+#include "finemoe/moe.hpp"
+#include "model_fixtures.hpp"
+
+using namespace finemoe;
+
+namespace {
+
+struct Model {
+  Config cfg;
+  ParamStore store;
+  std::unique_ptr<Dispatcher> disp = make_local_dispatcher();
+  std::unique_ptr<Transformer> tf;
+  explicit Model(const Config& c, uint64_t seed = 11, bool jitter = false) : cfg(c) {
+    declare_parameters(cfg, store);
+    store.finalize();
+    init_parameters(cfg, store, seed);
+    if (jitter) {
+      // Move LayerNorm gains/biases and attention biases off their (symmetric)
+      // init values, so their gradients are not special cases.
+      std::mt19937_64 rng(seed);
+      std::uniform_real_distribution<float> u(-0.2f, 0.2f);
+      for (const auto& p : store.params())
+        if (p.global_shape.size() == 1) {
+          float* w = store.param(p.name);
+          for (int64_t i = 0; i < p.local_count; ++i) w[i] += u(rng);
+        }
+    }
+    tf = std::make_unique<Transformer>(cfg, store, *disp);
+  }
+};
+
+void make_batch(std::vector<int32_t>& tok, std::vector<int32_t>& tgt, int64_t B, int64_t T, int64_t V,
+                uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  tok.resize(B * T);
+  tgt.resize(B * T);
+  for (auto& t : tok) t = int32_t(rng() % V);
+  for (int64_t i = 0; i < B * T; ++i) tgt[i] = i % T + 1 < T ? tok[i + 1] : int32_t(rng() % V);
+}
+
+struct GradStats {
+  int checks = 0, failed = 0, skipped = 0;
+  double max_rel_dir = 0, max_rel_elem = 0;
+};
+
+// One FD comparison with the smoothness guard. `set(delta)` moves the
+// parameters by delta (along the direction), `f()` evaluates the loss.
+template <class Set, class F>
+void fd_check(GradStats& st, const std::string& what, double analytic, float h, double rtol, double atol, Set set,
+              F f, bool directional) {
+  set(h);
+  const double p1 = f();
+  set(-2 * h);
+  const double m1 = f();
+  set(1.5 * h);  // now at +h/2
+  const double p2 = f();
+  set(-h);
+  const double m2 = f();
+  set(0.5 * h);  // back to 0 (restores exactly: callers re-copy originals anyway)
+  const double n1 = (p1 - m1) / (2 * h), n2 = (p2 - m2) / h;
+  ++st.checks;
+  const auto tol = [&](double a, double b) { return atol + rtol * std::max(std::fabs(a), std::fabs(b)); };
+  if (std::fabs(n1 - n2) > tol(n1, n2)) {
+    ++st.skipped;  // the loss is not smooth on [-h, h] here (routing flip / ReLU kink)
+    return;
+  }
+  const double err = std::fabs(analytic - n1), mag = std::max(std::fabs(analytic), std::fabs(n1));
+  if (mag > atol) (directional ? st.max_rel_dir : st.max_rel_elem) = std::max(directional ? st.max_rel_dir : st.max_rel_elem, err / mag);
+  if (err > tol(analytic, n1)) {
+    ++st.failed;
+    ADD_FAILURE() << what << ": analytic " << analytic << " vs numeric " << n1 << " (h/2: " << n2 << ")";
+  }
+}
+
+GradStats check_model_gradients(Model& m, int64_t B, double rtol, double atol, float h_dir, float h_elem) {
+  const int64_t T = m.cfg.model.seq_len, V = m.cfg.model.vocab_size;
+  std::vector<int32_t> tok, tgt;
+  make_batch(tok, tgt, B, T, V, 3);
+  m.store.zero_grads();
+  m.tf->forward(tok.data(), tgt.data(), B);
+  m.tf->backward(1.0);
+  auto f = [&] { return m.tf->evaluate(tok.data(), tgt.data(), B); };
+  GradStats st;
+  std::mt19937_64 rng(17);
+  for (const ParamInfo& p : m.store.params()) {
+    float* w = m.store.param(p.name);
+    const std::vector<float> g(m.store.grad(p.name), m.store.grad(p.name) + p.local_count);
+    const std::vector<float> orig(w, w + p.local_count);
+    // 1. directional derivative along sign(g).
+    double gv = 0;
+    for (float x : g) gv += std::fabs(x);
+    auto set_dir = [&](double delta) {
+      for (int64_t i = 0; i < p.local_count; ++i)
+        w[i] = float(double(w[i]) + delta * (g[i] > 0 ? 1.0 : (g[i] < 0 ? -1.0 : 0.0)));
+    };
+    // Directional checks sum |g| over the tensor: scale atol with its size.
+    fd_check(st, p.name + " (direction)", gv, h_dir, rtol, atol, set_dir, f, true);
+    std::copy(orig.begin(), orig.end(), w);
+    // 2. element checks: 3 largest |g| and 3 random.
+    std::vector<int64_t> idx(p.local_count);
+    for (int64_t i = 0; i < p.local_count; ++i) idx[i] = i;
+    const int64_t top = std::min<int64_t>(3, p.local_count);
+    std::partial_sort(idx.begin(), idx.begin() + top, idx.end(),
+                      [&](int64_t a, int64_t b) { return std::fabs(g[a]) > std::fabs(g[b]); });
+    std::vector<int64_t> pick(idx.begin(), idx.begin() + top);
+    for (int k = 0; k < 3; ++k) pick.push_back(int64_t(rng() % p.local_count));
+    for (int64_t i : pick) {
+      auto set_el = [&](double delta) { w[i] = float(double(w[i]) + delta); };
+      fd_check(st, p.name + "[" + std::to_string(i) + "]", g[i], h_elem, rtol, atol, set_el, f, false);
+      w[i] = orig[i];
+    }
+  }
+  std::printf("  model gradcheck %-14s %s: %d checks, %d failed, %d non-smooth skipped, max rel err: directional "
+              "%.3e, element %.3e (rtol %.0e, atol %.0e)\n",
+              m.cfg.model.ffn.c_str(), m.cfg.dense() ? "" : m.cfg.moe.routing.c_str(), st.checks, st.failed,
+              st.skipped, st.max_rel_dir, st.max_rel_elem, rtol, atol);
+  return st;
+}
+
+}  // namespace
+
+TEST(Transformer, GradCheckDense) {
+  Model m(fmtest::tiny_config("dense"), 11, true);
+  const GradStats st = check_model_gradients(m, 2, 2e-2, 2e-4, 1e-2f, 5e-3f);
+  EXPECT_EQ(st.failed, 0);
+  EXPECT_LE(st.skipped, st.checks / 10);
+  EXPECT_LT(st.max_rel_dir, 2e-2);
+}
+
+TEST(Transformer, GradCheckMoEExpertChoice) {
+  Model m(fmtest::tiny_config("moe", "expert_choice"), 12, true);
+  const GradStats st = check_model_gradients(m, 4, 2e-2, 2e-4, 1e-3f, 5e-3f);
+  EXPECT_EQ(st.failed, 0);
+  EXPECT_LE(st.skipped, st.checks / 10);
+}
+
+TEST(Transformer, GradCheckMoETokenChoice) {
+  Model m(fmtest::tiny_config("moe", "token_choice"), 13, true);
+  const GradStats st = check_model_gradients(m, 4, 2e-2, 2e-4, 1e-3f, 5e-3f);
+  EXPECT_EQ(st.failed, 0);
+  EXPECT_LE(st.skipped, st.checks / 10);
+}
+
+TEST(Transformer, LossAtInitIsNearLnV) {
+  for (const char* ffn : {"dense", "moe"}) {
+    Config c = fmtest::tiny_config(ffn);
+    c.model.vocab_size = 512;
+    c.model.d_model = 64;
+    c.model.head_dim = 32;
+    Model m(c, 21);
+    std::vector<int32_t> tok, tgt;
+    make_batch(tok, tgt, 4, c.model.seq_len, c.model.vocab_size, 5);
+    const double loss = m.tf->forward(tok.data(), tgt.data(), 4);
+    std::printf("  %s loss at init %.4f, ln V = %.4f\n", ffn, loss, std::log(512.0));
+    // Logits at init have variance ≈ 0.1·0.88² ≈ 0.08, which adds ≈ 0.04 nats.
+    EXPECT_NEAR(loss, std::log(512.0), 0.1) << ffn;
+    EXPECT_GT(loss, std::log(512.0) - 0.02) << ffn;
+  }
+}
+
+TEST(Transformer, DenseModelIsCausal) {
+  Config c = fmtest::tiny_config("dense");
+  Model m(c, 31);
+  const int64_t B = 2, T = c.model.seq_len, tc = 5;
+  std::vector<int32_t> tok, tgt;
+  make_batch(tok, tgt, B, T, c.model.vocab_size, 9);
+  m.tf->forward(tok.data(), tgt.data(), B);
+  const std::vector<float> before(m.tf->token_losses(), m.tf->token_losses() + B * T);
+  // Change a future token (and the targets from there on) in both sequences.
+  for (int64_t b = 0; b < B; ++b) {
+    tok[b * T + tc] = (tok[b * T + tc] + 7) % int32_t(c.model.vocab_size);
+    for (int64_t t = tc; t < T; ++t) tgt[b * T + t] = (tgt[b * T + t] + 3) % int32_t(c.model.vocab_size);
+  }
+  m.tf->forward(tok.data(), tgt.data(), B);
+  const float* after = m.tf->token_losses();
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t) {
+      const float diff = std::fabs(after[b * T + t] - before[b * T + t]);
+      if (t < tc) {
+        EXPECT_LE(diff, 1e-6f * std::fabs(before[b * T + t])) << "position " << t << " depends on position " << tc;
+      } else {
+        EXPECT_GT(diff, 1e-5f) << "position " << t << " ignores its changed input";
+      }
+    }
+}
+
+TEST(Transformer, ConventionsAndBufferReuse) {
+  Model m(fmtest::tiny_config("dense"), 41);
+  const int64_t T = m.cfg.model.seq_len, V = m.cfg.model.vocab_size;
+  std::vector<int32_t> tok, tgt, tok4, tgt4;
+  make_batch(tok, tgt, 2, T, V, 1);
+  make_batch(tok4, tgt4, 4, T, V, 2);
+  auto& G = m.store.grads(ParamClass::replicated);
+
+  m.store.zero_grads();
+  const double l1 = m.tf->forward(tok.data(), tgt.data(), 2);
+  m.tf->backward(1.0);
+  const std::vector<float> g1(G.begin(), G.end());
+  double gnorm = 0;
+  for (float x : g1) gnorm += double(x) * x;
+  EXPECT_GT(gnorm, 0.0);
+
+  // Mean of token_losses is the returned loss.
+  double s = 0;
+  for (int64_t i = 0; i < 2 * T; ++i) s += m.tf->token_losses()[i];
+  EXPECT_NEAR(s / (2 * T), l1, 1e-5);
+
+  // evaluate() gives the same loss and does not disturb a later forward/backward.
+  EXPECT_NEAR(m.tf->evaluate(tok.data(), tgt.data(), 2), l1, 1e-6);
+  // A larger batch grows the buffers; going back to B = 2 reproduces l1 and g1.
+  m.tf->forward(tok4.data(), tgt4.data(), 4);
+  m.store.zero_grads();
+  EXPECT_DOUBLE_EQ(m.tf->forward(tok.data(), tgt.data(), 2), l1);
+  // loss_scale scales the gradient; a second backward accumulates.
+  m.tf->backward(0.5);
+  m.tf->forward(tok.data(), tgt.data(), 2);
+  m.tf->backward(1.5);
+  for (size_t i = 0; i < g1.size(); ++i) ASSERT_NEAR(G[i], 2.0f * g1[i], 1e-5f + 1e-4f * std::fabs(g1[i])) << i;
+
+  // backward after evaluate() (no saved activations) is an error, not garbage.
+  m.tf->evaluate(tok.data(), tgt.data(), 2);
+  EXPECT_THROW(m.tf->backward(1.0), Error);
+  // Tokens outside the vocabulary are rejected with a DataError.
+  tok[3] = int32_t(V);
+  EXPECT_THROW(m.tf->forward(tok.data(), tgt.data(), 2), DataError);
+}
+
+TEST(Transformer, MoERoutingStatsPerBlock) {
+  Model m(fmtest::tiny_config("moe"), 51);
+  std::vector<int32_t> tok, tgt;
+  make_batch(tok, tgt, 4, m.cfg.model.seq_len, m.cfg.model.vocab_size, 4);
+  m.tf->forward(tok.data(), tgt.data(), 4);
+  const auto st = m.tf->routing_stats();
+  ASSERT_EQ(st.size(), 2u);
+  for (const auto& s : st) {
+    EXPECT_EQ(s.tokens, 32);
+    ASSERT_EQ(s.tokens_per_expert.size(), 8u);
+    int64_t total = 0;
+    for (int64_t n : s.tokens_per_expert) total += n;
+    EXPECT_EQ(total, 2 * 8 * 4);  // expert choice: 2 groups × 8 experts × capacity 4
+  }
+}
