@@ -1,0 +1,363 @@
+// moe-bench: measures training-step speed of a configured model on this CPU and
+// prints ONE JSON object (tokens/s, ms/step, phase breakdown, FLOPs, MFU
+// against GEMM peaks measured in the same run, memory). --json-out appends the
+// same object as one line to a file (JSON lines), so bench/ scripts can
+// compare configurations and commits.
+#include <omp.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "finemoe/backend.hpp"
+#include "finemoe/config.hpp"
+#include "finemoe/counting.hpp"
+#include "finemoe/data.hpp"
+#include "finemoe/error.hpp"
+#include "finemoe/model.hpp"
+#include "finemoe/moe.hpp"
+#include "finemoe/optimizer.hpp"
+#include "finemoe/params.hpp"
+#include "finemoe/profile.hpp"
+
+namespace fm = finemoe;
+namespace be = finemoe::backend;
+
+namespace {
+
+const char* kUsage =
+    "moe-bench: training-step throughput, phase breakdown and MFU of a config on this CPU.\n\n"
+    "Usage: moe-bench [--config FILE.ini] [--section.key value ...] [--steps N] [--warmup M]\n"
+    "                 [--json-out FILE] [--peak-seconds S] [--gemm-only]\n\n"
+    "Runs M untimed and N timed training steps (forward, backward, AdamW) of the\n"
+    "configured model on train.batch_size sequences of model.seq_len tokens, measures the\n"
+    "fp32 and bf16 GEMM peaks (2048^2 and the model's shapes) in the same process, and\n"
+    "prints one JSON object on stdout. Precision: train.precision (fp32 | bf16 | auto).\n"
+    "Threads: train.threads (0 = OMP_NUM_THREADS or all cores) for OpenMP and OpenBLAS alike.";
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Resident set, current and peak (VmRSS / VmHWM of /proc/self/status), bytes.
+int64_t proc_status_kb(const char* key) {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  const size_t n = std::strlen(key);
+  while (std::getline(f, line))
+    if (line.compare(0, n, key) == 0) return std::atoll(line.c_str() + n + 1);
+  return -1;
+}
+
+// Minimal JSON writer: flat object with nested objects, numbers and strings.
+class Json {
+ public:
+  void num(const std::string& k, double v) {
+    key(k);
+    if (std::isfinite(v)) {
+      char b[64];
+      std::snprintf(b, sizeof b, "%.6g", v);
+      os_ << b;
+    } else {
+      os_ << "null";
+    }
+  }
+  void str(const std::string& k, const std::string& v) {
+    key(k);
+    os_ << '"';
+    for (char c : v) {
+      if (c == '"' || c == '\\') os_ << '\\' << c;
+      else if (c == '\n') os_ << "\\n";
+      else os_ << c;
+    }
+    os_ << '"';
+  }
+  void boolean(const std::string& k, bool v) {
+    key(k);
+    os_ << (v ? "true" : "false");
+  }
+  void begin(const std::string& k) {
+    key(k);
+    os_ << '{';
+    first_ = true;
+  }
+  void end() {
+    os_ << '}';
+    first_ = false;
+  }
+  std::string text() const { return "{" + os_.str() + "}"; }
+
+ private:
+  void key(const std::string& k) {
+    if (!first_) os_ << ',';
+    first_ = false;
+    os_ << '"' << k << "\":";
+  }
+  std::ostringstream os_;
+  bool first_ = true;
+};
+
+// Bytes that a training step cannot do without: fp32 params, grads and two
+// AdamW moments (16 B/param) plus the activations backward needs, per token:
+// each block keeps ln1 out, qkv (3d), attention output, the residual stream,
+// ln2 out and the FFN output (8d in all), its FFN hidden activations (4d
+// active per token, whatever G) and the attention probabilities (H·T); MoE
+// blocks add router probabilities (E·G) and the output norm (d); plus the
+// embedding output, final LayerNorm (2d) and the softmax over the vocabulary (V).
+double analytic_min_bytes(const fm::Config& c, const fm::ModelCounts& counts) {
+  const double d = double(c.model.d_model), T = double(c.model.seq_len), H = double(c.n_heads());
+  const double tokens = double(c.train.batch_size) * T;
+  double per_block = 8 * d + 4 * d + H * T;
+  if (!c.dense()) per_block += double(c.n_experts()) + d;
+  const double per_token = double(c.model.n_blocks) * per_block + 2 * d + double(c.model.vocab_size);
+  return 16.0 * counts.total_params + 4.0 * per_token * tokens;
+}
+
+struct PeakSet {
+  double fp32_2048 = 0, bf16_2048 = 0;
+  std::vector<std::pair<std::string, std::pair<double, double>>> shapes;  // name -> (fp32, bf16)
+  double fp32_model = 0, bf16_model = 0;  // time-weighted over the model shapes
+};
+
+PeakSet measure_peaks(const fm::Config& c, double secs, bool bf16_ok) {
+  PeakSet p;
+  const int64_t tokens = c.train.batch_size * c.model.seq_len;
+  be::GemmShape big{false, false, 2048, 2048, 2048, "2048^3"};
+  p.fp32_2048 = be::measure_gemm_gflops(be::Precision::fp32, big, secs);
+  if (bf16_ok) p.bf16_2048 = be::measure_gemm_gflops(be::Precision::bf16, big, secs);
+  auto shapes = be::model_gemm_shapes(c.model.d_model, 4 * c.model.d_model, tokens);
+  double flops = 0, t32 = 0, t16 = 0;
+  for (auto& s : shapes) {
+    const double f = 2.0 * double(s.M) * double(s.N) * double(s.K);
+    double a = be::measure_gemm_gflops(be::Precision::fp32, s, secs / 2);
+    double b = bf16_ok ? be::measure_gemm_gflops(be::Precision::bf16, s, secs / 2) : 0;
+    flops += f;
+    t32 += f / a;
+    if (bf16_ok) t16 += f / b;
+    char name[128];
+    std::snprintf(name, sizeof name, "%s %lldx%lldx%lld", s.name.c_str(), (long long)s.M, (long long)s.N,
+                  (long long)s.K);
+    p.shapes.push_back({name, {a, b}});
+  }
+  if (!c.dense()) {  // the experts' grouped GEMM: E·G problems of tokens/E rows, d -> d_expert
+    const int64_t n = c.n_experts(), m = std::max<int64_t>(1, tokens / c.moe.experts), de = c.d_expert();
+    const double f = 2.0 * double(n * m) * double(de) * double(c.model.d_model);
+    double a = be::measure_grouped_gflops(be::Precision::fp32, n, m, de, c.model.d_model, false, false, secs / 2);
+    double b = bf16_ok ? be::measure_grouped_gflops(be::Precision::bf16, n, m, de, c.model.d_model, false, false,
+                                                    secs / 2)
+                       : 0;
+    flops += f;
+    t32 += f / a;
+    if (bf16_ok) t16 += f / b;
+    char name[128];
+    std::snprintf(name, sizeof name, "experts grouped %lld x (%lldx%lldx%lld)", (long long)n, (long long)m,
+                  (long long)de, (long long)c.model.d_model);
+    p.shapes.push_back({name, {a, b}});
+  }
+  p.fp32_model = flops / t32;
+  p.bf16_model = bf16_ok ? flops / t16 : 0;
+  return p;
+}
+
+int run(const fm::ParsedArgs& args) {
+  fm::Config cfg = args.config;
+  cfg.validate(1);
+  const int64_t steps = std::stoll(args.app.at("steps"));
+  const int64_t warmup = std::stoll(args.app.at("warmup"));
+  const double peak_secs = std::stod(args.app.at("peak-seconds"));
+  const bool gemm_only = args.app.count("gemm-only") && args.app.at("gemm-only") == "1";
+  if (steps < 1) throw fm::ConfigError("option '--steps': must be >= 1, got " + std::to_string(steps));
+  if (warmup < 0) throw fm::ConfigError("option '--warmup': must be >= 0, got " + std::to_string(warmup));
+
+  be::set_num_threads(int(cfg.train.threads));
+  const int64_t T = cfg.model.seq_len, B = cfg.train.batch_size, tokens = B * T;
+  std::string why;
+  const be::Precision prec = be::resolve_precision(
+      cfg.train.precision, &why, be::model_gemm_shapes(cfg.model.d_model, cfg.d_expert(), std::min<int64_t>(tokens, 2048)));
+  be::set_precision(prec);
+  const bool bf16_ok = be::bf16_available();
+  const fm::ModelCounts counts = fm::count_model(cfg.shape());
+
+  Json j;
+  j.str("program", "moe-bench");
+  j.str("version", FINEMOE_VERSION);
+  j.str("git", FINEMOE_GIT);
+  j.begin("model");
+  j.str("ffn", cfg.model.ffn);
+  j.num("d_model", double(cfg.model.d_model));
+  j.num("n_blocks", double(cfg.model.n_blocks));
+  j.num("seq_len", double(T));
+  j.num("vocab_size", double(cfg.model.vocab_size));
+  if (!cfg.dense()) {
+    j.num("E", double(cfg.moe.experts));
+    j.num("G", double(cfg.moe.granularity));
+    j.str("routing", cfg.moe.routing);
+    j.num("d_expert", double(cfg.d_expert()));
+  }
+  j.num("batch_size", double(B));
+  j.num("tokens_per_step", double(tokens));
+  j.num("total_params", counts.total_params);
+  j.num("N", counts.N);
+  j.num("N_active", counts.N_active);
+  j.end();
+  j.str("precision", prec == be::Precision::bf16 ? "bf16" : "fp32");
+  j.str("precision_requested", cfg.train.precision);
+  j.str("precision_why", why);
+  j.str("engine", be::engine_description());
+  j.str("cpu_isa", be::cpu_isa());
+  j.num("threads", double(be::num_threads()));
+
+  // ---- the model's training steps ----------------------------------------
+  double step_s = 0, fwd_s = 0, bwd_s = 0, opt_s = 0, first_loss = NAN, last_loss = NAN;
+  std::vector<fm::profile::Entry> prof;
+  const int64_t rss_base = proc_status_kb("VmRSS:") * 1024;
+  if (!gemm_only) {
+    fm::ParamStore store(1, 0);
+    fm::declare_parameters(cfg, store);
+    store.finalize();
+    fm::init_parameters(cfg, store, cfg.train.seed);
+    auto dispatcher = fm::make_local_dispatcher();
+    fm::Transformer model(cfg, store, *dispatcher);
+    auto source = fm::make_train_source(cfg);
+    fm::BatchLoader loader(*source, B, T, 0, 1);
+    fm::Buffer<int32_t> tok{size_t(tokens)}, tgt{size_t(tokens)};
+    fm::AdamWParams hp;
+    hp.lr = cfg.train.lr;
+    hp.beta1 = cfg.train.beta1;
+    hp.beta2 = cfg.train.beta2;
+    hp.eps = cfg.train.eps;
+    hp.weight_decay = cfg.train.weight_decay;
+    for (int64_t s = 0; s < warmup + steps; ++s) {
+      if (s == warmup) {
+        fm::profile::reset();
+        fm::profile::set_enabled(true);
+      }
+      loader.load(s, tok.data(), tgt.data());
+      const double t0 = now_s();
+      store.zero_grads();
+      const double loss = model.forward(tok.data(), tgt.data(), B);
+      const double t1 = now_s();
+      model.backward(1.0);
+      const double t2 = now_s();
+      fm::adamw_update(store, hp, s + 1);
+      const double t3 = now_s();
+      if (!std::isfinite(loss)) throw fm::Error("loss is not finite at bench step " + std::to_string(s));
+      if (s == 0) first_loss = loss;
+      last_loss = loss;
+      if (s >= warmup) {
+        fwd_s += t1 - t0;
+        bwd_s += t2 - t1;
+        opt_s += t3 - t2;
+        step_s += t3 - t0;
+      }
+    }
+    fm::profile::set_enabled(false);
+    prof = fm::profile::snapshot();
+  }
+  const int64_t rss_peak = proc_status_kb("VmHWM:") * 1024;
+
+  // ---- GEMM peaks, measured now in this process ---------------------------
+  const PeakSet peaks = measure_peaks(cfg, peak_secs, bf16_ok);
+  j.begin("gemm_peak_gflops");
+  j.num("fp32_2048", peaks.fp32_2048);
+  j.num("bf16_2048", bf16_ok ? peaks.bf16_2048 : NAN);
+  j.num("fp32_model_shapes", peaks.fp32_model);
+  j.num("bf16_model_shapes", bf16_ok ? peaks.bf16_model : NAN);
+  j.begin("shapes_fp32");
+  for (auto& s : peaks.shapes) j.num(s.first, s.second.first);
+  j.end();
+  if (bf16_ok) {
+    j.begin("shapes_bf16");
+    for (auto& s : peaks.shapes) j.num(s.first, s.second.second);
+    j.end();
+  }
+  j.end();
+
+  if (!gemm_only) {
+    const double ms = 1e3 * step_s / double(steps);
+    const double tps = double(tokens) * double(steps) / step_s;
+    const double gflops = counts.model_flops_per_token * tps * 1e-9;
+    const bool b16 = prec == be::Precision::bf16;
+    const double peak2048 = b16 ? peaks.bf16_2048 : peaks.fp32_2048;
+    const double peak_model = b16 ? peaks.bf16_model : peaks.fp32_model;
+    j.num("steps", double(steps));
+    j.num("warmup", double(warmup));
+    j.num("tokens_per_s", tps);
+    j.num("ms_per_step", ms);
+    j.num("model_flops_per_token", counts.model_flops_per_token);
+    j.num("flops_per_token_law", counts.flops_per_token);
+    j.num("achieved_gflops", gflops);
+    j.num("mfu_vs_2048", gflops / peak2048);
+    j.num("mfu_vs_model_shapes", gflops / peak_model);
+    j.num("fraction_of_fp32_2048", gflops / peaks.fp32_2048);
+    j.num("first_loss", first_loss);
+    j.num("last_loss", last_loss);
+    j.begin("phases_ms_per_step");
+    j.num("forward", 1e3 * fwd_s / double(steps));
+    j.num("backward", 1e3 * bwd_s / double(steps));
+    j.num("optimizer", 1e3 * opt_s / double(steps));
+    double gemm_total = 0;
+    for (auto& e : prof) {
+      j.num(e.name, 1e3 * e.seconds / double(steps));
+      if (e.name == "gemm" || e.name == "grouped_gemm") gemm_total += e.seconds;
+    }
+    j.num("non_gemm", 1e3 * (step_s - gemm_total) / double(steps));
+    j.end();
+    j.begin("memory");
+    const double min_b = analytic_min_bytes(cfg, counts);
+    j.num("peak_rss_bytes", double(rss_peak));
+    j.num("baseline_rss_bytes", double(rss_base));
+    j.num("analytic_min_bytes", min_b);
+    j.num("ratio_to_min", double(rss_peak - rss_base) / min_b);
+    j.end();
+  }
+  const std::string text = j.text();
+  std::cout << text << std::endl;
+  const std::string& out = args.app.at("json-out");
+  if (!out.empty()) {
+    std::ofstream f(out, std::ios::app);
+    if (!f) throw fm::Error("cannot open --json-out file '" + out + "' for appending");
+    f << text << "\n";
+  }
+  return fm::kExitOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const std::vector<fm::AppOption> opts = {
+        {"steps", "timed training steps", "5", true},
+        {"warmup", "untimed steps before timing (JIT, page faults, caches)", "2", true},
+        {"json-out", "append the JSON object as one line to this file", "", true},
+        {"peak-seconds", "seconds per GEMM peak measurement", "0.3", true},
+        {"gemm-only", "only measure the GEMM peaks (no model steps)", "0", false},
+    };
+    fm::ParsedArgs args = fm::parse_args(argc, argv, kUsage, opts);
+    if (args.help) {
+      std::cout << args.help_text << std::endl;
+      return fm::kExitOk;
+    }
+    if (args.print_config) {
+      args.config.validate(1);
+      std::cout << args.config.to_ini();
+      return fm::kExitOk;
+    }
+    return run(args);
+  } catch (const fm::Error& e) {
+    std::fprintf(stderr, "moe-bench: error: %s\n", e.what());
+    return e.exit_code();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "moe-bench: error: %s\n", e.what());
+    return fm::kExitFailure;
+  }
+}
