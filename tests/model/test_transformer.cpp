@@ -21,6 +21,7 @@
 #include <random>
 #include <vector>
 
+#include "finemoe/error.hpp"
 #include "finemoe/model.hpp"
 #include "finemoe/moe.hpp"
 #include "model_fixtures.hpp"
