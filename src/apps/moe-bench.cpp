@@ -37,11 +37,13 @@ namespace {
 const char* kUsage =
     "moe-bench: training-step throughput, phase breakdown and MFU of a config on this CPU.\n\n"
     "Usage: moe-bench [--config FILE.ini] [--section.key value ...] [--steps N] [--warmup M]\n"
-    "                 [--json-out FILE] [--peak-seconds S] [--gemm-only]\n\n"
+    "                 [--json-out FILE] [--peak-seconds S] [--gemm-only]\n"
+    "                 [--fp32-engine openblas|onednn] [--grouped auto|serial|omp_loop]\n\n"
     "Runs M untimed and N timed training steps (forward, backward, AdamW) of the\n"
     "configured model on train.batch_size sequences of model.seq_len tokens, measures the\n"
     "fp32 and bf16 GEMM peaks (2048^2 and the model's shapes) in the same process, and\n"
     "prints one JSON object on stdout. Precision: train.precision (fp32 | bf16 | auto).\n"
+    "--fp32-engine and --grouped select the GEMM engine variants (for comparisons).\n"
     "Threads: train.threads (0 = OMP_NUM_THREADS or all cores) for OpenMP and OpenBLAS alike.";
 
 double now_s() {
@@ -179,6 +181,14 @@ int run(const fm::ParsedArgs& args) {
   if (warmup < 0) throw fm::ConfigError("option '--warmup': must be >= 0, got " + std::to_string(warmup));
 
   be::set_num_threads(int(cfg.train.threads));
+  const std::string eng = args.app.at("fp32-engine"), grp = args.app.at("grouped");
+  if (eng == "openblas") be::set_fp32_engine(be::Fp32Engine::openblas);
+  else if (eng == "onednn") be::set_fp32_engine(be::Fp32Engine::onednn);
+  else throw fm::ConfigError("option '--fp32-engine': expected openblas | onednn, got '" + eng + "'");
+  if (grp == "auto") be::set_grouped_variant(be::GroupedVariant::automatic);
+  else if (grp == "serial") be::set_grouped_variant(be::GroupedVariant::serial);
+  else if (grp == "omp_loop") be::set_grouped_variant(be::GroupedVariant::omp_loop);
+  else throw fm::ConfigError("option '--grouped': expected auto | serial | omp_loop, got '" + grp + "'");
   const int64_t T = cfg.model.seq_len, B = cfg.train.batch_size, tokens = B * T;
   std::string why;
   const be::Precision prec = be::resolve_precision(
@@ -215,6 +225,7 @@ int run(const fm::ParsedArgs& args) {
   j.str("engine", be::engine_description());
   j.str("cpu_isa", be::cpu_isa());
   j.num("threads", double(be::num_threads()));
+  j.str("grouped_variant", grp);
 
   // ---- the model's training steps ----------------------------------------
   double step_s = 0, fwd_s = 0, bwd_s = 0, opt_s = 0, first_loss = NAN, last_loss = NAN;
@@ -282,6 +293,46 @@ int run(const fm::ParsedArgs& args) {
   }
   j.end();
 
+  if (gemm_only) {
+    // Grouped GEMM variants compared on the experts' forward GEMM of E=8 at
+    // G = 1, 4, 16 (E·G problems of tokens/E rows, d -> 4d/G) and on the
+    // attention scores (B·H problems T x T x 64).
+    const int64_t d = cfg.model.d_model;
+    const int64_t rows = std::max<int64_t>(1, tokens / 8);
+    struct Case {
+      std::string name;
+      int64_t count, M, N, K;
+      bool tb;
+    };
+    std::vector<Case> cases;
+    for (int64_t G : {1, 4, 16})
+      cases.push_back({"experts E=8 G=" + std::to_string(G), 8 * G, rows, 4 * d / G, d, false});
+    cases.push_back({"attention scores", B * cfg.n_heads(), T, T, cfg.model.head_dim, true});
+    const auto saved_engine = be::fp32_engine();
+    const auto saved_variant = be::grouped_variant();
+    j.begin("grouped_gflops");
+    for (const auto& c : cases) {
+      j.begin(c.name + " " + std::to_string(c.count) + "x(" + std::to_string(c.M) + "x" + std::to_string(c.N) +
+              "x" + std::to_string(c.K) + ")");
+      for (auto v : {be::GroupedVariant::serial, be::GroupedVariant::omp_loop}) {
+        const std::string vn = v == be::GroupedVariant::serial ? "serial" : "omp_loop";
+        be::set_grouped_variant(v);
+        be::set_fp32_engine(be::Fp32Engine::openblas);
+        j.num("fp32_openblas_" + vn,
+              be::measure_grouped_gflops(be::Precision::fp32, c.count, c.M, c.N, c.K, false, c.tb, peak_secs / 2));
+        be::set_fp32_engine(be::Fp32Engine::onednn);
+        j.num("fp32_onednn_" + vn,
+              be::measure_grouped_gflops(be::Precision::fp32, c.count, c.M, c.N, c.K, false, c.tb, peak_secs / 2));
+        if (bf16_ok)
+          j.num("bf16_onednn_" + vn,
+                be::measure_grouped_gflops(be::Precision::bf16, c.count, c.M, c.N, c.K, false, c.tb, peak_secs / 2));
+      }
+      j.end();
+    }
+    j.end();
+    be::set_fp32_engine(saved_engine);
+    be::set_grouped_variant(saved_variant);
+  }
   if (!gemm_only) {
     const double ms = 1e3 * step_s / double(steps);
     const double tps = double(tokens) * double(steps) / step_s;
@@ -341,6 +392,8 @@ int main(int argc, char** argv) {
         {"json-out", "append the JSON object as one line to this file", "", true},
         {"peak-seconds", "seconds per GEMM peak measurement", "0.3", true},
         {"gemm-only", "only measure the GEMM peaks (no model steps)", "0", false},
+        {"fp32-engine", "fp32 GEMM library: openblas | onednn", "openblas", true},
+        {"grouped", "grouped GEMM variant: auto | serial | omp_loop", "auto", true},
     };
     fm::ParsedArgs args = fm::parse_args(argc, argv, kUsage, opts);
     if (args.help) {
