@@ -67,6 +67,9 @@ struct DataConfig {
   double synth_zipf = 1.1;           // Zipf exponent of the vocabulary
   double synth_copy_prob = 0.05;     // probability of starting a copy span
   int64_t synth_branching = 8;       // successors per context (sparsity of rules)
+  int64_t synth_doc_len = 1024;      // tokens per independent synthetic document
+  int64_t synth_copy_distance = 32;  // copy spans repeat text from 1..this many tokens back
+  double synth_copy_len = 8.0;       // mean copy span length (geometric)
 };
 
 struct ParallelConfig {
