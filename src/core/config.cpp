@@ -137,14 +137,16 @@ po::options_description schema_options() {
   po::options_description d("Configuration keys (INI [section] key = value, or --section.key value)");
   Config defaults;
   for (const auto& k : schema())
-    d.add_options()(k.key.c_str(), po::value<std::string>(),
+    // Vector-valued so that a key repeated on the command line is not an
+    // error: the last occurrence wins (scripts append overrides).
+    d.add_options()(k.key.c_str(), po::value<std::vector<std::string>>(),
                     (k.help + " [default: " + k.get(defaults) + "]").c_str());
   return d;
 }
 
 void apply_values(Config& c, const po::variables_map& vm) {
   for (const auto& k : schema())
-    if (vm.count(k.key)) k.set(c, vm[k.key].as<std::string>());
+    if (vm.count(k.key)) k.set(c, vm[k.key].as<std::vector<std::string>>().back());
 }
 
 void require(bool ok, const std::string& key, const std::string& what) {

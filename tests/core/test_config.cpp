@@ -46,6 +46,11 @@ TEST(Config, FileThenCliOverrides) {
   std::remove(f.c_str());
 }
 
+TEST(Config, RepeatedCliKeyLastWins) {
+  ParsedArgs a = parse({"--train.lr", "1e-3", "--train.lr", "2e-3"});
+  EXPECT_DOUBLE_EQ(a.config.train.lr, 2e-3);
+}
+
 TEST(Config, UnknownKeyInFileNamed) {
   std::string f = write_tmp("[model]\nd_modle = 256\n");
   try {

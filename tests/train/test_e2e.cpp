@@ -55,7 +55,7 @@ TEST(Cli, BadValuesExit2NamingTheKey) {
 TEST(Cli, MissingShardFailsOnEveryRankOnceWithoutHang) {
   const std::string dir = temp_dir("shard");
   Result r = run("timeout 120 " + train_cmd(2, tiny_args(dir, 5) +
-                                                   " --data.source shards --data.train_shards /nonexistent/train_*.bin"));
+                                                   " --data.source shards --data.train_shards /nonexistent/train_*.bin --data.val_shards /nonexistent/val_*.bin"));
   EXPECT_NE(r.code, 0) << r.out;
   EXPECT_NE(r.code, 124) << "hung: " << r.out;
   EXPECT_NE(r.out.find("/nonexistent/train_"), std::string::npos) << r.out;
