@@ -26,7 +26,7 @@ TEST(Comm, GridLayout) {
 TEST(Comm, AllreduceEqualsSerialSumInRankOrder) {
   Comm c(1);
   for (int64_t n : {int64_t(1), int64_t(3), int64_t(1000), int64_t(12345)}) {
-    std::vector<float> buf(size_t(n));
+    std::vector<float> buf(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) buf[size_t(i)] = contribution(c.rank(), i);
     c.allreduce_sum(buf.data(), n, Group::world);
     for (int64_t i = 0; i < n; ++i) {
@@ -52,7 +52,7 @@ TEST(Comm, AlltoallvMovesRows) {
   std::vector<int64_t> counts_recv;
   c.alltoall(sc, counts_recv, Group::world);
   for (int j = 0; j < P; ++j) EXPECT_EQ(counts_recv[j], c.rank() + 1);
-  std::vector<float> recv(size_t(P * (c.rank() + 1)));
+  std::vector<float> recv(static_cast<size_t>(P * (c.rank() + 1)));
   c.alltoallv(send.data(), sc, recv.data(), counts_recv, Group::world);
   for (int j = 0; j < P; ++j)
     for (int k = 0; k <= c.rank(); ++k) EXPECT_EQ(recv[size_t(j * (c.rank() + 1) + k)], float(j * 100 + c.rank()));
@@ -63,7 +63,10 @@ int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (rank != 0) ::testing::GetTestEventListeners().Release(::testing::GetTestEventListeners().default_result_printer());
+  if (rank != 0) {  // one report, from rank 0
+    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
+    delete listeners.Release(listeners.default_result_printer());
+  }
   int rc = RUN_ALL_TESTS();
   int all = 0;
   MPI_Allreduce(&rc, &all, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
