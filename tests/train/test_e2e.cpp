@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "e2e_util.hpp"
+#include "finemoe/metrics.hpp"
 
 using namespace e2e;
 namespace fs = std::filesystem;
@@ -77,6 +78,33 @@ TEST(Learning, DenseAndMoELossFallOnSyntheticCorpus) {
     if (extra.find("dense") == std::string::npos)
       EXPECT_NE(r.out.find("routing step"), std::string::npos) << "telemetry not printed";
   }
+}
+
+// More steps bring the validation loss closer to the corpus' entropy rate
+// (the irreducible loss printed by the trainer), never below it beyond noise.
+TEST(Learning, ValidationLossApproachesEntropyFloor) {
+  double val[2];
+  double floor = 0;
+  int i = 0;
+  for (int steps : {40, 240}) {
+    const std::string dir = temp_dir("floor");
+    Result r = run(train_cmd(1, tiny_args(dir, steps) + " --moe.granularity 2 --train.eval_tokens 4096"));
+    ASSERT_EQ(r.code, 0) << r.out;
+    auto m = finemoe::read_metrics(dir + "/metrics.h5");
+    ASSERT_FALSE(m.eval.empty());
+    val[i++] = m.eval.back().loss;
+    floor = m.num_attrs.at("data_entropy_rate");
+  }
+  EXPECT_GT(floor, 0.5);
+  EXPECT_LT(val[1], val[0] - 0.1) << "240 steps should beat 40 steps";
+  EXPECT_GT(val[1], floor - 0.05) << "validation loss below the entropy rate";
+}
+
+TEST(Cli, UnwritableRunDirIsAClearError) {
+  Result r = run(train_cmd(1, tiny_args("/proc/finemoe_run", 2)));
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("/proc/finemoe_run"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("HDF5-DIAG"), std::string::npos) << "raw HDF5 error stack: " << r.out;
 }
 
 // ---------------------------------------------------------------- Parallel ---
