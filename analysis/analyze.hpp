@@ -1,0 +1,79 @@
+// moe-analyze as a library: options, the collected results, and the driver.
+// moe-analyze.cpp is only `return analyze_main(argc, argv);`, so the tests
+// run the whole program in-process.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "bootstrap.hpp"
+#include "fit.hpp"
+#include "optimal.hpp"
+#include "runs.hpp"
+
+namespace finemoe::analysis {
+
+struct AnalyzeOptions {
+  std::string runs_dir;               // positional; optional with --law + --optimal
+  std::string out_dir = "moe-analysis";
+  CollectOptions collect;
+  FitOptions fit;                     // huber δ, fix-c, solver, l2
+  std::string form = "auto";          // auto | fine | chinchilla
+  bool slice_g = false;               // extra Chinchilla fits per fixed G
+  double max_g = 0;                   // drop MoE runs with G > max_g (0: keep all)
+  double expansion = 0;               // E of the fine fit (0: the most common E)
+  BootstrapOptions boot;
+  std::string holdout;                // "", largest-n, largest-d, random:FRAC
+  std::string law = "fit";            // fit | paper | paper-rounded | a=..,alpha=..
+  std::string dense_law = "paper";    // paper | fit | none | a=..,alpha=..,b=..,beta=..,c=..
+  std::string optimal;                // budgets; "" = log:1e18:1e25:8 when a law exists
+  OptimalOptions opt;
+  bool json = false;                  // fit.json to stdout, human text to stderr
+  bool plots = true;
+  std::string gnuplot;                // gnuplot executable ("" = the one found at build time / PATH)
+  bool quiet = false;
+};
+
+struct FitReport {
+  std::string label;                  // "moe", "dense", "G=4"
+  FitOptions options;
+  std::vector<FitPoint> points;       // group = index into RunSet::runs
+  FitResult fit;
+  bool has_bootstrap = false;
+  BootstrapResult boot;
+  bool has_holdout = false;
+  HoldoutResult holdout;
+};
+
+struct OptimalReport {
+  bool present = false;
+  std::string law_name, dense_name;
+  Law law, dense;
+  bool has_dense = false;
+  OptimalOptions options;
+  std::vector<OptimalRow> rows;
+};
+
+struct Analysis {
+  AnalyzeOptions options;
+  RunSet runs;
+  std::vector<std::string> notes;     // runs collected but left out of a fit, and why
+  std::vector<FitReport> fits;
+  OptimalReport optimal;
+};
+
+// Parses argv; returns false and sets `help` text when --help was asked.
+// Throws ConfigError on bad options.
+bool parse_analyze_args(int argc, const char* const* argv, AnalyzeOptions& o, std::string& help);
+
+// Runs everything that the options ask for; never throws for a bad run file.
+Analysis run_analysis(const AnalyzeOptions& o);
+
+// fit.json, runs.csv, optimal.csv, report.md (+ plots) under o.out_dir.
+void write_outputs(const Analysis& a);
+std::string fit_json(const Analysis& a);
+// Returns the base names of the plots drawn (empty when gnuplot is missing).
+std::vector<std::string> make_plots(const Analysis& a);
+
+int analyze_main(int argc, const char* const* argv);
+
+}  // namespace finemoe::analysis

@@ -1,0 +1,264 @@
+// fit.json, runs.csv, optimal.csv and report.md.
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "analyze.hpp"
+#include "finemoe/error.hpp"
+#include "json.hpp"
+
+namespace fs = std::filesystem;
+
+namespace finemoe::analysis {
+namespace {
+
+void write_file(const fs::path& p, const std::string& text) {
+  std::ofstream f(p);
+  if (!f) throw Error("cannot write '" + p.string() + "'");
+  f << text;
+  if (!f) throw Error("error writing '" + p.string() + "'");
+}
+
+void json_law(JsonWriter& w, const std::string& key, const Law& l, bool granular) {
+  w.begin_object(key);
+  const auto names = law_param_names();
+  const auto vals = law_values(l);
+  for (size_t k = 0; k < names.size(); ++k)
+    if (granular || (names[k] != "g" && names[k] != "gamma")) w.num(names[k], vals[k]);
+  w.end_object();
+}
+
+std::string run_name(const Analysis& a, int group) {
+  return group >= 0 && size_t(group) < a.runs.runs.size() ? a.runs.runs[group].name : std::to_string(group);
+}
+
+void json_fit(JsonWriter& w, const Analysis& a, const FitReport& r) {
+  const bool fine = r.options.form == LawForm::Fine;
+  w.begin_object();
+  w.str("label", r.label).str("form", form_name(r.options.form)).boolean("ok", r.fit.ok);
+  if (!r.fit.ok) w.str("message", r.fit.message);
+  w.str("solver", solver_name(r.options.solver))
+      .num("huber_delta", r.options.huber_delta)
+      .num("l2", r.options.l2)
+      .boolean("c_fixed", r.options.fix_c)
+      .num("points", double(r.points.size()));
+  if (r.fit.ok) {
+    json_law(w, "coefficients", r.fit.law, fine);
+    w.num("objective", r.fit.objective).num("rmse", r.fit.rmse).num("rmse_log", r.fit.rmse_log).num("mare", r.fit.mare);
+    w.num("starts", r.fit.starts).num("usable_starts", r.fit.usable_starts);
+  }
+  if (r.has_bootstrap) {
+    w.begin_object("bootstrap");
+    w.num("replicates", r.boot.requested).num("succeeded", r.boot.succeeded);
+    w.num("fraction", a.options.boot.fraction).str("resampling", "runs with replacement");
+    w.begin_object("intervals_95");
+    for (const auto& pi : r.boot.intervals) {
+      if (!fine && (pi.name == "g" || pi.name == "gamma")) continue;
+      w.begin_object(pi.name).num("lo", pi.lo).num("hi", pi.hi).num("median", pi.median).num("sd", pi.sd).end_object();
+    }
+    w.end_object().end_object();
+  }
+  if (r.has_holdout) {
+    const auto& h = r.holdout;
+    w.begin_object("holdout").str("rule", h.rule).boolean("ok", h.ok);
+    if (!h.ok) w.str("message", h.message);
+    w.num("train_runs", h.train_runs).num("test_runs", h.test_runs);
+    if (h.ok) {
+      w.num("rmse", h.rmse).num("mare", h.mare).num("train_rmse", h.train_fit.rmse);
+      json_law(w, "train_coefficients", h.train_fit.law, fine);
+      w.begin_array("test");
+      for (size_t i = 0; i < h.test_points.size(); ++i) {
+        const auto& p = h.test_points[i];
+        w.begin_object().str("run", run_name(a, p.group)).num("N", p.N).num("D", p.D).num("G", p.G);
+        w.num("observed", p.loss).num("predicted", h.test_predicted[i]).end_object();
+      }
+      w.end_array();
+    }
+    w.end_object();
+  }
+  if (r.fit.ok) {
+    w.begin_array("residuals");
+    for (size_t i = 0; i < r.points.size(); ++i) {
+      const auto& p = r.points[i];
+      const double pred = r.fit.predicted[i];
+      w.begin_object().str("run", run_name(a, p.group)).num("N", p.N).num("D", p.D).num("G", p.G);
+      w.num("observed", p.loss).num("predicted", pred).num("residual", pred - p.loss);
+      w.num("log_residual", std::log(pred) - std::log(p.loss)).end_object();
+    }
+    w.end_array();
+  }
+  w.end_object();
+}
+
+std::string runs_csv(const Analysis& a) {
+  std::ostringstream os;
+  os.precision(10);
+  os << "name,path,status,d_model,n_blocks,E,G,dense,cooldown_branch,N,N_active,D,flops_per_token,F,final_loss,"
+        "window,rows\n";
+  for (const auto& r : a.runs.runs)
+    os << r.name << ',' << r.path << ',' << r.status << ',' << r.d_model << ',' << r.n_blocks << ',' << r.E << ','
+       << r.G << ',' << int(r.dense) << ',' << int(r.cooldown) << ',' << r.N << ',' << r.N_active << ',' << r.D
+       << ',' << r.flops_per_token << ',' << r.F << ',' << r.final_loss << ',' << r.window << ',' << r.rows << '\n';
+  return os.str();
+}
+
+std::string optimal_csv(const Analysis& a) {
+  std::ostringstream os;
+  os.precision(10);
+  os << "budget,n_blocks,d_model,N_active,N_total,G,D,tokens_per_active_param,loss,dense_optimal_loss,"
+        "dense_compute_to_match,compute_multiplier\n";
+  for (const auto& r : a.optimal.rows) {
+    const auto& b = r.best;
+    os << b.budget << ',' << b.n_blocks << ',' << b.d_model << ',' << b.N_active << ',' << b.N_total << ',' << b.G
+       << ',' << b.D << ',' << b.tokens_per_active << ',' << b.loss << ',';
+    if (a.optimal.has_dense) os << r.dense_loss << ',' << r.dense_compute << ',' << r.multiplier;
+    else os << ",,";
+    os << '\n';
+  }
+  return os.str();
+}
+
+std::string report_md(const Analysis& a, const std::vector<std::string>& plots) {
+  std::ostringstream os;
+  char buf[512];
+  os << "# moe-analyze report\n\n";
+  if (!a.options.runs_dir.empty()) {
+    os << "Runs directory: `" << a.options.runs_dir << "` — " << a.runs.runs.size() << " usable runs, "
+       << a.runs.skipped.size() << " skipped. Per-run values: [runs.csv](runs.csv); everything: [fit.json](fit.json).\n\n";
+    if (!a.runs.skipped.empty()) {
+      os << "Skipped:\n\n";
+      for (const auto& s : a.runs.skipped) os << "- `" << s.path << "`: " << s.reason << "\n";
+      os << "\n";
+    }
+    for (const auto& n : a.notes) os << "- not in the MoE fit: " << n << "\n";
+    if (!a.notes.empty()) os << "\n";
+  }
+  for (const auto& f : a.fits) {
+    os << "## Fit `" << f.label << "` (" << form_name(f.options.form) << ")\n\n";
+    if (!f.fit.ok) {
+      os << "Not fitted: " << f.fit.message << "\n\n";
+      continue;
+    }
+    std::snprintf(buf, sizeof buf,
+                  "%zu points; Huber δ = %g on log-loss residuals, %s, L2 %g; objective %.4g, RMSE %.4g nats, "
+                  "MARE %.3g%%.\n\n",
+                  f.points.size(), f.options.huber_delta, solver_name(f.options.solver), f.options.l2,
+                  f.fit.objective, f.fit.rmse, 100 * f.fit.mare);
+    os << buf << "| coefficient | value | 95% interval |\n|---|---|---|\n";
+    const auto names = law_param_names();
+    const auto vals = law_values(f.fit.law);
+    for (size_t k = 0; k < names.size(); ++k) {
+      if (f.options.form != LawForm::Fine && (names[k] == "g" || names[k] == "gamma")) continue;
+      std::string ci = "–";
+      if (names[k] == "c" && f.options.fix_c) ci = "fixed";
+      else if (f.has_bootstrap && f.boot.succeeded > 1) {
+        std::snprintf(buf, sizeof buf, "[%.4g, %.4g]", f.boot.intervals[k].lo, f.boot.intervals[k].hi);
+        ci = buf;
+      }
+      std::snprintf(buf, sizeof buf, "| %s | %.5g | %s |\n", names[k].c_str(), vals[k], ci.c_str());
+      os << buf;
+    }
+    if (f.has_bootstrap)
+      os << "\nBootstrap: " << f.boot.succeeded << "/" << f.boot.requested << " refits on "
+         << a.options.boot.fraction * 100 << "% of the runs (drawn with replacement).\n";
+    if (f.has_holdout) {
+      if (f.holdout.ok)
+        std::snprintf(buf, sizeof buf, "\nHoldout `%s`: %d runs held out, RMSE %.4g nats, MARE %.3g%%.\n",
+                      f.holdout.rule.c_str(), f.holdout.test_runs, f.holdout.rmse, 100 * f.holdout.mare);
+      else
+        std::snprintf(buf, sizeof buf, "\nHoldout `%s`: %s\n", f.holdout.rule.c_str(), f.holdout.message.c_str());
+      os << buf;
+    }
+    os << "\n";
+  }
+  if (a.optimal.present) {
+    const auto& op = a.optimal;
+    os << "## Compute-optimal configurations\n\nLaw `" << op.law_name << "`: `" << law_to_string(op.law)
+       << "`, E = " << op.options.E << ", d_model = " << op.options.aspect << "·n_blocks";
+    if (op.has_dense) os << "; dense law `" << op.dense_name << "`: `" << law_to_string(op.dense) << "`";
+    os << ". Table: [optimal.csv](optimal.csv).\n\n";
+    os << "| budget (FLOPs) | n_blocks | d_model | N_active | N_total | G | D (tokens) | D/N_active | loss | dense "
+          "compute multiplier |\n|---|---|---|---|---|---|---|---|---|---|\n";
+    for (const auto& r : op.rows) {
+      const auto& b = r.best;
+      std::snprintf(buf, sizeof buf, "| %.3g | %.2f | %.0f | %.3g | %.3g | %g | %.4g | %.1f | %.4f | %s |\n",
+                    b.budget, b.n_blocks, b.d_model, b.N_active, b.N_total, b.G, b.D, b.tokens_per_active, b.loss,
+                    op.has_dense ? (std::isfinite(r.multiplier) ? (std::to_string(r.multiplier).substr(0, 6) + "×").c_str() : "unreachable") : "–");
+      os << buf;
+    }
+    os << "\n";
+  }
+  if (!plots.empty()) {
+    os << "## Plots\n\n";
+    for (const auto& p : plots) os << "- " << p << ": ![" << p << "](plots/" << p << ".png) ([svg](plots/" << p << ".svg))\n";
+  }
+  return os.str();
+}
+
+}  // namespace
+
+std::string fit_json(const Analysis& a) {
+  JsonWriter w;
+  w.begin_object();
+  w.str("tool", "moe-analyze").num("format_version", 1).str("runs_dir", a.options.runs_dir);
+  w.num("final_window", double(a.options.collect.final_window));
+  w.begin_array("fits");
+  for (const auto& f : a.fits) json_fit(w, a, f);
+  w.end_array();
+  w.begin_array("runs");
+  for (const auto& r : a.runs.runs) {
+    w.begin_object().str("name", r.name).str("path", r.path).str("status", r.status);
+    w.num("d_model", r.d_model).num("n_blocks", r.n_blocks).num("E", r.E).num("G", r.G);
+    w.boolean("dense", r.dense).boolean("cooldown_branch", r.cooldown);
+    w.num("N", r.N).num("N_active", r.N_active).num("D", r.D).num("F", r.F).num("final_loss", r.final_loss);
+    w.num("window", double(r.window)).num("points", double(r.points.size())).end_object();
+  }
+  w.end_array();
+  w.begin_array("skipped");
+  for (const auto& s : a.runs.skipped) w.begin_object().str("path", s.path).str("reason", s.reason).end_object();
+  w.end_array();
+  w.begin_array("excluded");
+  for (const auto& n : a.notes) w.str(n);
+  w.end_array();
+  if (a.optimal.present) {
+    const auto& op = a.optimal;
+    w.begin_object("optimal").str("law_name", op.law_name);
+    json_law(w, "law", op.law, true);
+    if (op.has_dense) {
+      w.str("dense_law_name", op.dense_name);
+      json_law(w, "dense_law", op.dense, false);
+    }
+    w.num("E", op.options.E).num("aspect", op.options.aspect);
+    w.begin_array("rows");
+    for (const auto& r : op.rows) {
+      const auto& b = r.best;
+      w.begin_object().num("budget", b.budget).num("n_blocks", b.n_blocks).num("d_model", b.d_model);
+      w.num("N_active", b.N_active).num("N_total", b.N_total).num("G", b.G).num("D", b.D);
+      w.num("tokens_per_active_param", b.tokens_per_active).num("loss", b.loss);
+      if (op.has_dense) w.num("dense_optimal_loss", r.dense_loss).num("dense_compute", r.dense_compute).num("multiplier", r.multiplier);
+      w.begin_array("loss_per_G");
+      for (const auto& p : r.per_g) w.begin_object().num("G", p.G).num("loss", p.loss).num("n_blocks", p.n_blocks).end_object();
+      w.end_array().end_object();
+    }
+    w.end_array().end_object();
+  }
+  w.end_object();
+  return w.text();
+}
+
+void write_outputs(const Analysis& a) {
+  const fs::path out(a.options.out_dir);
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  if (ec) throw Error("--out: cannot create '" + out.string() + "': " + ec.message());
+  write_file(out / "fit.json", fit_json(a));
+  write_file(out / "runs.csv", runs_csv(a));
+  if (a.optimal.present) write_file(out / "optimal.csv", optimal_csv(a));
+  std::vector<std::string> plots;
+  if (a.options.plots) plots = make_plots(a);
+  write_file(out / "report.md", report_md(a, plots));
+}
+
+}  // namespace finemoe::analysis

@@ -1,0 +1,55 @@
+// Run collection: every metrics.h5 under a directory becomes a run with its
+// final loss, N, D, G, E and FLOPs (counting.hpp), or a skip with a reason.
+//
+// Final loss: mean of the last K logged train losses (K = final_window, or
+// 10 % of the rows when 0; at least 1). With a cosine schedule only the end of
+// a run is a valid (N, D) point. Runs with attribute cooldown_branch = 1 were
+// cooled down to each of their logged points, so they may also contribute
+// `cooldown_points` − 1 intermediate points (same window rule, D = tokens at
+// that row), evenly spaced over the run; all points of a run share its group
+// so bootstrap and holdout move them together.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "finemoe/metrics.hpp"
+#include "fit.hpp"
+
+namespace finemoe::analysis {
+
+struct CollectOptions {
+  int64_t final_window = 0;   // K; 0: 10 % of the rows, at least 1
+  int cooldown_points = 4;    // points per cooldown-branch run (incl. the final one)
+  bool include_running = false;  // use runs whose status is not "completed" (not default)
+  int curve_max_points = 400;    // curve kept for plots, subsampled
+};
+
+struct RunInfo {
+  std::string path, name, status;
+  double d_model = 0, n_blocks = 0, E = 1, G = 1;
+  bool dense = false, cooldown = false;
+  double N = 0, N_active = 0, D = 0, flops_per_token = 0, F = 0;
+  double final_loss = 0;
+  int64_t rows = 0, window = 0;
+  std::vector<double> curve_tokens, curve_loss;
+  std::vector<FitPoint> points;  // final point last; group = index in RunSet::runs
+};
+
+struct SkippedRun {
+  std::string path, reason;
+};
+
+struct RunSet {
+  std::vector<RunInfo> runs;
+  std::vector<SkippedRun> skipped;
+  std::vector<FitPoint> all_points() const;
+};
+
+// One run from its metrics; throws DataError with the reason to skip it.
+RunInfo run_from_metrics(const RunMetrics& m, const CollectOptions& o);
+
+// Every metrics.h5 under dir (recursive, sorted). Bad files become skips;
+// only a missing/unreadable directory throws (DataError).
+RunSet collect_runs(const std::string& dir, const CollectOptions& o);
+
+}  // namespace finemoe::analysis
