@@ -1,0 +1,44 @@
+// Experts: the K local ReLU MLPs y = relu(x·W1_k)·W2_k, computed with ONE
+// backend::grouped_gemm per matrix product (forward 2, backward 4).
+//
+// Input rows arrive packed per local expert (the Dispatcher's recv layout).
+// The weight-gradient products reduce over an expert's rows, a per-problem K
+// that grouped_gemm (per-problem M only) cannot express; so the experts keep
+// x, h, dy and dh in a PADDED layout [K, Rmax, ·] whose rows past R_k are zero.
+// Adding those zero rows changes nothing, and for expert choice (every expert
+// takes the same number of rows) there is no padding at all.
+//
+// Private to src/moe.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "finemoe/memory.hpp"
+
+namespace finemoe::moe {
+
+class Experts {
+ public:
+  Experts(int64_t n_local, int64_t d_model, int64_t d_expert);
+  // x [R, d] packed: counts[k] rows for local expert k. y [R, d] packed.
+  // w1 [K, d, de], w2 [K, de, d]. Keeps x and h for backward.
+  void forward(const float* x, const std::vector<int64_t>& counts, const float* w1, const float* w2, float* y);
+  // dy [R, d] packed like the last forward. dw1/dw2 accumulate (+=); dx [R, d]
+  // packed is overwritten.
+  void backward(const float* dy, const float* w1, const float* w2, float* dw1, float* dw2, float* dx);
+
+ private:
+  void to_padded(const float* packed, int64_t width, float* padded) const;
+  void zero_padding(float* padded, int64_t width) const;
+
+  int64_t K_, d_, de_;
+  int64_t rmax_ = 0;
+  std::vector<int64_t> counts_, offsets_;  // packed row offsets per expert
+  Buffer<float> xp_, hp_, dyp_, dhp_;      // padded [K, rmax, ·], grow-only
+  // Pointer/size arrays for grouped_gemm, rebuilt per call (no allocation).
+  std::vector<const float*> a_, b_;
+  std::vector<float*> c_;
+  std::vector<int64_t> m_;
+};
+
+}  // namespace finemoe::moe

@@ -1,0 +1,184 @@
+// MoELayer: route -> gather rows by global expert -> dispatch -> experts ->
+// combine -> weight by router probability and scatter-add into the output;
+// backward is the mirror image. All buffers are grow-only members, so after
+// the first step the layer allocates nothing.
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "experts.hpp"
+#include "finemoe/error.hpp"
+#include "finemoe/moe.hpp"
+#include "router.hpp"
+
+namespace finemoe {
+namespace {
+
+template <typename T>
+void ensure(Buffer<T>& b, size_t n) {
+  if (b.size() < n) b.resize(n);
+}
+
+void require(bool ok, const std::string& key, const std::string& what) {
+  if (!ok) throw ConfigError("MoE layer: config key '" + key + "' " + what);
+}
+
+void validate(const MoEShape& s) {
+  require(s.d_model > 0, "model.d_model", "must be positive");
+  require(s.E >= 1 && s.G >= 1 && s.n_experts == s.E * s.G, "moe.experts",
+          "and moe.granularity must be >= 1 with n_experts = E*G");
+  require(s.d_expert > 0, "moe.granularity", "gives a non-positive expert width");
+  require(s.ep_size >= 1 && s.n_experts % s.ep_size == 0, "parallel.expert_parallel",
+          "(" + std::to_string(s.ep_size) + ") must divide the number of experts E*G = " +
+              std::to_string(s.n_experts));
+  require(s.ep_rank >= 0 && s.ep_rank < s.ep_size, "parallel.expert_parallel", "rank out of range");
+  if (s.routing == Routing::expert_choice) {
+    require(s.group_size >= 1, "moe.group_size", "must be positive");
+    require(s.capacity >= 1 && s.capacity <= s.group_size, "moe.group_size",
+            "gives an expert-choice capacity " + std::to_string(s.capacity) + " outside [1, group_size]");
+  } else {
+    require(s.top_k >= 1 && s.top_k <= s.n_experts, "moe.top_k", "must be in [1, E*G]");
+    require(s.capacity_factor > 0, "moe.capacity_factor", "must be positive");
+  }
+}
+
+}  // namespace
+
+struct MoELayer::Impl {
+  Impl(const MoEShape& s, Dispatcher& d)
+      : shape(s), disp(d), experts(s.local_experts(), s.d_model, s.d_expert) {}
+
+  MoEShape shape;
+  Dispatcher& disp;
+  moe::Routes routes;
+  moe::Experts experts;
+  RoutingStats stats;
+  // Activations kept for backward.
+  Buffer<float> x;       // [T, d] copy of the input (router backward needs it)
+  Buffer<float> y_send;  // [A, d] expert outputs in send layout (for dprob)
+  // Scratch, reused between forward and backward where lifetimes allow.
+  Buffer<float> send;    // [A, d] forward: gathered x rows; backward: dx rows
+  Buffer<float> recv;    // [R, d] forward: expert inputs; backward: dy rows
+  Buffer<float> out_recv;  // [R, d] forward: expert outputs; backward: expert dx
+  Buffer<float> dy_send;   // [A, d]
+  Buffer<float> dprob;     // [A]
+  Buffer<float> dlogits;   // [T, EG]
+  std::vector<int64_t> recv_counts;
+
+  int64_t recv_rows() const {
+    int64_t r = 0;
+    for (int64_t c : recv_counts) r += c;
+    return r;
+  }
+  void fill_stats();
+};
+
+void MoELayer::Impl::fill_stats() {
+  const moe::Routes& r = routes;
+  stats.tokens_per_expert.assign(r.counts.begin(), r.counts.end());
+  stats.tokens = r.T;
+  if (shape.routing == Routing::expert_choice) {
+    int64_t unserved = 0;
+    for (int64_t t = 0; t < r.T; ++t) unserved += r.tok_off[size_t(t + 1)] == r.tok_off[size_t(t)];
+    stats.unserved_fraction = r.T ? double(unserved) / double(r.T) : 0.0;
+  } else {
+    stats.unserved_fraction = r.wanted ? double(r.dropped) / double(r.wanted) : 0.0;
+  }
+  stats.router_entropy = moe::router_entropy(routes, shape.n_experts);
+  stats.mean_experts_per_token = r.T ? double(r.assignments()) / double(r.T) : 0.0;
+}
+
+MoELayer::MoELayer(const MoEShape& shape, Dispatcher& dispatcher) {
+  validate(shape);
+  impl_ = std::make_unique<Impl>(shape, dispatcher);
+}
+
+MoELayer::~MoELayer() = default;
+
+const RoutingStats& MoELayer::stats() const { return impl_->stats; }
+const MoEShape& MoELayer::shape() const { return impl_->shape; }
+
+void MoELayer::forward(const float* x, float* out, int64_t T, const MoEWeights& w) {
+  Impl& m = *impl_;
+  const int64_t d = m.shape.d_model;
+  if (T < 0) throw Error("MoE layer: negative token count");
+  ensure(m.x, size_t(T * d));
+  if (T) std::memcpy(m.x.data(), x, size_t(T * d) * sizeof(float));
+
+  moe::route_forward(m.shape, x, w.router, T, m.routes);
+  const moe::Routes& r = m.routes;
+  const int64_t A = r.assignments();
+
+  // Gather: row i of the send buffer is x[tok[i]] (sorted by global expert).
+  ensure(m.send, size_t(A * d));
+  ensure(m.y_send, size_t(A * d));
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < A; ++i)
+    std::memcpy(m.send.data() + i * d, x + r.tok[size_t(i)] * d, size_t(d) * sizeof(float));
+
+  m.disp.dispatch(m.send.data(), r.counts, d, m.recv, m.recv_counts);
+  ensure(m.out_recv, size_t(m.recv_rows() * d));
+  m.experts.forward(m.recv.data(), m.recv_counts, w.w1, w.w2, m.out_recv.data());
+  m.disp.combine(m.out_recv.data(), d, m.y_send.data());
+
+  // Weighted scatter-add, one token per iteration (experts ascending): no
+  // write conflicts and a fixed summation order.
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < T; ++t) {
+    float* o = out + t * d;
+    std::fill(o, o + d, 0.0f);
+    for (int64_t a = r.tok_off[size_t(t)]; a < r.tok_off[size_t(t + 1)]; ++a) {
+      const int64_t i = r.by_tok[size_t(a)];
+      const float p = r.weight[size_t(i)];
+      const float* y = m.y_send.data() + i * d;
+#pragma omp simd
+      for (int64_t j = 0; j < d; ++j) o[j] += p * y[j];
+    }
+  }
+  m.fill_stats();
+}
+
+void MoELayer::backward(const float* dout, float* dx, const MoEWeights& w, const MoEGrads& g) {
+  Impl& m = *impl_;
+  const moe::Routes& r = m.routes;
+  const int64_t d = m.shape.d_model, T = r.T, A = r.assignments();
+  ensure(m.dy_send, size_t(A * d));
+  ensure(m.dprob, size_t(A));
+
+  // out_t = Σ_i p_i·y_i  =>  ∂L/∂p_i = dout_t·y_i and ∂L/∂y_i = p_i·dout_t.
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < A; ++i) {
+    const float* go = dout + r.tok[size_t(i)] * d;
+    const float* y = m.y_send.data() + i * d;
+    float* dy = m.dy_send.data() + i * d;
+    const float p = r.weight[size_t(i)];
+    float dp = 0.0f;
+    for (int64_t j = 0; j < d; ++j) {
+      dp += go[j] * y[j];
+      dy[j] = p * go[j];
+    }
+    m.dprob[size_t(i)] = dp;
+  }
+
+  // Same counts as forward, so recv rows line up with the experts' saved x/h.
+  m.disp.dispatch(m.dy_send.data(), r.counts, d, m.recv, m.recv_counts);
+  ensure(m.out_recv, size_t(m.recv_rows() * d));
+  m.experts.backward(m.recv.data(), w.w1, w.w2, g.w1, g.w2, m.out_recv.data());
+  m.disp.combine(m.out_recv.data(), d, m.send.data());
+
+  // dx_t += Σ_i (expert input gradient of assignment i), experts ascending.
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < T; ++t) {
+    float* o = dx + t * d;
+    for (int64_t a = r.tok_off[size_t(t)]; a < r.tok_off[size_t(t + 1)]; ++a) {
+      const float* gx = m.send.data() + r.by_tok[size_t(a)] * d;
+#pragma omp simd
+      for (int64_t j = 0; j < d; ++j) o[j] += gx[j];
+    }
+  }
+
+  ensure(m.dlogits, size_t(T * m.shape.n_experts));
+  moe::route_backward(m.shape, r, m.dprob.data(), m.x.data(), w.router, m.dlogits.data(), g.router, dx);
+}
+
+}  // namespace finemoe

@@ -1,0 +1,271 @@
+// Router: fp32 logits, softmax, expert-choice / token-choice selection, and the
+// router's backward. The small [T,d]·[d,E·G] products are plain OpenMP loops on
+// purpose: the paper keeps the router in fp32, and the GEMM backend may run
+// bf16, so the router must not go through it.
+#include "router.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "finemoe/error.hpp"
+
+namespace finemoe::moe {
+namespace {
+
+constexpr int64_t kTile = 4;  // tokens per tile: each Wr row is reused kTile times from L1
+
+// NaN sorts last so that the comparators stay strict weak orderings even when
+// training has diverged (the trainer reports that; we must not crash first).
+inline float key(float p) { return std::isnan(p) ? -1.0f : p; }
+
+// logits[T,EG] = x[T,d] · Wr[d,EG]
+void router_logits(const float* x, const float* Wr, float* logits, int64_t T, int64_t d, int64_t EG) {
+  const int64_t tiles = (T + kTile - 1) / kTile;
+#pragma omp parallel for schedule(static)
+  for (int64_t tile = 0; tile < tiles; ++tile) {
+    const int64_t t0 = tile * kTile, nt = std::min(kTile, T - t0);
+    float* l = logits + t0 * EG;
+    std::fill(l, l + nt * EG, 0.0f);
+    for (int64_t i = 0; i < d; ++i) {
+      const float* w = Wr + i * EG;
+      for (int64_t tt = 0; tt < nt; ++tt) {
+        const float a = x[(t0 + tt) * d + i];
+        float* lt = l + tt * EG;
+#pragma omp simd
+        for (int64_t j = 0; j < EG; ++j) lt[j] += a * w[j];
+      }
+    }
+  }
+}
+
+void softmax_rows(const float* logits, float* probs, int64_t T, int64_t EG) {
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < T; ++t) {
+    const float* l = logits + t * EG;
+    float* p = probs + t * EG;
+    float m = l[0];
+    for (int64_t j = 1; j < EG; ++j) m = std::max(m, l[j]);
+    float s = 0.0f;
+    for (int64_t j = 0; j < EG; ++j) {
+      p[j] = std::exp(l[j] - m);
+      s += p[j];
+    }
+    for (int64_t j = 0; j < EG; ++j) p[j] /= s;
+  }
+}
+
+// Fills the per-token CSR view from the expert-major assignment list.
+void build_token_view(Routes& r) {
+  const int64_t T = r.T, A = r.assignments();
+  r.tok_off.assign(size_t(T + 1), 0);
+  for (int64_t i = 0; i < A; ++i) ++r.tok_off[size_t(r.tok[i] + 1)];
+  for (int64_t t = 0; t < T; ++t) r.tok_off[size_t(t + 1)] += r.tok_off[size_t(t)];
+  r.by_tok.resize(size_t(A));
+  r.load.assign(size_t(T), 0);  // reused as a per-token cursor here
+  for (int64_t i = 0; i < A; ++i) {
+    const int64_t t = r.tok[i];
+    r.by_tok[size_t(r.tok_off[t] + r.load[t]++)] = i;
+  }
+}
+
+// Every expert takes the top-`capacity` tokens of each group (ties: lower
+// token index). Rows of expert e: groups in order, tokens ascending in a group.
+void select_expert_choice(const MoEShape& s, Routes& r) {
+  const int64_t T = r.T, EG = s.n_experts, S = s.group_size, c = s.capacity;
+  const int64_t groups = T / S, per_expert = groups * c;
+  const float* P = r.probs.data();
+  r.counts.assign(size_t(EG), per_expert);
+  r.tok.resize(size_t(EG * per_expert));
+  r.expert.resize(r.tok.size());
+  r.weight.resize(r.tok.size());
+  r.scratch.resize(size_t(omp_get_max_threads() * S));
+  r.dropped = r.wanted = 0;
+#pragma omp parallel
+  {
+    int64_t* idx = r.scratch.data() + int64_t(omp_get_thread_num()) * S;
+#pragma omp for schedule(static) collapse(2)
+    for (int64_t e = 0; e < EG; ++e)
+      for (int64_t g = 0; g < groups; ++g) {
+        for (int64_t j = 0; j < S; ++j) idx[j] = g * S + j;
+        std::partial_sort(idx, idx + c, idx + S, [&](int64_t a, int64_t b) {
+          const float pa = key(P[a * EG + e]), pb = key(P[b * EG + e]);
+          return pa > pb || (pa == pb && a < b);
+        });
+        std::sort(idx, idx + c);
+        const int64_t base = e * per_expert + g * c;
+        for (int64_t j = 0; j < c; ++j) {
+          r.tok[size_t(base + j)] = idx[j];
+          r.expert[size_t(base + j)] = e;
+          r.weight[size_t(base + j)] = P[idx[j] * EG + e];
+        }
+      }
+  }
+}
+
+// Each token picks its top_k experts (ties: lower expert id); an expert
+// accepts assignments until it holds `capacity` of them, visiting tokens in
+// index order (and a token's choices best first), so the LATER tokens of the
+// batch are the ones dropped. Deterministic and independent of thread count.
+void select_token_choice(const MoEShape& s, Routes& r) {
+  const int64_t T = r.T, EG = s.n_experts, k = s.top_k;
+  const int64_t cap = token_choice_capacity(s, T);
+  const float* P = r.probs.data();
+  r.choice.resize(size_t(T * k));
+  r.scratch.resize(size_t(omp_get_max_threads() * EG));
+#pragma omp parallel
+  {
+    int64_t* idx = r.scratch.data() + int64_t(omp_get_thread_num()) * EG;
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < T; ++t) {
+      const float* p = P + t * EG;
+      for (int64_t j = 0; j < EG; ++j) idx[j] = j;
+      std::partial_sort(idx, idx + k, idx + EG, [&](int64_t a, int64_t b) {
+        const float pa = key(p[a]), pb = key(p[b]);
+        return pa > pb || (pa == pb && a < b);
+      });
+      std::copy(idx, idx + k, r.choice.data() + t * k);
+    }
+  }
+  // Capacity pass: sequential in token order (that order defines who drops).
+  r.load.assign(size_t(EG), 0);
+  r.dropped = 0;
+  r.wanted = T * k;
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t j = 0; j < k; ++j) {
+      int64_t& e = r.choice[size_t(t * k + j)];
+      if (r.load[size_t(e)] < cap) {
+        ++r.load[size_t(e)];
+      } else {
+        e = -1;
+        ++r.dropped;
+      }
+    }
+  // Expert-major list by counting sort; visiting tokens ascending keeps every
+  // expert's rows in token order.
+  r.counts.assign(r.load.begin(), r.load.end());
+  int64_t A = 0;
+  for (int64_t e = 0; e < EG; ++e) {
+    r.load[size_t(e)] = A;  // now the write cursor of expert e
+    A += r.counts[size_t(e)];
+  }
+  r.tok.resize(size_t(A));
+  r.expert.resize(size_t(A));
+  r.weight.resize(size_t(A));
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t e = r.choice[size_t(t * k + j)];
+      if (e < 0) continue;
+      const int64_t i = r.load[size_t(e)]++;
+      r.tok[size_t(i)] = t;
+      r.expert[size_t(i)] = e;
+      r.weight[size_t(i)] = P[t * EG + e];
+    }
+}
+
+template <typename T>
+void ensure(Buffer<T>& b, size_t n) {
+  if (b.size() < n) b.resize(n);
+}
+
+}  // namespace
+
+int64_t token_choice_capacity(const MoEShape& s, int64_t T) {
+  return int64_t(std::ceil(s.capacity_factor * double(T) * double(s.top_k) / double(s.n_experts)));
+}
+
+void route_forward(const MoEShape& s, const float* x, const float* Wr, int64_t T, Routes& r) {
+  const int64_t EG = s.n_experts;
+  if (s.routing == Routing::expert_choice && T % s.group_size != 0)
+    throw Error("MoE expert-choice routing: token count " + std::to_string(T) +
+                " is not a multiple of moe.group_size " + std::to_string(s.group_size));
+  r.T = T;
+  ensure(r.logits, size_t(T * EG));
+  ensure(r.probs, size_t(T * EG));
+  router_logits(x, Wr, r.logits.data(), T, s.d_model, EG);
+  softmax_rows(r.logits.data(), r.probs.data(), T, EG);
+  if (s.routing == Routing::expert_choice)
+    select_expert_choice(s, r);
+  else
+    select_token_choice(s, r);
+  build_token_view(r);
+}
+
+void route_backward(const MoEShape& s, const Routes& r, const float* dprob, const float* x, const float* Wr,
+                    float* dlogits, float* dWr, float* dx) {
+  const int64_t T = r.T, EG = s.n_experts, d = s.d_model;
+  const float* P = r.probs.data();
+  // Softmax backward: dl_j = p_j (dp_j − Σ_e dp_e p_e), dp nonzero only on
+  // the selected experts (the selection itself is piecewise constant).
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < T; ++t) {
+    const float* p = P + t * EG;
+    float* dl = dlogits + t * EG;
+    float dot = 0.0f;
+    for (int64_t a = r.tok_off[size_t(t)]; a < r.tok_off[size_t(t + 1)]; ++a) {
+      const int64_t i = r.by_tok[size_t(a)];
+      dot += dprob[i] * r.weight[size_t(i)];
+    }
+    for (int64_t j = 0; j < EG; ++j) dl[j] = -p[j] * dot;
+    for (int64_t a = r.tok_off[size_t(t)]; a < r.tok_off[size_t(t + 1)]; ++a) {
+      const int64_t i = r.by_tok[size_t(a)];
+      dl[r.expert[size_t(i)]] += p[r.expert[size_t(i)]] * dprob[i];
+    }
+  }
+  // dWr[d,EG] += xᵀ·dlogits: each thread owns a block of Wr rows, so the sum
+  // over tokens runs in token order (deterministic) and each dlogits row is
+  // read once per block.
+  constexpr int64_t kRows = 8;
+  const int64_t blocks = (d + kRows - 1) / kRows;
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t i0 = b * kRows, ni = std::min(kRows, d - i0);
+    for (int64_t t = 0; t < T; ++t) {
+      const float* dl = dlogits + t * EG;
+      for (int64_t ii = 0; ii < ni; ++ii) {
+        const float a = x[t * d + i0 + ii];
+        float* g = dWr + (i0 + ii) * EG;
+#pragma omp simd
+        for (int64_t j = 0; j < EG; ++j) g[j] += a * dl[j];
+      }
+    }
+  }
+  // dx[T,d] += dlogits·Wrᵀ
+  const int64_t tiles = (T + kTile - 1) / kTile;
+#pragma omp parallel for schedule(static)
+  for (int64_t tile = 0; tile < tiles; ++tile) {
+    const int64_t t0 = tile * kTile, nt = std::min(kTile, T - t0);
+    for (int64_t i = 0; i < d; ++i) {
+      const float* w = Wr + i * EG;
+      for (int64_t tt = 0; tt < nt; ++tt) {
+        const float* dl = dlogits + (t0 + tt) * EG;
+        float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t j = 0; j < EG; ++j) acc += dl[j] * w[j];
+        dx[(t0 + tt) * d + i] += acc;
+      }
+    }
+  }
+}
+
+double router_entropy(Routes& r, int64_t EG) {
+  if (r.T == 0) return 0.0;
+  // Per-token entropies in parallel, summed in token order (reproducible,
+  // unlike an OpenMP reduction whose combine order is unspecified).
+  r.entropy.resize(size_t(r.T));
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < r.T; ++t) {
+    const float* p = r.probs.data() + t * EG;
+    double h = 0.0;
+    for (int64_t j = 0; j < EG; ++j)
+      if (p[j] > 0.0f) h -= double(p[j]) * std::log(double(p[j]));
+    r.entropy[size_t(t)] = h;
+  }
+  double total = 0.0;
+  for (double h : r.entropy) total += h;
+  return total / double(r.T);
+}
+
+}  // namespace finemoe::moe
