@@ -18,12 +18,15 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <mpi.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -95,7 +98,7 @@ std::string make_dirs(const std::string& path) {
     cur += (cur.empty() || cur.back() == '/') ? part : "/" + part;
     if (::mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST) return sys_error("cannot create directory", cur);
     struct stat st;
-    if (::stat(cur.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return "cannot create directory " + cur + ": not a directory";
+    if (::stat(cur.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return "cannot create directory " + cur + ": " + std::strerror(ENOTDIR);
   }
   return "";
 }
@@ -190,6 +193,42 @@ h5::Handle mpio_fapl(const Comm& comm) {
 
 const char* const kGroups[] = {hl::kCkptParams, hl::kCkptAdamM, hl::kCkptAdamV};
 
+// Bytes a checkpoint of `store` takes: params and two moments at global
+// shape, plus object headers and the config (generous).
+int64_t estimate_bytes(const ParamStore& store) {
+  int64_t bytes = 64 * 1024;
+  for (const ParamInfo& p : store.params()) {
+    int64_t n = 1;
+    for (int64_t d : p.global_shape) n *= d;
+    bytes += 3 * (4 * n + 4096);
+  }
+  return bytes + bytes / 100;
+}
+
+// Refuses up front what would fail mid-write: too little free space in dir,
+// or a file size limit (ulimit -f) below the checkpoint's size. Failing here
+// creates no file at all. FINEMOE_TEST_NO_SPACE_CHECK=1 skips the check so
+// tests can reach the mid-write failure path.
+std::string space_problem(const std::string& dir, int64_t need) {
+  const char* skip = std::getenv("FINEMOE_TEST_NO_SPACE_CHECK");
+  if (skip && std::string(skip) == "1") return "";
+  auto mib = [](double b) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f MiB", b / (1024.0 * 1024.0));
+    return std::string(buf);
+  };
+  struct statvfs vfs;
+  if (::statvfs(dir.c_str(), &vfs) == 0) {
+    const double avail = double(vfs.f_bavail) * double(vfs.f_frsize);
+    if (avail < double(need))
+      return "needs about " + mib(double(need)) + " but only " + mib(avail) + " are free on " + dir + " (disk full)";
+  }
+  struct rlimit rl;
+  if (::getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && double(rl.rlim_cur) < double(need))
+    return "needs about " + mib(double(need)) + " but the file size limit (ulimit -f) is " + mib(double(rl.rlim_cur));
+  return "";
+}
+
 // "section.key = value" pairs of INI text (checkpoint's stored config),
 // parsed leniently so a checkpoint from a build with other keys still reports
 // precise differences.
@@ -236,6 +275,10 @@ std::string save_checkpoint(const std::string& run_dir, const ParamStore& store,
     if (!e.empty()) local.set('E', "checkpoint directory " + dir + ": " + e);
     // Temp files of writers killed earlier: never complete, never named by LATEST.
     for (const auto& [step, file] : list_checkpoints(dir, true)) ::unlink((dir + "/" + file).c_str());
+    if (!local) {
+      std::string e = space_problem(dir, estimate_bytes(store));
+      if (!e.empty()) local.set('E', "checkpoint " + tmp + ": " + e);
+    }
   }
   if (Failure f = agree(comm, local)) raise(f);
 
@@ -292,9 +335,22 @@ std::string save_checkpoint(const std::string& run_dir, const ParamStore& store,
         !h5::write_attr_i32(st, hl::kCkptFormatVersion, hl::kCheckpointFormatVersion))
       fail("cannot write the /state attributes");
   }
+  // A failed write (disk full) dooms the file. Free its blocks before HDF5
+  // closes it: libhdf5 1.10 cannot recover from a close whose final metadata
+  // flush fails (the id dangles and MPI_Finalize crashes), and with the data
+  // gone the few metadata writes of the close fit again.
+  auto abandon = [&](const Failure& f) {
+    if (comm.rank() == 0) ::truncate(tmp.c_str(), 0);
+    comm.barrier();
+    file.close();
+    if (comm.rank() == 0) ::unlink(tmp.c_str());
+    raise(f);
+  };
+  if (Failure f = agree(comm, local)) abandon(f);
   // Flush first: with MPI-IO this is MPI_File_sync on every rank, so each
   // rank's data is durable, not only rank 0's.
   if (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) fail("flush failed (disk full?)");
+  if (Failure f = agree(comm, local)) abandon(f);
   if (!file.close()) fail("close failed (disk full?)");
 
   if (!local && comm.rank() == 0) {

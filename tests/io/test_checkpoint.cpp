@@ -1,0 +1,305 @@
+// Checkpoints on one rank: byte-exact round trip of params, moments and
+// state; LATEST and retention; corrupt inputs (truncated, wrong format
+// version, shape mismatch, missing dataset) give clear errors and leave the
+// files untouched; a full disk or unwritable run directory gives an Error
+// naming the path and keeps the previous checkpoint.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
+
+#include "finemoe/checkpoint.hpp"
+#include "finemoe/comm.hpp"
+#include "finemoe/error.hpp"
+#include "finemoe/h5layout.hpp"
+#include "io/h5util.hpp"
+#include "io_test_util.hpp"
+
+using namespace finemoe;
+namespace hl = finemoe::h5layout;
+
+namespace {
+
+Config test_config() {
+  Config c;
+  c.train.checkpoint_keep = 2;
+  return c;
+}
+
+// Catches the expected error type and returns its message ("" if none);
+// asserts nothing was printed to stderr (no HDF5 error stack).
+// strict_stderr=false: only HDF5 error stacks are forbidden (Open MPI's I/O
+// layer prints its own line for a failed write, which we cannot silence).
+template <typename Err, typename F>
+std::string error_of(F&& f, bool strict_stderr = true) {
+  iotest::StderrCapture cap;
+  std::string msg;
+  try {
+    f();
+  } catch (const Err& e) {
+    msg = e.what();
+  } catch (const std::exception& e) {
+    msg = std::string("WRONG TYPE: ") + e.what();
+  }
+  std::string err = cap.finish();
+  if (strict_stderr) {
+    EXPECT_TRUE(err.empty()) << "stderr: " << err;
+  }
+  EXPECT_EQ(err.find("HDF5-DIAG"), std::string::npos) << "stderr: " << err;
+  EXPECT_EQ(msg.find("WRONG TYPE"), std::string::npos) << msg;
+  return msg;
+}
+
+void expect_has(const std::string& msg, const std::string& needle) {
+  EXPECT_NE(msg.find(needle), std::string::npos) << "'" << needle << "' not in: " << msg;
+}
+
+}  // namespace
+
+TEST(Checkpoint, RoundTripIsByteExact) {
+  Comm comm(1);
+  const std::string run = iotest::fresh_dir("ckpt_rt");
+  const Config cfg = test_config();
+  ParamStore a = iotest::make_store(1, 0);
+  iotest::fill(a, 3);
+  const TrainState st{37, 37 * 4096, 0xFEDCBA9876543210ull};
+  const std::string path = save_checkpoint(run, a, st, cfg, comm);
+  EXPECT_EQ(path, run + "/checkpoints/step_0000037.h5");
+  EXPECT_EQ(latest_checkpoint(run), path);
+  EXPECT_EQ(iotest::read_file(run + "/checkpoints/LATEST"), "step_0000037.h5\n");
+
+  ParamStore b = iotest::make_store(1, 0);
+  const TrainState got = load_checkpoint(path, b, cfg, comm);
+  EXPECT_EQ(got.step, st.step);
+  EXPECT_EQ(got.tokens, st.tokens);
+  EXPECT_EQ(got.seed, st.seed);
+  EXPECT_EQ(iotest::mismatches(b, 3), 0);
+  for (int c = 0; c < kNumParamClasses; ++c) {  // whole class buffers, padding included
+    auto cls = ParamClass(c);
+    EXPECT_EQ(std::memcmp(a.params(cls).data(), b.params(cls).data(), a.params(cls).size() * 4), 0);
+    EXPECT_EQ(std::memcmp(a.moments_m(cls).data(), b.moments_m(cls).data(), a.params(cls).size() * 4), 0);
+    EXPECT_EQ(std::memcmp(a.moments_v(cls).data(), b.moments_v(cls).data(), a.params(cls).size() * 4), 0);
+  }
+
+  // The file is plain HDF5 at global shapes with the documented names.
+  h5::silence();
+  h5::Handle f = h5::file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
+  ASSERT_TRUE(f.valid());
+  h5::Handle ds = h5::dataset(H5Dopen2(f, "/params/blocks.0.moe.w1", H5P_DEFAULT));
+  EXPECT_EQ(h5::dims(ds), (std::vector<hsize_t>{8, 16, 8}));
+  h5::Handle nested = h5::dataset(H5Dopen2(f, "/adam_v/blocks.1/nested name", H5P_DEFAULT));
+  EXPECT_TRUE(nested.valid());
+  h5::Handle state = h5::group(H5Gopen2(f, hl::kCkptState, H5P_DEFAULT));
+  std::string hash, ini;
+  int64_t version = 0;
+  ASSERT_TRUE(h5::read_attr_str(state, hl::kCkptConfigHash, hash));
+  ASSERT_TRUE(h5::read_attr_str(state, hl::kCkptConfigIni, ini));
+  ASSERT_TRUE(h5::read_attr_i64(state, hl::kCkptFormatVersion, version));
+  EXPECT_EQ(hash, cfg.shape_keys_hash());
+  EXPECT_EQ(ini, cfg.to_ini());
+  EXPECT_EQ(version, hl::kCheckpointFormatVersion);
+  EXPECT_EQ(std::system(("h5dump -H '" + path + "' > /dev/null 2>&1").c_str()), 0);
+}
+
+TEST(Checkpoint, TrainingKeysMayChangeOnResume) {
+  Comm comm(1);
+  const std::string run = iotest::fresh_dir("ckpt_train_keys");
+  Config cfg = test_config();
+  ParamStore a = iotest::make_store(1, 0);
+  iotest::fill(a);
+  const std::string path = save_checkpoint(run, a, {5, 50, 1}, cfg, comm);
+  cfg.train.steps = 99999;
+  cfg.train.lr = 0.5;
+  cfg.train.eval_every = 7;
+  ParamStore b = iotest::make_store(1, 0);
+  EXPECT_NO_THROW(load_checkpoint(path, b, cfg, comm));
+  EXPECT_EQ(iotest::mismatches(b), 0);
+}
+
+TEST(Checkpoint, KeepsTheNewestAndLatestNamesTheLastOne) {
+  Comm comm(1);
+  const std::string run = iotest::fresh_dir("ckpt_keep");
+  const Config cfg = test_config();  // keep 2
+  ParamStore a = iotest::make_store(1, 0);
+  EXPECT_EQ(latest_checkpoint(run), "");
+  for (int64_t s : {10, 20, 30, 40}) {
+    iotest::fill(a, s);
+    save_checkpoint(run, a, {s, s, 1}, cfg, comm);
+  }
+  const std::string d = run + "/checkpoints/";
+  EXPECT_FALSE(iotest::file_exists(d + "step_0000010.h5"));
+  EXPECT_FALSE(iotest::file_exists(d + "step_0000020.h5"));
+  EXPECT_TRUE(iotest::file_exists(d + "step_0000030.h5"));
+  EXPECT_TRUE(iotest::file_exists(d + "step_0000040.h5"));
+  EXPECT_FALSE(iotest::file_exists(d + ".tmp_step_0000040.h5"));
+  EXPECT_EQ(latest_checkpoint(run), d + "step_0000040.h5");
+  // Resuming from an older checkpoint and saving: the new one is never deleted.
+  Config keep1 = cfg;
+  keep1.train.checkpoint_keep = 1;
+  iotest::fill(a, 35);
+  save_checkpoint(run, a, {35, 35, 1}, keep1, comm);
+  EXPECT_EQ(latest_checkpoint(run), d + "step_0000035.h5");
+  EXPECT_TRUE(iotest::file_exists(d + "step_0000035.h5"));
+  ParamStore b = iotest::make_store(1, 0);
+  EXPECT_EQ(load_checkpoint(latest_checkpoint(run), b, cfg, comm).step, 35);
+  EXPECT_EQ(iotest::mismatches(b, 35), 0);
+}
+
+TEST(Checkpoint, CorruptInputsGiveClearErrorsAndTouchNothing) {
+  Comm comm(1);
+  h5::silence();
+  const std::string run = iotest::fresh_dir("ckpt_corrupt");
+  const Config cfg = test_config();
+  ParamStore a = iotest::make_store(1, 0);
+  iotest::fill(a, 1);
+  const std::string good = save_checkpoint(run, a, {1, 10, 1}, cfg, comm);
+  const std::string bytes = iotest::read_file(good);
+
+  const std::string trunc = run + "/trunc.h5", version = run + "/version.h5", missing = run + "/missing.h5",
+                    text = run + "/text.h5";
+  iotest::write_file(trunc, bytes.substr(0, bytes.size() / 2));
+  iotest::write_file(version, bytes);
+  iotest::write_file(missing, bytes);
+  iotest::write_file(text, "not a checkpoint\n");
+  {
+    h5::Handle f = h5::file(H5Fopen(version.c_str(), H5F_ACC_RDWR, H5P_DEFAULT));
+    h5::Handle st = h5::group(H5Gopen2(f, hl::kCkptState, H5P_DEFAULT));
+    ASSERT_TRUE(h5::write_attr_i32(st, hl::kCkptFormatVersion, 99));
+    h5::Handle g = h5::file(H5Fopen(missing.c_str(), H5F_ACC_RDWR, H5P_DEFAULT));
+    ASSERT_GE(H5Ldelete(g, "/adam_v/blocks.0.moe.b1", H5P_DEFAULT), 0);
+  }
+  std::map<std::string, std::string> before;
+  for (const auto& p : {good, trunc, version, missing, text}) before[p] = iotest::read_file(p);
+
+  ParamStore b = iotest::make_store(1, 0);
+  iotest::fill(b, 2);  // must stay as is on every failed load
+  std::string msg = error_of<DataError>([&] { load_checkpoint(trunc, b, cfg, comm); });
+  expect_has(msg, trunc);
+  expect_has(msg, "truncated or corrupt");
+  msg = error_of<DataError>([&] { load_checkpoint(version, b, cfg, comm); });
+  expect_has(msg, version);
+  expect_has(msg, "format_version 99");
+  msg = error_of<DataError>([&] { load_checkpoint(missing, b, cfg, comm); });
+  expect_has(msg, missing);
+  expect_has(msg, "dataset /adam_v/blocks.0.moe.b1 missing");
+  msg = error_of<DataError>([&] { load_checkpoint(text, b, cfg, comm); });
+  expect_has(msg, "not an HDF5 file");
+  msg = error_of<DataError>([&] { load_checkpoint(run + "/nope.h5", b, cfg, comm); });
+  expect_has(msg, run + "/nope.h5");
+  expect_has(msg, "file not found");
+
+  Config other = cfg;
+  other.model.d_model = 256;
+  other.moe.granularity = 4;
+  other.model.ffn = "dense";
+  msg = error_of<ConfigError>([&] { load_checkpoint(good, b, other, comm); });
+  expect_has(msg, good);
+  expect_has(msg, "model.d_model: checkpoint 128, current config 256");
+  expect_has(msg, "moe.granularity: checkpoint 1, current config 4");
+  expect_has(msg, "model.ffn: checkpoint moe, current config dense");
+  EXPECT_EQ(msg.find("model.n_blocks"), std::string::npos) << msg;
+
+  // A store whose tensor has another shape than the file's.
+  ParamStore wrong(1, 0);
+  wrong.add("wte", {32, 17}, ParamClass::replicated);
+  wrong.finalize();
+  msg = error_of<DataError>([&] { load_checkpoint(good, wrong, cfg, comm); });
+  expect_has(msg, "dataset /params/wte has shape [32, 16], expected float [32, 17]");
+
+  EXPECT_EQ(iotest::mismatches(b, 2), 0) << "a failed load modified the store";
+  for (const auto& [p, data] : before) EXPECT_EQ(iotest::read_file(p), data) << p << " was modified";
+  EXPECT_EQ(latest_checkpoint(run), good);
+}
+
+TEST(Checkpoint, UnwritableRunDirIsAnErrorNamingThePath) {
+  Comm comm(1);
+  const std::string base = iotest::fresh_dir("ckpt_unwritable");
+  iotest::write_file(base + "/afile", "x");
+  const std::string run = base + "/afile/run";  // a path component is a regular file (root ignores chmod)
+  ParamStore a = iotest::make_store(1, 0);
+  std::string msg = error_of<Error>([&] { save_checkpoint(run, a, {1, 1, 1}, test_config(), comm); });
+  expect_has(msg, base + "/afile/run");
+  expect_has(msg, "Not a directory");
+}
+
+// A file size limit (ulimit -f, as a Slurm job may have) below the
+// checkpoint's size is refused before any file is created: Error naming the
+// file and the limit; previous checkpoint and LATEST intact.
+TEST(Checkpoint, FileSizeLimitIsRefusedUpFront) {
+  Comm comm(1);
+  const std::string run = iotest::fresh_dir("ckpt_fsize");
+  const Config cfg = test_config();
+  ParamStore a = iotest::make_store(1, 0, 1 << 18);  // ~3 MiB checkpoint
+  iotest::fill(a, 1);
+  const std::string first = save_checkpoint(run, a, {1, 1, 1}, cfg, comm);
+  const std::string first_bytes = iotest::read_file(first);
+  ASSERT_GT(first_bytes.size(), 1u << 20);
+
+  struct rlimit old;
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+  auto old_handler = ::signal(SIGXFSZ, SIG_IGN);
+  struct rlimit small = old;
+  small.rlim_cur = 64 * 1024;
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
+  iotest::fill(a, 2);
+  std::string msg = error_of<Error>([&] { save_checkpoint(run, a, {2, 2, 1}, cfg, comm); });
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &old), 0);
+  ::signal(SIGXFSZ, old_handler);
+
+  expect_has(msg, run + "/checkpoints/.tmp_step_0000002.h5");
+  expect_has(msg, "file size limit (ulimit -f) is 0.1 MiB");
+  EXPECT_FALSE(iotest::file_exists(run + "/checkpoints/.tmp_step_0000002.h5"));
+  EXPECT_FALSE(iotest::file_exists(run + "/checkpoints/step_0000002.h5"));
+  EXPECT_EQ(latest_checkpoint(run), first);
+  EXPECT_EQ(iotest::read_file(first), first_bytes);
+}
+
+// A real full disk: a 2.5 MiB tmpfs holding one 1.5 MiB checkpoint. The next
+// save is refused by the free-space check; with the check disabled it fails
+// mid-write with ENOSPC. Both times: Error naming the file, no temp file left,
+// the previous checkpoint and LATEST intact and loadable, and the process
+// goes on (and later exits cleanly through MPI_Finalize). Needs permission to
+// mount a tmpfs (root in a VM/CI container); skipped otherwise.
+TEST(Checkpoint, DiskFullKeepsThePreviousCheckpoint) {
+  Comm comm(1);
+  const std::string run = iotest::fresh_dir("ckpt_full");
+  const std::string mount = "mount -t tmpfs -o size=2560k finemoe_io_test '" + run + "' > /dev/null 2>&1";
+  if (std::system(mount.c_str()) != 0) GTEST_SKIP() << "cannot mount a tmpfs here (not root?)";
+  const Config cfg = test_config();
+  ParamStore a = iotest::make_store(1, 0, 1 << 17);  // ~1.5 MiB checkpoint
+  iotest::fill(a, 1);
+  const std::string first = save_checkpoint(run, a, {1, 1, 1}, cfg, comm);
+  const std::string first_bytes = iotest::read_file(first);
+
+  iotest::fill(a, 2);
+  std::string msg = error_of<Error>([&] { save_checkpoint(run, a, {2, 2, 1}, cfg, comm); });
+  expect_has(msg, run + "/checkpoints/.tmp_step_0000002.h5");
+  expect_has(msg, "are free on " + run + "/checkpoints (disk full)");
+
+  ::setenv("FINEMOE_TEST_NO_SPACE_CHECK", "1", 1);
+  msg = error_of<Error>([&] { save_checkpoint(run, a, {3, 3, 1}, cfg, comm); }, /*strict_stderr=*/false);
+  ::unsetenv("FINEMOE_TEST_NO_SPACE_CHECK");
+  expect_has(msg, run + "/checkpoints/.tmp_step_0000003.h5");
+  expect_has(msg, "cannot write dataset");
+
+  for (int s : {2, 3}) {
+    char name[64];
+    std::snprintf(name, sizeof name, "/checkpoints/.tmp_step_%07d.h5", s);
+    EXPECT_FALSE(iotest::file_exists(run + name)) << name;
+    std::snprintf(name, sizeof name, "/checkpoints/step_%07d.h5", s);
+    EXPECT_FALSE(iotest::file_exists(run + name)) << name;
+  }
+  EXPECT_EQ(latest_checkpoint(run), first);
+  EXPECT_EQ(iotest::read_file(first), first_bytes);
+  ParamStore b = iotest::make_store(1, 0, 1 << 17);
+  EXPECT_EQ(load_checkpoint(first, b, cfg, comm).step, 1);
+  EXPECT_EQ(iotest::mismatches(b, 1), 0);
+  EXPECT_EQ(std::system(("umount '" + run + "'").c_str()), 0);
+}
+
+int main(int argc, char** argv) {
+  Comm::init(&argc, &argv);
+  ::testing::InitGoogleTest(&argc, argv);
+  int rc = RUN_ALL_TESTS();
+  Comm::finalize();
+  return rc;
+}
