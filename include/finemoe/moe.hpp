@@ -57,7 +57,8 @@ struct RoutingStats {
 // all EP ranks sent to it (source rank order, then source order), with
 // recv_counts[k]. combine() is the exact inverse permutation: it takes rows in
 // the recv layout and returns them in the send layout. Backward uses the same
-// two calls in reverse roles.
+// two calls in reverse roles. `recv` is grown when too small and never
+// shrunk (its size may exceed the rows), so steady-state steps do not allocate.
 class Dispatcher {
  public:
   virtual ~Dispatcher() = default;
