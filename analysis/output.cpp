@@ -183,9 +183,11 @@ std::string report_md(const Analysis& a, const std::vector<std::string>& plots) 
           "compute multiplier |\n|---|---|---|---|---|---|---|---|---|---|\n";
     for (const auto& r : op.rows) {
       const auto& b = r.best;
+      char mult[32] = "–";
+      if (op.has_dense) std::snprintf(mult, sizeof mult, std::isfinite(r.multiplier) ? "%.3g×" : "unreachable", r.multiplier);
       std::snprintf(buf, sizeof buf, "| %.3g | %.2f | %.0f | %.3g | %.3g | %g | %.4g | %.1f | %.4f | %s |\n",
                     b.budget, b.n_blocks, b.d_model, b.N_active, b.N_total, b.G, b.D, b.tokens_per_active, b.loss,
-                    op.has_dense ? (std::isfinite(r.multiplier) ? (std::to_string(r.multiplier).substr(0, 6) + "×").c_str() : "unreachable") : "–");
+                    mult);
       os << buf;
     }
     os << "\n";
