@@ -139,7 +139,9 @@ TEST(Ops, Attention) {
     double s = 0;
     for (int64_t j = 0; j < T; ++j) {
       s += att[r * T + j];
-      if (j > t) EXPECT_EQ(att[r * T + j], 0.f);
+      if (j > t) {
+        EXPECT_EQ(att[r * T + j], 0.f);
+      }
     }
     EXPECT_NEAR(s, 1.0, 1e-5);
   }
