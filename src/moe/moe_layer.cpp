@@ -9,6 +9,7 @@
 #include "experts.hpp"
 #include "finemoe/error.hpp"
 #include "finemoe/moe.hpp"
+#include "finemoe/profile.hpp"
 #include "router.hpp"
 
 namespace finemoe {
@@ -105,7 +106,10 @@ void MoELayer::forward(const float* x, float* out, int64_t T, const MoEWeights& 
   ensure(m.x, size_t(T * d));
   if (T) std::memcpy(m.x.data(), x, size_t(T * d) * sizeof(float));
 
-  moe::route_forward(m.shape, x, w.router, T, m.routes);
+  {
+    FINEMOE_PROFILE("router");
+    moe::route_forward(m.shape, x, w.router, T, m.routes);
+  }
   const moe::Routes& r = m.routes;
   const int64_t A = r.assignments();
 
@@ -116,10 +120,19 @@ void MoELayer::forward(const float* x, float* out, int64_t T, const MoEWeights& 
   for (int64_t i = 0; i < A; ++i)
     std::memcpy(m.send.data() + i * d, x + r.tok[size_t(i)] * d, size_t(d) * sizeof(float));
 
-  m.disp.dispatch(m.send.data(), r.counts, d, m.recv, m.recv_counts);
+  {
+    FINEMOE_PROFILE("dispatch");
+    m.disp.dispatch(m.send.data(), r.counts, d, m.recv, m.recv_counts);
+  }
   ensure(m.out_recv, size_t(m.recv_rows() * d));
-  m.experts.forward(m.recv.data(), m.recv_counts, w.w1, w.w2, m.out_recv.data());
-  m.disp.combine(m.out_recv.data(), d, m.y_send.data());
+  {
+    FINEMOE_PROFILE("experts");
+    m.experts.forward(m.recv.data(), m.recv_counts, w.w1, w.w2, m.out_recv.data());
+  }
+  {
+    FINEMOE_PROFILE("dispatch");
+    m.disp.combine(m.out_recv.data(), d, m.y_send.data());
+  }
 
   // Weighted scatter-add, one token per iteration (experts ascending): no
   // write conflicts and a fixed summation order.
@@ -161,10 +174,19 @@ void MoELayer::backward(const float* dout, float* dx, const MoEWeights& w, const
   }
 
   // Same counts as forward, so recv rows line up with the experts' saved x/h.
-  m.disp.dispatch(m.dy_send.data(), r.counts, d, m.recv, m.recv_counts);
+  {
+    FINEMOE_PROFILE("dispatch");
+    m.disp.dispatch(m.dy_send.data(), r.counts, d, m.recv, m.recv_counts);
+  }
   ensure(m.out_recv, size_t(m.recv_rows() * d));
-  m.experts.backward(m.recv.data(), w.w1, w.w2, g.w1, g.w2, m.out_recv.data());
-  m.disp.combine(m.out_recv.data(), d, m.send.data());
+  {
+    FINEMOE_PROFILE("experts");
+    m.experts.backward(m.recv.data(), w.w1, w.w2, g.w1, g.w2, m.out_recv.data());
+  }
+  {
+    FINEMOE_PROFILE("dispatch");
+    m.disp.combine(m.out_recv.data(), d, m.send.data());
+  }
 
   // dx_t += Σ_i (expert input gradient of assignment i), experts ascending.
 #pragma omp parallel for schedule(static)
@@ -178,6 +200,7 @@ void MoELayer::backward(const float* dout, float* dx, const MoEWeights& w, const
   }
 
   ensure(m.dlogits, size_t(T * m.shape.n_experts));
+  FINEMOE_PROFILE("router");
   moe::route_backward(m.shape, r, m.dprob.data(), m.x.data(), w.router, m.dlogits.data(), g.router, dx);
 }
 

@@ -3,7 +3,10 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <new>
 #include <numeric>
 
 #include "finemoe/backend.hpp"
@@ -13,6 +16,19 @@
 
 using namespace finemoe;
 using namespace moetest;
+
+// Counts operator new calls so a test can assert that a steady-state step
+// allocates nothing through the standard containers. (Buffer<T> uses
+// aligned_alloc; its grow-only use is checked by the same test indirectly:
+// a reallocation would show up as changed data pointers.)
+static std::atomic<int64_t> g_news{0};
+void* operator new(std::size_t n) {
+  g_news.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace {
 
@@ -243,6 +259,28 @@ TEST(MoELayer, WorkspaceReuseAcrossSteps) {
   EXPECT_EQ(reused.dx, fresh.dx);
   EXPECT_EQ(reused.gw1, fresh.gw1);
   EXPECT_EQ(reused.gwr, fresh.gwr);
+}
+
+// After a first step has sized the workspace, further steps of the same (or a
+// smaller) size make no heap allocation through operator new.
+TEST(MoELayer, SteadyStateStepDoesNotAllocate) {
+  for (Routing routing : {Routing::expert_choice, Routing::token_choice}) {
+    MoEShape s = make_shape(16, 4, 4, routing, 32, 1.0);
+    Problem p = make_problem(s, 128, 9, 2.0);
+    auto disp = make_local_dispatcher();
+    MoELayer layer(s, *disp);
+    std::vector<float> out(p.x.size()), dx(p.x.size()), gwr(p.wr.size()), gw1(p.w1.size()), gw2(p.w2.size());
+    const MoEWeights w{p.wr.data(), p.w1.data(), p.w2.data()};
+    const MoEGrads g{gwr.data(), gw1.data(), gw2.data()};
+    layer.forward(p.x.data(), out.data(), p.T, w);
+    layer.backward(p.dout.data(), dx.data(), w, g);
+    const int64_t before = g_news.load();
+    for (int step = 0; step < 3; ++step) {
+      layer.forward(p.x.data(), out.data(), p.T, w);
+      layer.backward(p.dout.data(), dx.data(), w, g);
+    }
+    EXPECT_EQ(g_news.load() - before, 0) << "operator new calls in 3 steady-state steps";
+  }
 }
 
 TEST(MoELayer, RejectsBadShapesWithTheKeyName) {
