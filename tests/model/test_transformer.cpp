@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <random>
 #include <vector>
 
@@ -84,7 +85,7 @@ struct GradStats {
 //             on [-h, h] to within the tolerance.
 template <class Set, class F>
 void fd_check(GradStats& st, const std::string& what, double analytic, float h, double rtol, double atol, Set set,
-              F f, double f0, bool directional) {
+              F f, double f0, bool directional, bool report) {
   set(h);
   const double fp = f();
   set(-2.0 * h);
@@ -117,19 +118,26 @@ void fd_check(GradStats& st, const std::string& what, double analytic, float h, 
     return;
   }
   ++st.failed;
-  ADD_FAILURE() << what << ": analytic " << analytic << " vs central difference " << central << " (one-sided "
+  if (report)
+    ADD_FAILURE() << what << ": analytic " << analytic << " vs central difference " << central << " (one-sided "
                 << bwd << ", " << fwd << "; h = " << h << ")";
 }
 
 constexpr double kDirLossChange = 5e-4;
 
-GradStats check_model_gradients(Model& m, int64_t B, double rtol, double atol, float h_dir_max, float h_elem) {
+// `corrupt`, if given, edits the analytic gradients before the comparison (to
+// show that the check catches a wrong gradient); its failures are counted,
+// not reported.
+GradStats check_model_gradients(Model& m, int64_t B, double rtol, double atol, float h_dir_max, float h_elem,
+                                const std::function<void(ParamStore&)>& corrupt = {}) {
   const int64_t T = m.cfg.model.seq_len, V = m.cfg.model.vocab_size;
   std::vector<int32_t> tok, tgt;
   make_batch(tok, tgt, B, T, V, 3);
   m.store.zero_grads();
   m.tf->forward(tok.data(), tgt.data(), B);
   m.tf->backward(1.0);
+  if (corrupt) corrupt(m.store);
+  const bool report = !corrupt;
   auto f = [&] { return m.tf->evaluate(tok.data(), tgt.data(), B); };
   const double f0 = f();
   GradStats st;
@@ -149,7 +157,7 @@ GradStats check_model_gradients(Model& m, int64_t B, double rtol, double atol, f
     // noise (~1e-6), yet each element moves as little as possible (fewer
     // ReLU kinks / routing boundaries crossed).
     const float h = float(std::clamp(kDirLossChange / std::max(gv, 1e-30), 1e-5, double(h_dir_max)));
-    fd_check(st, p.name + " (direction)", gv, h, rtol, atol, set_dir, f, f0, true);
+    fd_check(st, p.name + " (direction)", gv, h, rtol, atol, set_dir, f, f0, true, report);
     std::copy(orig.begin(), orig.end(), w);
     // 2. element checks: 3 largest |g| and 3 random.
     std::vector<int64_t> idx(p.local_count);
@@ -161,7 +169,7 @@ GradStats check_model_gradients(Model& m, int64_t B, double rtol, double atol, f
     for (int k = 0; k < 3; ++k) pick.push_back(int64_t(rng() % p.local_count));
     for (int64_t i : pick) {
       auto set_el = [&](double delta) { w[i] = float(double(w[i]) + delta); };
-      fd_check(st, p.name + "[" + std::to_string(i) + "]", g[i], h_elem, rtol, atol, set_el, f, f0, false);
+      fd_check(st, p.name + "[" + std::to_string(i) + "]", g[i], h_elem, rtol, atol, set_el, f, f0, false, report);
       w[i] = orig[i];
     }
   }
@@ -181,6 +189,26 @@ TEST(Transformer, GradCheckDense) {
   EXPECT_EQ(st.failed, 0);
   EXPECT_LE(st.skipped, st.checks / 10);
   EXPECT_LT(st.max_rel_dir, 2e-2);
+}
+
+// The checker is not vacuous: a 5 % error in one tensor's gradient, or a
+// single wrong element, is caught.
+TEST(Transformer, GradCheckCatchesWrongGradients) {
+  Model m(fmtest::tiny_config("dense"), 11, true);
+  const GradStats scaled = check_model_gradients(m, 2, 2e-2, 2e-5, 3e-4f, 1e-3f, [](ParamStore& s) {
+    const ParamInfo& p = s.info("blocks.1.attn.qkv.w");
+    for (int64_t i = 0; i < p.local_count; ++i) s.grad(p.name)[i] *= 1.05f;
+  });
+  EXPECT_GE(scaled.failed, 2);  // the directional check and the largest elements
+  const GradStats flipped = check_model_gradients(m, 2, 2e-2, 2e-5, 3e-4f, 1e-3f, [](ParamStore& s) {
+    float* g = s.grad("blocks.0.ffn.proj.w");
+    const int64_t n = s.info("blocks.0.ffn.proj.w").local_count;
+    int64_t top = 0;
+    for (int64_t i = 1; i < n; ++i)
+      if (std::fabs(g[i]) > std::fabs(g[top])) top = i;
+    g[top] = -g[top];  // largest element gets the wrong sign
+  });
+  EXPECT_GE(flipped.failed, 1);  // caught by the element check (too small for the directional one)
 }
 
 TEST(Transformer, GradCheckMoEExpertChoice) {
