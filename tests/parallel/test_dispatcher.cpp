@@ -98,13 +98,14 @@ struct Case {
 
 class ExpertParallel : public testing::TestWithParam<Case> {};
 
-TEST_P(ExpertParallel, MatchesOneRankWithAllExperts) {
-  const auto [routing, G, cf] = GetParam();
-  Comm comm(world_size());  // EP = world
+// One EP group's share of the check: the group's ranks together against one
+// rank holding all of the group's tokens and all experts. With EP < world
+// (EP × DP), each DP replica checks its own problem (seeded by dp rank).
+void check_against_one_rank(const Comm& comm, Routing routing, int64_t G, double cf) {
   const int64_t P = comm.ep_size(), me = comm.ep_rank();
   const int64_t d = 8, E = 4, T_local = 32;
   MoEShape s = make_shape(d, E, G, routing, /*group=*/16, cf);
-  Problem g = make_problem(s, P * T_local, 500 + uint64_t(G), 2.0);
+  Problem g = make_problem(s, P * T_local, 500 + uint64_t(G) + 1000 * uint64_t(comm.dp_rank()), 2.0);
   Slice sl = slice_of(g, P, me);
 
   auto disp = make_dispatcher(comm);
@@ -151,7 +152,7 @@ TEST_P(ExpertParallel, MatchesOneRankWithAllExperts) {
     const double e_w1 = max_rel(dist.gw1.data(), ref_gw1.data() + sl.k0 * d * s.d_expert, dist.gw1.size());
     const double e_w2 = max_rel(dist.gw2.data(), ref_gw2.data() + sl.k0 * s.d_expert * d, dist.gw2.size());
     if (me == 0)
-      std::printf("  P=%ld (per-rank reference) max rel diff: out %.1e dx %.1e dWr %.1e dW1 %.1e dW2 %.1e\n", long(P),
+      std::printf("  EP=%ld (per-rank reference) max rel diff: out %.1e dx %.1e dWr %.1e dW1 %.1e dW2 %.1e\n", long(P),
                   e_out, e_dx, e_wr, e_w1, e_w2);
     EXPECT_LE(e_out, rtol);
     EXPECT_LE(e_dx, rtol);
@@ -169,7 +170,7 @@ TEST_P(ExpertParallel, MatchesOneRankWithAllExperts) {
   const double e_w1 = max_rel(dist.gw1.data(), ref.gw1.data() + sl.k0 * d * de, dist.gw1.size());
   const double e_w2 = max_rel(dist.gw2.data(), ref.gw2.data() + sl.k0 * de * d, dist.gw2.size());
   if (me == 0)
-    std::printf("  P=%ld max rel diff vs 1 rank: out %.1e dx %.1e dWr(sum) %.1e dW1 %.1e dW2 %.1e; bytes sent %ld\n",
+    std::printf("  EP=%ld max rel diff vs 1 rank: out %.1e dx %.1e dWr(sum) %.1e dW1 %.1e dW2 %.1e; bytes sent %ld\n",
                 long(P), e_out, e_dx, e_wr, e_w1, e_w2, long(dist.bytes));
   EXPECT_LE(e_out, rtol);
   EXPECT_LE(e_dx, rtol);
@@ -182,6 +183,22 @@ TEST_P(ExpertParallel, MatchesOneRankWithAllExperts) {
   } else {
     EXPECT_DOUBLE_EQ(dist.stats.mean_experts_per_token, double(G));
   }
+}
+
+TEST_P(ExpertParallel, MatchesOneRankWithAllExperts) {
+  const auto [routing, G, cf] = GetParam();
+  Comm comm(world_size());  // EP = world
+  check_against_one_rank(comm, routing, G, cf);
+}
+
+// EP = 2 inside a 4-rank world (2 DP replicas): the dispatcher must stay
+// inside its EP sub-communicator.
+TEST_P(ExpertParallel, MatchesOneRankInsideEPxDPGrid) {
+  const auto [routing, G, cf] = GetParam();
+  if (world_size() != 4) GTEST_SKIP() << "needs 4 ranks";
+  Comm comm(2);
+  ASSERT_EQ(comm.dp_size(), 2);
+  check_against_one_rank(comm, routing, G, cf);
 }
 
 TEST_P(ExpertParallel, SameRunTwiceIsBitIdentical) {
