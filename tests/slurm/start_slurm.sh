@@ -37,17 +37,23 @@ export SLURM_CONF=$CONF
 
 print_env() { echo "export SLURM_CONF=$CONF"; }
 
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# alive PIDFILE NAME: the pid file names a live process that really is NAME
+# (a stale pid file after a reboot may name an unrelated process).
+alive() {
+  [ -f "$1" ] || return 1
+  local pid; pid=$(cat "$1" 2>/dev/null)
+  [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ]
+}
 
 # Already running for this directory? Then nothing to do.
-if [ -f "$CONF" ] && alive "$DIR/slurmctld.pid" && alive "$DIR/slurmd.pid" &&
+if [ -f "$CONF" ] && alive "$DIR/slurmctld.pid" slurmctld && alive "$DIR/slurmd.pid" slurmd &&
    timeout 10 sinfo -h -o %t >/dev/null 2>&1; then
   print_env
   exit 0
 fi
 # Half-up state (one daemon died): stop what is left and start clean.
 for d in slurmd slurmctld; do
-  if alive "$DIR/$d.pid"; then kill "$(cat "$DIR/$d.pid")" 2>/dev/null; sleep 1; fi
+  if alive "$DIR/$d.pid" "$d"; then kill "$(cat "$DIR/$d.pid")" 2>/dev/null; sleep 1; fi
   rm -f "$DIR/$d.pid"
 done
 

@@ -10,7 +10,8 @@ for d in slurmd slurmctld; do
   pidf=$DIR/$d.pid
   [ -f "$pidf" ] || continue
   pid=$(cat "$pidf")
-  if kill -0 "$pid" 2>/dev/null; then
+  # Only a process that really is this daemon (a stale pid may be reused).
+  if [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$d" ]; then
     kill -TERM "$pid" 2>/dev/null
     for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
     kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
