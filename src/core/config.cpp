@@ -85,8 +85,8 @@ const std::vector<KeyDef>& schema() {
       FM_INT(moe, experts, "E, expansion rate: total FFN params / dense FFN params"),
       FM_INT(moe, granularity, "G: each expert split into G; E*G experts of width 4d/G"),
       FM_STR(moe, routing, "expert_choice | token_choice"),
-      FM_INT(moe, group_size, "expert choice: tokens per routing group; capacity c = floor(group/E)"),
-      FM_DBL(moe, capacity_factor, "token choice: capacity per expert = ceil(cf * tokens * top_k / (E*G))"),
+      FM_INT(moe, group_size, "tokens per routing group (never crosses ranks); expert choice capacity c = floor(group/E)"),
+      FM_DBL(moe, capacity_factor, "token choice: capacity per expert and group = ceil(cf * group_size * top_k / (E*G))"),
       FM_INT(moe, top_k, "token choice: experts per token (0 = G)"),
       FM_BOOL(moe, output_norm, "extra LayerNorm on the MoE output (crucial for G > 1)"),
       FM_INT(train, steps, "optimizer steps"),
@@ -374,13 +374,14 @@ void Config::validate(int world_size) const {
           std::to_string(parallel.expert_parallel) + " does not divide the number of ranks " + std::to_string(world_size));
   require(n_experts() % parallel.expert_parallel == 0, "parallel.expert_parallel",
           std::to_string(parallel.expert_parallel) + " does not divide the number of experts E*G = " + std::to_string(n_experts()));
-  if (!dense() && moe.routing == "expert_choice") {  // after the batch checks it depends on
-    require(moe.group_size >= moe.experts, "moe.group_size",
-            "must be at least moe.experts (capacity group/E would be 0)");
+  if (!dense()) {  // after the batch checks it depends on
+    if (moe.routing == "expert_choice")
+      require(moe.group_size >= moe.experts, "moe.group_size",
+              "must be at least moe.experts (capacity group/E would be 0)");
     int64_t local_tokens = (train.batch_size / std::max(world_size, 1)) * model.seq_len;
     require(local_tokens % moe.group_size == 0, "moe.group_size",
             "tokens per rank (batch_size/ranks * seq_len = " + std::to_string(local_tokens) +
-                ") must be a multiple of the expert-choice group size " + std::to_string(moe.group_size) +
+                ") must be a multiple of the routing group size " + std::to_string(moe.group_size) +
                 " so that groups never cross ranks");
   }
   require(!run.dir.empty(), "run.dir", "must not be empty");

@@ -105,13 +105,15 @@ void select_expert_choice(const MoEShape& s, Routes& r) {
   }
 }
 
-// Each token picks its top_k experts (ties: lower expert id); an expert
-// accepts assignments until it holds `capacity` of them, visiting tokens in
-// index order (and a token's choices best first), so the LATER tokens of the
-// batch are the ones dropped. Deterministic and independent of thread count.
+// Each token picks its top_k experts (ties: lower expert id). Capacity is per
+// routing group of `group_size` consecutive tokens (the last group may be
+// shorter): within a group an expert accepts assignments until it holds
+// ceil(cf · group · k / (E·G)) of them, visiting tokens in index order (and a
+// token's choices best first), so the LATER tokens of a group are the ones
+// dropped. Groups never cross ranks, so which tokens drop does not depend on
+// how the batch is split over ranks. Deterministic for any thread count.
 void select_token_choice(const MoEShape& s, Routes& r) {
-  const int64_t T = r.T, EG = s.n_experts, k = s.top_k;
-  const int64_t cap = token_choice_capacity(s, T);
+  const int64_t T = r.T, EG = s.n_experts, k = s.top_k, S = s.group_size;
   const float* P = r.probs.data();
   r.choice.resize(size_t(T * k));
   r.scratch.resize(size_t(omp_get_max_threads() * EG));
@@ -130,22 +132,29 @@ void select_token_choice(const MoEShape& s, Routes& r) {
     }
   }
   // Capacity pass: sequential in token order (that order defines who drops).
-  r.load.assign(size_t(EG), 0);
+  r.counts.assign(size_t(EG), 0);  // assignments kept per expert, all groups
   r.dropped = 0;
   r.wanted = T * k;
-  for (int64_t t = 0; t < T; ++t)
+  int64_t cap = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    if (t % S == 0) {  // new group: fresh capacity
+      r.load.assign(size_t(EG), 0);
+      cap = token_choice_capacity(s, std::min(S, T - t));
+    }
     for (int64_t j = 0; j < k; ++j) {
       int64_t& e = r.choice[size_t(t * k + j)];
       if (r.load[size_t(e)] < cap) {
         ++r.load[size_t(e)];
+        ++r.counts[size_t(e)];
       } else {
         e = -1;
         ++r.dropped;
       }
     }
+  }
   // Expert-major list by counting sort; visiting tokens ascending keeps every
   // expert's rows in token order.
-  r.counts.assign(r.load.begin(), r.load.end());
+  r.load.resize(size_t(EG));
   int64_t A = 0;
   for (int64_t e = 0; e < EG; ++e) {
     r.load[size_t(e)] = A;  // now the write cursor of expert e

@@ -41,7 +41,7 @@ struct Routes {
 // choice). Reuses the storage in `r`.
 void route_forward(const MoEShape& shape, const float* x, const float* Wr, int64_t T, Routes& r);
 
-// Token choice capacity per expert for T tokens:
+// Token choice capacity per expert for a routing group of T tokens:
 // ceil(capacity_factor · T · top_k / (E·G)).
 int64_t token_choice_capacity(const MoEShape& shape, int64_t T);
 

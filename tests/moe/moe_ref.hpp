@@ -96,9 +96,15 @@ inline RefResult ref_forward(const MoEShape& s, int64_t T, const float* x, const
         for (int64_t j = 0; j < s.capacity; ++j) r.sel[size_t(idx[size_t(j)])].push_back(e);
       }
   } else {
-    const int64_t cap = int64_t(std::ceil(s.capacity_factor * double(T) * double(s.top_k) / double(EG)));
+    // Capacity per group of group_size tokens (the last one may be shorter).
     std::vector<int64_t> load(size_t(EG), 0);
+    int64_t cap = 0;
     for (int64_t t = 0; t < T; ++t) {
+      if (t % s.group_size == 0) {
+        std::fill(load.begin(), load.end(), 0);
+        const int64_t n = std::min(s.group_size, T - t);
+        cap = int64_t(std::ceil(s.capacity_factor * double(n) * double(s.top_k) / double(EG)));
+      }
       std::vector<int64_t> idx(static_cast<size_t>(EG));
       std::iota(idx.begin(), idx.end(), 0);
       std::stable_sort(idx.begin(), idx.end(),
