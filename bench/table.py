@@ -46,7 +46,12 @@ def main(path):
     print(hdr)
     print("-" * len(hdr))
     print("(* from the best step; gemm% = GEMM share of the mean step; mem/min = (peak RSS - baseline) / analytic minimum)")
-    for (name, prec), r in sorted(recs.items()):
+    def order(item):
+        (name, prec), r = item
+        m = r["model"]
+        return (m["ffn"] != "dense", m.get("routing", ""), m.get("G", 0), prec)
+
+    for (name, prec), r in sorted(recs.items(), key=order):
         ph = r["phases_ms_per_step"]
         gemm = ph.get("gemm", 0) + ph.get("grouped_gemm", 0)
         pk = r["gemm_peak_gflops"]

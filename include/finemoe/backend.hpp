@@ -44,8 +44,13 @@ void grouped_gemm(bool trans_a, bool trans_b, int64_t count, const int64_t* M, i
 void set_num_threads(int n);  // n <= 0: keep the runtime default
 int num_threads();
 
-// Which library runs fp32 GEMMs (bf16 always runs on oneDNN).
-enum class Fp32Engine { openblas, onednn };
+// Which library runs fp32 GEMMs (bf16 always runs on oneDNN). Default
+// openblas. automatic: OpenBLAS for gemm(), oneDNN for grouped_gemm's many
+// small problems, where it measured faster on 2 threads; not the default
+// because oneDNN 2.6 allocates inside every execute (the MoE layer's
+// no-allocation test) and its primitives' blocking depends on the thread
+// count, so results would change with train.threads (docs/performance.md).
+enum class Fp32Engine { openblas, onednn, automatic };
 void set_fp32_engine(Fp32Engine e);
 Fp32Engine fp32_engine();
 

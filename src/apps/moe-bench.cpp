@@ -39,7 +39,7 @@ const char* kUsage =
     "moe-bench: training-step throughput, phase breakdown and MFU of a config on this CPU.\n\n"
     "Usage: moe-bench [--config FILE.ini] [--section.key value ...] [--steps N] [--warmup M]\n"
     "                 [--json-out FILE] [--peak-seconds S] [--gemm-only]\n"
-    "                 [--fp32-engine openblas|onednn] [--grouped auto|serial|omp_loop]\n\n"
+    "                 [--fp32-engine auto|openblas|onednn] [--grouped auto|serial|omp_loop]\n\n"
     "Runs M untimed and N timed training steps (forward, backward, AdamW) of the\n"
     "configured model on train.batch_size sequences of model.seq_len tokens, measures the\n"
     "fp32 and bf16 GEMM peaks (2048^2 and the model's shapes) in the same process, and\n"
@@ -190,9 +190,10 @@ int run(const fm::ParsedArgs& args) {
 
   be::set_num_threads(int(cfg.train.threads));
   const std::string eng = args.app.at("fp32-engine"), grp = args.app.at("grouped");
-  if (eng == "openblas") be::set_fp32_engine(be::Fp32Engine::openblas);
+  if (eng == "auto") be::set_fp32_engine(be::Fp32Engine::automatic);
+  else if (eng == "openblas") be::set_fp32_engine(be::Fp32Engine::openblas);
   else if (eng == "onednn") be::set_fp32_engine(be::Fp32Engine::onednn);
-  else throw fm::ConfigError("option '--fp32-engine': expected openblas | onednn, got '" + eng + "'");
+  else throw fm::ConfigError("option '--fp32-engine': expected auto | openblas | onednn, got '" + eng + "'");
   if (grp == "auto") be::set_grouped_variant(be::GroupedVariant::automatic);
   else if (grp == "serial") be::set_grouped_variant(be::GroupedVariant::serial);
   else if (grp == "omp_loop") be::set_grouped_variant(be::GroupedVariant::omp_loop);
@@ -414,7 +415,7 @@ int main(int argc, char** argv) {
         {"json-out", "append the JSON object as one line to this file", "", true},
         {"peak-seconds", "seconds per GEMM peak measurement", "0.3", true},
         {"gemm-only", "only measure the GEMM peaks (no model steps)", "0", false},
-        {"fp32-engine", "fp32 GEMM library: openblas | onednn", "openblas", true},
+        {"fp32-engine", "fp32 GEMM library: openblas | onednn | auto (OpenBLAS gemm, oneDNN grouped)", "openblas", true},
         {"grouped", "grouped GEMM variant: auto | serial | omp_loop", "auto", true},
     };
     fm::ParsedArgs args = fm::parse_args(argc, argv, kUsage, opts);

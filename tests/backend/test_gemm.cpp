@@ -182,11 +182,12 @@ TEST(grouped_gemm, fp32_openblas_serial_and_omp_loop_with_empty_groups) {
       for (bool tb : {false, true}) check_grouped(be::Precision::fp32, v, be::Fp32Engine::openblas, ta, tb, kFp32Tol);
 }
 
-TEST(grouped_gemm, fp32_onednn_omp_loop_with_empty_groups) {
+TEST(grouped_gemm, fp32_onednn_and_automatic_omp_loop_with_empty_groups) {
   if (be::cpu_isa() == "none") GTEST_SKIP() << "no oneDNN";
-  for (bool ta : {false, true})
-    for (bool tb : {false, true})
-      check_grouped(be::Precision::fp32, be::GroupedVariant::omp_loop, be::Fp32Engine::onednn, ta, tb, kFp32Tol);
+  for (auto e : {be::Fp32Engine::onednn, be::Fp32Engine::automatic})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true})
+        check_grouped(be::Precision::fp32, be::GroupedVariant::omp_loop, e, ta, tb, kFp32Tol);
 }
 
 TEST(grouped_gemm, bf16_omp_loop_and_serial_with_empty_groups) {
@@ -226,6 +227,9 @@ TEST(precision, engine_description_names_engine_and_isa) {
   be::set_precision(be::Precision::fp32);
   be::set_fp32_engine(be::Fp32Engine::openblas);
   EXPECT_NE(be::engine_description().find("OpenBLAS"), std::string::npos);
+  EXPECT_EQ(be::engine_description().find("oneDNN"), std::string::npos);
+  be::set_fp32_engine(be::Fp32Engine::automatic);
+  if (be::cpu_isa() != "none") EXPECT_NE(be::engine_description().find("grouped: "), std::string::npos);
   if (be::bf16_available()) {
     be::set_precision(be::Precision::bf16);
     std::string d = be::engine_description();

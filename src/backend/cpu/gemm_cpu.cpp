@@ -1,8 +1,10 @@
 // CPU GEMM backend: which engine runs a GEMM, and how grouped GEMMs are spread
 // over the cores.
 //
-//   fp32: OpenBLAS sgemm (default; measured faster than oneDNN fp32 here, see
-//         docs/performance.md) or oneDNN fp32 matmul (set_fp32_engine).
+//   fp32: OpenBLAS sgemm (default: deterministic across thread counts and
+//         allocation-free), or oneDNN fp32 matmul for everything (onednn) or
+//         for grouped GEMMs only (automatic); see backend.hpp and
+//         docs/performance.md for the measurements behind the choice.
 //   bf16: oneDNN matmul, bf16 inputs, fp32 accumulate/output (gemm_dnnl.cpp).
 //
 // Threading rule (no oversubscription): one pool size for OpenMP and OpenBLAS.
@@ -32,6 +34,9 @@ std::atomic<Fp32Engine> g_fp32_engine{Fp32Engine::openblas};
 std::atomic<GroupedVariant> g_grouped{GroupedVariant::automatic};
 
 bool use_dnnl() { return g_precision == Precision::bf16 || g_fp32_engine == Fp32Engine::onednn; }
+bool use_dnnl_grouped() {
+  return use_dnnl() || (g_fp32_engine == Fp32Engine::automatic && detail::dnnl_built());
+}
 bool is_bf16() { return g_precision == Precision::bf16; }
 
 void blas_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
@@ -99,7 +104,10 @@ std::string engine_description() {
     return "oneDNN matmul, " + detail::dnnl_isa_name() + " (bf16 inputs, fp32 accumulate); grouped: " + grouped;
   if (g_fp32_engine == Fp32Engine::onednn)
     return "oneDNN matmul, " + detail::dnnl_isa_name() + " (fp32); grouped: " + grouped;
-  return std::string("OpenBLAS sgemm (fp32; ") + openblas_get_config() + "); grouped: " + grouped;
+  const std::string blas = std::string("OpenBLAS sgemm (fp32; ") + openblas_get_config() + ")";
+  if (use_dnnl_grouped())
+    return blas + "; grouped: " + grouped + " on oneDNN matmul, " + detail::dnnl_isa_name() + " (fp32)";
+  return blas + "; grouped: " + grouped;
 }
 
 namespace {
@@ -134,12 +142,16 @@ void grouped_gemm(bool ta, bool tb, int64_t count, const int64_t* M, int64_t N, 
   GroupedVariant v = g_grouped;
   if (v == GroupedVariant::automatic)
     v = (count >= 2 * nthr && nthr > 1 && !omp_in_parallel()) ? GroupedVariant::omp_loop : GroupedVariant::serial;
+  const bool dnnl = use_dnnl_grouped();
   if (v == GroupedVariant::serial || K == 0) {
-    for (int64_t g = 0; g < count; ++g)
-      gemm_impl(ta, tb, M[g], N, K, alpha, A[g], lda, B[g], ldb, beta, C[g], ldc);
+    for (int64_t g = 0; g < count; ++g) {
+      if (dnnl && K > 0 && M[g] > 0)
+        detail::dnnl_gemm(is_bf16(), ta, tb, M[g], N, K, alpha, A[g], lda, B[g], ldb, beta, C[g], ldc);
+      else
+        gemm_impl(ta, tb, M[g], N, K, alpha, A[g], lda, B[g], ldb, beta, C[g], ldc);
+    }
     return;
   }
-  const bool dnnl = use_dnnl();
   if (dnnl) {
     // Create every primitive serially first: the loop below then only looks
     // them up, and creation (JIT) never happens once per thread.
