@@ -88,6 +88,7 @@ for name in "${NAMES[@]}"; do
   "${LAUNCH[@]}" "$TRAIN" --config "$cfg" --run.resume auto &
   CHILD=$!
   while :; do wait "$CHILD"; rc=$?; kill -0 "$CHILD" 2>/dev/null || break; done
+  wait "$CHILD" 2>/dev/null; rc2=$?; [ "$rc2" != 127 ] && rc=$rc2   # the child's own status
   CHILD=
   case "$rc" in
     0) done_n=$((done_n + 1)) ;;
