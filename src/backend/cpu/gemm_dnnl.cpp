@@ -134,16 +134,11 @@ std::shared_ptr<const Entry> get_entry(bool bf16, bool ta, bool tb, int64_t M, i
   return e;
 }
 
-// fp32 -> bf16, round to nearest even (the hardware instruction where we have it).
-void to_bf16_row(uint16_t* dst, const float* src, int64_t n) {
-  int64_t i = 0;
-#if defined(__AVX512BF16__)
-  for (; i + 16 <= n; i += 16) {
-    __m256bh v = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + i));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), reinterpret_cast<__m256i&>(v));
-  }
-#endif
-  for (; i < n; ++i) {
+// fp32 -> bf16, round to nearest even. The build may disable AVX-512 code
+// generation (CMakeLists.txt: GCC 12 miscompiles some AVX-512 code on Zen 4),
+// so the vector version is compiled for its own target and chosen at run time.
+void to_bf16_row_scalar(uint16_t* dst, const float* src, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
     uint32_t u;
     std::memcpy(&u, src + i, 4);
     if ((u & 0x7fffffffu) > 0x7f800000u) {  // NaN stays NaN
@@ -153,6 +148,28 @@ void to_bf16_row(uint16_t* dst, const float* src, int64_t n) {
       dst[i] = uint16_t(u >> 16);
     }
   }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx512f,avx512bf16,avx512vl"))) void to_bf16_row_avx512(uint16_t* dst, const float* src,
+                                                                                 int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m256bh v = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + i));
+    __m256i bits;
+    std::memcpy(&bits, &v, sizeof bits);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), bits);
+  }
+  to_bf16_row_scalar(dst + i, src + i, n - i);
+}
+const bool g_cpu_bf16 = __builtin_cpu_supports("avx512bf16");
+#endif
+
+void to_bf16_row(uint16_t* dst, const float* src, int64_t n) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (g_cpu_bf16) return to_bf16_row_avx512(dst, src, n);
+#endif
+  to_bf16_row_scalar(dst, src, n);
 }
 
 // Packs a rows x cols fp32 matrix with leading dim ld into dense bf16.
