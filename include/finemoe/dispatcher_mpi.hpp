@@ -48,6 +48,8 @@ class AllToAllDispatcher final : public Dispatcher {
   std::vector<int64_t> elems_to_, elems_from_;  // [P] floats per peer (rows·width)
   Buffer<float> stage_;                 // source-major rows (grow-only)
   std::vector<int64_t> expert_cursor_;  // [K] scratch offsets for the reorders
+  void add_bytes(int64_t b) { bytes_ += b; total_bytes_ += b; }
+  void add_seconds(double s) { seconds_ += s; total_seconds_ += s; }
   int64_t bytes_ = 0;
   double seconds_ = 0;
 };

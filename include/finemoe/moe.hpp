@@ -67,6 +67,15 @@ class Dispatcher {
   virtual void combine(const float* recv_layout, int64_t width, float* send_layout) = 0;
   // Bytes moved off-rank by the last dispatch+combine (0 for LocalDispatcher).
   virtual int64_t last_bytes_sent() const { return 0; }
+  // Totals since construction over every call (all layers, forward and
+  // backward): bytes sent off-rank and wall seconds inside the collectives.
+  // The trainer reports them per step so cluster scaling can be estimated.
+  int64_t total_bytes_sent() const { return total_bytes_; }
+  double total_comm_seconds() const { return total_seconds_; }
+
+ protected:
+  int64_t total_bytes_ = 0;
+  double total_seconds_ = 0;
 };
 
 std::unique_ptr<Dispatcher> make_local_dispatcher();

@@ -39,11 +39,11 @@ void AllToAllDispatcher::dispatch(const float* send, const std::vector<int64_t>&
     const MPI_Comm ep = *static_cast<const MPI_Comm*>(comm_.native(Group::ep));
     const int rc = MPI_Alltoall(send_counts.data(), int(K_), MPI_INT64_T, from_.data(), int(K_), MPI_INT64_T, ep);
     if (rc != MPI_SUCCESS) throw Error("MoE dispatcher: MPI_Alltoall of expert counts failed");
-    bytes_ += int64_t(P_ - 1) * K_ * int64_t(sizeof(int64_t));
+    add_bytes(int64_t(P_ - 1) * K_ * int64_t(sizeof(int64_t)));
   } else {
     from_.assign(send_counts.begin(), send_counts.end());
   }
-  seconds_ += MPI_Wtime() - t0;
+  add_seconds(MPI_Wtime() - t0);
 
   int64_t total_from = 0;
   for (int p = 0; p < P_; ++p) {
@@ -59,7 +59,7 @@ void AllToAllDispatcher::dispatch(const float* send, const std::vector<int64_t>&
     if (elems_to_[size_t(p)] > INT_MAX || elems_from_[size_t(p)] > INT_MAX)
       throw Error("MoE dispatcher: more than 2^31 floats for one peer in one all-to-all; use more EP ranks or "
                   "a smaller batch per rank");
-    if (p != me_) bytes_ += elems_to_[size_t(p)] * int64_t(sizeof(float));
+    if (p != me_) add_bytes(elems_to_[size_t(p)] * int64_t(sizeof(float)));
     total_from += from;
   }
 
@@ -67,7 +67,7 @@ void AllToAllDispatcher::dispatch(const float* send, const std::vector<int64_t>&
   if (stage_.size() < size_t(total_from * width)) stage_.resize(size_t(total_from * width));
   t0 = MPI_Wtime();
   comm_.alltoallv(send, elems_to_, stage_.data(), elems_from_, Group::ep);
-  seconds_ += MPI_Wtime() - t0;
+  add_seconds(MPI_Wtime() - t0);
 
   // 3. Reorder to expert-major: local expert k gets source 0's rows, then 1's, …
   recv_counts.assign(size_t(K_), 0);
@@ -110,9 +110,9 @@ void AllToAllDispatcher::combine(const float* recv_layout, int64_t width, float*
   // sent to q comes back from q, in the order I sent it — the send layout.
   const double t0 = MPI_Wtime();
   comm_.alltoallv(stage_.data(), elems_from_, send_layout, elems_to_, Group::ep);
-  seconds_ += MPI_Wtime() - t0;
+  add_seconds(MPI_Wtime() - t0);
   for (int p = 0; p < P_; ++p)
-    if (p != me_) bytes_ += elems_from_[size_t(p)] * int64_t(sizeof(float));
+    if (p != me_) add_bytes(elems_from_[size_t(p)] * int64_t(sizeof(float)));
 }
 
 std::unique_ptr<Dispatcher> make_dispatcher(const Comm& comm) {

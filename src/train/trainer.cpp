@@ -266,7 +266,9 @@ TrainResult train(const Config& cfg_in) {
 
   AdamWParams hp{cfg.train.lr, cfg.train.beta1, cfg.train.beta2, cfg.train.eps, cfg.train.weight_decay};
   auto t_log = Clock::now();
-  int64_t tokens_since_log = 0;
+  int64_t tokens_since_log = 0, steps_since_log = 0;
+  int64_t a2a_bytes_mark = 0;
+  double a2a_seconds_mark = 0;
   const int64_t warmup = cfg.warmup_steps();
   while (state.step < cfg.train.steps) {
     const int64_t s = state.step;
@@ -293,6 +295,7 @@ TrainResult train(const Config& cfg_in) {
     adamw_update(store, hp, s + 1);
     state.step = s + 1;
     tokens_since_log += global_tokens;
+    ++steps_since_log;
     result.final_loss = loss;
 
     const bool last = state.step == cfg.train.steps;
@@ -309,6 +312,15 @@ TrainResult train(const Config& cfg_in) {
       log::info("step %6lld/%lld | tokens %.4g | loss %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | MFU %.1f%%",
                 (long long)row.step, (long long)cfg.train.steps, double(row.tokens), loss, hp.lr, gnorm,
                 row.tokens_per_s, 100.0 * row.mfu);
+      if (comm.ep_size() > 1) {
+        // Expert-parallel traffic of this rank, for estimating cluster scaling.
+        const double n = double(std::max<int64_t>(1, steps_since_log));
+        log::info("  all-to-all (rank 0): %.3f MB/step sent off-rank, %.2f ms/step in collectives",
+                  double(dispatcher->total_bytes_sent() - a2a_bytes_mark) / n / 1e6,
+                  1e3 * (dispatcher->total_comm_seconds() - a2a_seconds_mark) / n);
+        a2a_bytes_mark = dispatcher->total_bytes_sent();
+        a2a_seconds_mark = dispatcher->total_comm_seconds();
+      }
       std::vector<RoutingStats> rs = global_routing_stats(model.routing_stats(), comm);
       if (!rs.empty()) print_routing(state.step, rs);
       if (metrics) {
@@ -317,6 +329,7 @@ TrainResult train(const Config& cfg_in) {
       }
       t_log = Clock::now();
       tokens_since_log = 0;
+      steps_since_log = 0;
     }
     if ((cfg.train.eval_every > 0 && state.step % cfg.train.eval_every == 0) || last) {
       const double vl = evaluate();
