@@ -6,7 +6,9 @@
 #
 # Usage: bench/run_standard.sh [MOE_BENCH_BINARY] [OUT.jsonl]
 #   env STEPS (default 3), WARMUP (1), BATCH (4 sequences = 1024 tokens/step),
-#   PRECISIONS ("fp32 bf16"), THREADS (0 = all cores).
+#   PRECISIONS ("fp32 bf16"), THREADS (0 = all cores), OMP_WAIT_POLICY (passive).
+# OMP_WAIT_POLICY=passive by default: on a machine shared with other work,
+# spinning OpenMP threads made 2-thread steps 2-4x slower (docs/performance.md).
 # Scaled down: batch 4 x 256 tokens instead of the paper's 2048 x 256 so that
 # the whole set (14 runs) takes about 3-5 minutes on a 2-core machine.
 set -euo pipefail
@@ -18,6 +20,7 @@ warmup="${WARMUP:-1}"
 batch="${BATCH:-4}"
 threads="${THREADS:-0}"
 precisions="${PRECISIONS:-fp32 bf16}"
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 [ -x "$bin" ] || { echo "moe-bench not found at '$bin' (pass its path as the first argument)" >&2; exit 2; }
 
 run() {  # label config precision [extra args]
