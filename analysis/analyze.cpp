@@ -79,6 +79,9 @@ Analysis run_analysis(const AnalyzeOptions& o) {
       std::fprintf(out, "runs: %zu usable, %zu skipped under %s\n", a.runs.runs.size(), a.runs.skipped.size(),
                    o.runs_dir.c_str());
       for (const auto& s : a.runs.skipped) std::fprintf(out, "  skipped %s: %s\n", s.path.c_str(), s.reason.c_str());
+      const double h = a.runs.mean_entropy_rate();
+      if (std::isfinite(h))
+        std::fprintf(out, "data entropy rate (true irreducible loss, compare with the fitted c): %.4f nats/token\n", h);
     }
   }
 

@@ -127,6 +127,9 @@ std::string report_md(const Analysis& a, const std::vector<std::string>& plots) 
   if (!a.options.runs_dir.empty()) {
     os << "Runs directory: `" << a.options.runs_dir << "` — " << a.runs.runs.size() << " usable runs, "
        << a.runs.skipped.size() << " skipped. Per-run values: [runs.csv](runs.csv); everything: [fit.json](fit.json).\n\n";
+    if (std::isfinite(a.runs.mean_entropy_rate()))
+      os << "Entropy rate of the runs' data (the true irreducible loss; compare with the fitted c): "
+         << a.runs.mean_entropy_rate() << " nats/token.\n\n";
     if (!a.runs.skipped.empty()) {
       os << "Skipped:\n\n";
       for (const auto& s : a.runs.skipped) os << "- `" << s.path << "`: " << s.reason << "\n";

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <filesystem>
 #include <sstream>
 
@@ -49,6 +50,17 @@ std::vector<FitPoint> RunSet::all_points() const {
   return out;
 }
 
+double RunSet::mean_entropy_rate() const {
+  double s = 0;
+  int n = 0;
+  for (const auto& r : runs)
+    if (std::isfinite(r.entropy_rate)) {
+      s += r.entropy_rate;
+      ++n;
+    }
+  return n > 0 ? s / n : std::numeric_limits<double>::quiet_NaN();
+}
+
 RunInfo run_from_metrics(const RunMetrics& m, const CollectOptions& o) {
   RunInfo r;
   r.path = m.path;
@@ -63,6 +75,7 @@ RunInfo run_from_metrics(const RunMetrics& m, const CollectOptions& o) {
   r.E = r.dense ? 1.0 : need_attr(m, hl::kAttrE);
   r.G = r.dense ? 1.0 : need_attr(m, hl::kAttrG);
   r.cooldown = opt_attr(m, hl::kAttrCooldown, 0.0) != 0.0;
+  r.entropy_rate = opt_attr(m, hl::kAttrEntropyFloor, std::numeric_limits<double>::quiet_NaN());
   if (r.d_model <= 0 || r.n_blocks <= 0 || r.E <= 0 || r.G <= 0)
     throw DataError("attributes d_model/n_blocks/E/G must be positive");
   r.N = law_N(r.d_model, r.n_blocks, r.E);

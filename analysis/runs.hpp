@@ -30,6 +30,7 @@ struct RunInfo {
   bool dense = false, cooldown = false;
   double N = 0, N_active = 0, D = 0, flops_per_token = 0, F = 0;
   double final_loss = 0;
+  double entropy_rate = 0;  // the data's irreducible loss (nats/token); NaN if unknown (shards)
   int64_t rows = 0, window = 0;
   std::vector<double> curve_tokens, curve_loss;
   std::vector<FitPoint> points;  // final point last; group = index in RunSet::runs
@@ -43,6 +44,8 @@ struct RunSet {
   std::vector<RunInfo> runs;
   std::vector<SkippedRun> skipped;
   std::vector<FitPoint> all_points() const;
+  // Mean entropy rate of the runs' data (the true c a fit should find), NaN if none knows it.
+  double mean_entropy_rate() const;
 };
 
 // One run from its metrics; throws DataError with the reason to skip it.
