@@ -144,7 +144,12 @@ TrainResult train(const Config& cfg_in) {
 
   std::string why;
   backend::Precision prec = backend::Precision::fp32;
-  collective(comm, [&] { prec = backend::resolve_precision(cfg.train.precision, &why); });
+  collective(comm, [&] {
+    // `auto` times fp32 vs bf16 at this model's own GEMM shapes.
+    const int64_t local_tokens = cfg.train.batch_size / comm.size() * cfg.model.seq_len;
+    prec = backend::resolve_precision(cfg.train.precision, &why,
+                                      backend::model_gemm_shapes(cfg.model.d_model, cfg.d_expert(), local_tokens));
+  });
   backend::set_precision(prec);
 
   // ---- model -----------------------------------------------------------------
