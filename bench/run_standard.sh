@@ -13,7 +13,7 @@
 # the whole set (14 runs) takes about 3-5 minutes on a 2-core machine.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-bin="${1:-$here/../build/Release/moe-bench}"
+bin="${1:-$here/../build/release/moe-bench}"
 out="${2:-bench_$(date +%Y%m%d_%H%M%S).jsonl}"
 steps="${STEPS:-3}"
 warmup="${WARMUP:-1}"
