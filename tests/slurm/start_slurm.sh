@@ -71,7 +71,8 @@ fi
 
 # What this machine really has, so slurmd does not drain the node for a
 # config that claims more than it finds. At most 2 CPUs (a test cluster).
-NCPU=$(nproc 2>/dev/null || echo 1)
+# nproc honours OMP_NUM_THREADS (set to 1 by the test driver): count the CPUs themselves.
+NCPU=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc --all 2>/dev/null || echo 1)
 CPUS=${FINEMOE_SLURM_CPUS:-$(( NCPU < 2 ? NCPU : 2 ))}
 MEM_MB=$(( $(awk '/^MemTotal:/ {print $2}' /proc/meminfo) / 1024 ))
 REALMEM=${FINEMOE_SLURM_MEM:-$(( MEM_MB * 9 / 10 ))}
