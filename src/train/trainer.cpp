@@ -9,10 +9,12 @@
 #include <fstream>
 #include <limits>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "finemoe/backend.hpp"
 #include "finemoe/checkpoint.hpp"
+#include "finemoe/collective.hpp"
 #include "finemoe/comm.hpp"
 #include "finemoe/counting.hpp"
 #include "finemoe/data.hpp"
@@ -37,39 +39,11 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-// Runs `fn` on every rank; if it throws on any rank, every rank learns it and
-// the messages are printed once (by rank 0, deduplicated) before all ranks
-// throw. Used for set-up steps where one rank may fail alone (a missing shard,
-// an unreadable checkpoint) so that nobody hangs in the next collective.
+// Set-up steps that may fail on one rank alone go through this, so that no
+// rank is left waiting in a collective (see collective.hpp).
 template <typename F>
 void collective(const Comm& comm, F&& fn) {
-  std::string msg;
-  int code = kExitOk;
-  try {
-    fn();
-  } catch (const Error& e) {
-    msg = e.what();
-    code = e.exit_code();
-  } catch (const std::exception& e) {
-    msg = e.what();
-    code = kExitFailure;
-  }
-  if (!comm.any(!msg.empty())) return;
-  // Gather "code|message" from every rank to rank 0 via broadcasts (set-up
-  // only, so simplicity beats speed).
-  std::string first;
-  int first_code = kExitFailure;
-  for (int r = 0; r < comm.size(); ++r) {
-    std::string m = (r == comm.rank()) ? std::to_string(code) + "|" + msg : "";
-    comm.broadcast(m, r);
-    auto bar = m.find('|');
-    std::string text = m.substr(bar + 1);
-    if (!text.empty() && first.empty()) {
-      first = text;
-      first_code = std::stoi(m.substr(0, bar));
-    }
-  }
-  throw CollectiveError(first, first_code);
+  run_collectively(comm, std::forward<F>(fn));
 }
 
 // Quick measured fp32 GEMM peak for MFU (a few ms at start-up).

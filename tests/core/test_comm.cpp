@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include "finemoe/collective.hpp"
 #include "finemoe/comm.hpp"
 #include "finemoe/error.hpp"
 
@@ -56,6 +57,34 @@ TEST(Comm, AlltoallvMovesRows) {
   c.alltoallv(send.data(), sc, recv.data(), counts_recv, Group::world);
   for (int j = 0; j < P; ++j)
     for (int k = 0; k <= c.rank(); ++k) EXPECT_EQ(recv[size_t(j * (c.rank() + 1) + k)], float(j * 100 + c.rank()));
+}
+
+// Only the last rank fails (as when one rank cannot open its shard): every
+// rank must get the same CollectiveError, with that rank's message and exit
+// code, instead of the others hanging in their next collective.
+TEST(Comm, OneRankFailingFailsEveryRankWithItsMessage) {
+  Comm c(1);
+  const int bad = c.size() - 1;
+  try {
+    run_collectively(c, [&] {
+      if (c.rank() == bad) throw DataError("shard /data/train_007.bin: truncated (rank " + std::to_string(bad) + ")");
+    });
+    FAIL() << "rank " << c.rank() << " did not learn of rank " << bad << "'s failure";
+  } catch (const CollectiveError& e) {
+    EXPECT_EQ(std::string(e.what()), "shard /data/train_007.bin: truncated (rank " + std::to_string(bad) + ")");
+    EXPECT_EQ(e.exit_code(), kExitDataError);
+  }
+  // Two ranks failing differently: the lowest rank's message wins everywhere.
+  try {
+    run_collectively(c, [&] {
+      if (c.rank() >= bad - 1) throw ConfigError("rank " + std::to_string(c.rank()));
+    });
+    FAIL();
+  } catch (const CollectiveError& e) {
+    EXPECT_EQ(std::string(e.what()), "rank " + std::to_string(std::max(0, bad - 1)));
+    EXPECT_EQ(e.exit_code(), kExitUsage);
+  }
+  EXPECT_NO_THROW(run_collectively(c, [] {}));
 }
 
 int main(int argc, char** argv) {
