@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "finemoe/backend.hpp"
+#include "finemoe/app.hpp"
 #include "finemoe/config.hpp"
 #include "finemoe/counting.hpp"
 #include "finemoe/data.hpp"
@@ -408,7 +409,7 @@ int run(const fm::ParsedArgs& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
+  return finemoe::run_app("moe-bench", [&]() -> int {
     const std::vector<fm::AppOption> opts = {
         {"steps", "timed training steps", "5", true},
         {"warmup", "untimed steps before timing (JIT, page faults, caches)", "2", true},
@@ -429,11 +430,5 @@ int main(int argc, char** argv) {
       return fm::kExitOk;
     }
     return run(args);
-  } catch (const fm::Error& e) {
-    std::fprintf(stderr, "moe-bench: error: %s\n", e.what());
-    return e.exit_code();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "moe-bench: error: %s\n", e.what());
-    return fm::kExitFailure;
-  }
+  });
 }

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "finemoe/app.hpp"
 #include "finemoe/config.hpp"
 #include "finemoe/error.hpp"
 #include "finemoe/log.hpp"
@@ -250,7 +251,7 @@ int cmd_entropy(const ParsedArgs& a, const Config& cfg) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
+  return finemoe::run_app("moe-data", [&]() -> int {
     const std::vector<AppOption> opts = {
         {"input", "prepare: text files (comma-separated) or a directory", "", true},
         {"out", "prepare/synth: output directory", "", true},
@@ -287,11 +288,5 @@ int main(int argc, char** argv) {
       return cmd_entropy(a, a.config);
     }
     throw ConfigError("unknown command '" + cmd + "' (prepare | inspect | synth | entropy)");
-  } catch (const Error& e) {
-    std::fprintf(stderr, "moe-data: error: %s\n", e.what());
-    return e.exit_code();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "moe-data: error: %s\n", e.what());
-    return kExitFailure;
-  }
+  });
 }

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "finemoe/app.hpp"
 #include "finemoe/config.hpp"
 #include "finemoe/error.hpp"
 #include "finemoe/sweep.hpp"
@@ -153,13 +154,7 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
+  return finemoe::run_app("moe-sweep", [&]() -> int {
     return run(argc, argv);
-  } catch (const finemoe::Error& e) {
-    std::fprintf(stderr, "moe-sweep: error: %s\n", e.what());
-    return e.exit_code();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "moe-sweep: error: %s\n", e.what());
-    return finemoe::kExitFailure;
-  }
+  });
 }
