@@ -28,12 +28,27 @@ std::string train_cmd(int ranks, const std::string& args) {
   return std::string(MPIEXEC) + " -n " + std::to_string(ranks) + " " + MOE_TRAIN + " " + args;
 }
 
+namespace {
+std::vector<std::string>& made_dirs() {
+  static std::vector<std::string> dirs;
+  return dirs;
+}
+}  // namespace
+
 std::string temp_dir(const std::string& tag) {
   std::string tmpl = "/tmp/finemoe_e2e_" + tag + "_XXXXXX";
   std::vector<char> buf(tmpl.begin(), tmpl.end());
   buf.push_back('\0');
   char* d = mkdtemp(buf.data());
-  return d ? std::string(d) : std::string();
+  if (!d) return std::string();
+  made_dirs().push_back(d);
+  return d;
+}
+
+void remove_temp_dirs() {
+  std::error_code ec;
+  for (const auto& d : made_dirs()) std::filesystem::remove_all(d, ec);
+  made_dirs().clear();
 }
 
 std::string tiny_args(const std::string& run_dir, int steps) {

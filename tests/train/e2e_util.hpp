@@ -14,8 +14,11 @@ struct Result {
 Result run(const std::string& cmd);
 // "moe-train ARGS" on `ranks` ranks (mpirun for ranks > 1).
 std::string train_cmd(int ranks, const std::string& args);
-// Fresh empty directory under /tmp.
+// Fresh empty directory under /tmp (remembered for remove_temp_dirs).
 std::string temp_dir(const std::string& tag);
+// Removes every directory temp_dir made (called when all tests passed; kept
+// for inspection after a failure).
+void remove_temp_dirs();
 // Tiny model: d 64, 2 blocks, seq 32, vocab 64, batch 8, logging every step.
 std::string tiny_args(const std::string& run_dir, int steps);
 // Train losses, steps and status of a run directory's metrics.h5.

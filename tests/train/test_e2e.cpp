@@ -279,5 +279,7 @@ TEST(Preemption, KillNineDuringCheckpointsKeepsLatestValid) {
 
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
-  return RUN_ALL_TESTS();
+  const int rc = RUN_ALL_TESTS();
+  if (rc == 0) remove_temp_dirs();
+  return rc;
 }
