@@ -30,18 +30,19 @@
 
 namespace finemoe {
 
+// Defaults are the config schema's (config.hpp), so there is one set of them.
 struct SynthParams {
-  int64_t vocab = 512;
-  uint64_t seed = 42;
-  int64_t regimes = 8;
-  double regime_stay = 0.995;
-  int64_t order = 2;
-  double zipf = 1.1;
-  double copy_prob = 0.05;
-  int64_t branching = 8;
-  int64_t doc_len = 1024;
-  int64_t copy_distance = 32;
-  double copy_len = 8.0;
+  int64_t vocab = ModelConfig{}.vocab_size;
+  uint64_t seed = DataConfig{}.seed;
+  int64_t regimes = DataConfig{}.synth_regimes;
+  double regime_stay = DataConfig{}.synth_regime_stay;
+  int64_t order = DataConfig{}.synth_order;
+  double zipf = DataConfig{}.synth_zipf;
+  double copy_prob = DataConfig{}.synth_copy_prob;
+  int64_t branching = DataConfig{}.synth_branching;
+  int64_t doc_len = DataConfig{}.synth_doc_len;
+  int64_t copy_distance = DataConfig{}.synth_copy_distance;
+  double copy_len = DataConfig{}.synth_copy_len;
   static SynthParams from_config(const Config& cfg);
 };
 
