@@ -6,6 +6,8 @@
 #include <cstring>
 
 #include "finemoe/backend.hpp"
+#include "finemoe/error.hpp"
+#include "workspace.hpp"
 
 namespace finemoe::moe {
 
@@ -32,7 +34,7 @@ void Experts::zero_padding(float* padded, int64_t width) const {
 }
 
 void Experts::forward(const float* x, const std::vector<int64_t>& counts, const float* w1, const float* w2,
-                      float* y) {
+                      float* y, bool keep_x) {
   int64_t off = 0;
   rmax_ = 0;
   for (int64_t k = 0; k < K_; ++k) {
@@ -41,21 +43,29 @@ void Experts::forward(const float* x, const std::vector<int64_t>& counts, const 
     off += counts[size_t(k)];
     rmax_ = std::max(rmax_, counts[size_t(k)]);
   }
+  uniform_ = off == K_ * rmax_;
+  keep_x_ = keep_x;
   const size_t rows = size_t(K_ * rmax_);
-  for (Buffer<float>* b : {&xp_, &dyp_}) if (b->size() < rows * size_t(d_)) b->resize(rows * size_t(d_));
-  for (Buffer<float>* b : {&hp_, &dhp_}) if (b->size() < rows * size_t(de_)) b->resize(rows * size_t(de_));
-  to_padded(x, d_, xp_.data());
+  ensure(hp_, rows * size_t(de_));
+  const float* xp = x;
+  if (keep_x || !uniform_) {  // a padded copy: kept (own buffer) or for this call only (scratch)
+    Buffer<float>& buf = keep_x ? xp_ : scratch().xpad;
+    ensure(buf, rows * size_t(d_));
+    to_padded(x, d_, buf.data());
+    xp = buf.data();
+  }
+  x_kept_ = keep_x ? xp : nullptr;
 
   // h_k = relu(x_k · W1_k)
   for (int64_t k = 0; k < K_; ++k) {
     m_[size_t(k)] = counts_[size_t(k)];
-    a_[size_t(k)] = xp_.data() + k * rmax_ * d_;
+    a_[size_t(k)] = xp + k * rmax_ * d_;
     b_[size_t(k)] = w1 + k * d_ * de_;
     c_[size_t(k)] = hp_.data() + k * rmax_ * de_;
   }
   backend::grouped_gemm(false, false, K_, m_.data(), de_, d_, 1.0f, a_.data(), d_, b_.data(), de_, 0.0f,
                         c_.data(), de_);
-  zero_padding(hp_.data(), de_);
+  if (!uniform_) zero_padding(hp_.data(), de_);
   float* h = hp_.data();
   const int64_t nh = int64_t(rows) * de_;
 #pragma omp parallel for simd schedule(static)
@@ -71,42 +81,61 @@ void Experts::forward(const float* x, const std::vector<int64_t>& counts, const 
                         c_.data(), d_);
 }
 
-void Experts::backward(const float* dy, const float* w1, const float* w2, float* dw1, float* dw2, float* dx) {
-  to_padded(dy, d_, dyp_.data());
+void Experts::backward(const float* dy, const float* x, const float* w1, const float* w2, float* dw1, float* dw2,
+                       float* dx) {
+  Scratch& ws = scratch();
+  const size_t rows = size_t(K_ * rmax_);
+  const float* dyp = dy;
+  if (!uniform_) {
+    ensure(ws.dypad, rows * size_t(d_));
+    to_padded(dy, d_, ws.dypad.data());
+    dyp = ws.dypad.data();
+  }
+  ensure(ws.dhpad, rows * size_t(de_));
+  float* dhp = ws.dhpad.data();
 
   // dh_k = dy_k · W2_kᵀ, then through the ReLU (h > 0)
   for (int64_t k = 0; k < K_; ++k) {
     m_[size_t(k)] = counts_[size_t(k)];
-    a_[size_t(k)] = dyp_.data() + k * rmax_ * d_;
+    a_[size_t(k)] = dyp + k * rmax_ * d_;
     b_[size_t(k)] = w2 + k * de_ * d_;
-    c_[size_t(k)] = dhp_.data() + k * rmax_ * de_;
+    c_[size_t(k)] = dhp + k * rmax_ * de_;
   }
   backend::grouped_gemm(false, true, K_, m_.data(), de_, d_, 1.0f, a_.data(), d_, b_.data(), d_, 0.0f,
                         c_.data(), de_);
-  zero_padding(dhp_.data(), de_);
+  if (!uniform_) zero_padding(dhp, de_);
   {
-    float* dh = dhp_.data();
     const float* h = hp_.data();
-    const int64_t nh = K_ * rmax_ * de_;
+    const int64_t nh = int64_t(rows) * de_;
 #pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < nh; ++i) dh[i] = h[i] > 0.0f ? dh[i] : 0.0f;
+    for (int64_t i = 0; i < nh; ++i) dhp[i] = h[i] > 0.0f ? dhp[i] : 0.0f;
   }
 
   // dW2_k += h_kᵀ · dy_k  (reduction over the padded rows; empty experts skipped with M = 0)
   for (int64_t k = 0; k < K_; ++k) {
     m_[size_t(k)] = counts_[size_t(k)] > 0 ? de_ : 0;
     a_[size_t(k)] = hp_.data() + k * rmax_ * de_;
-    b_[size_t(k)] = dyp_.data() + k * rmax_ * d_;
+    b_[size_t(k)] = dyp + k * rmax_ * d_;
     c_[size_t(k)] = dw2 + k * de_ * d_;
   }
   backend::grouped_gemm(true, false, K_, m_.data(), d_, rmax_, 1.0f, a_.data(), de_, b_.data(), d_, 1.0f,
                         c_.data(), d_);
 
-  // dW1_k += x_kᵀ · dh_k
+  // dW1_k += x_kᵀ · dh_k, x kept or given again by the caller
+  const float* xp = x_kept_;
+  if (!keep_x_) {
+    if (!x) throw Error("MoE experts: backward needs the input rows (forward did not keep them)");
+    xp = x;
+    if (!uniform_) {  // dy's padded copy is dead now (dW2 done): reuse the xpad scratch
+      ensure(ws.xpad, rows * size_t(d_));
+      to_padded(x, d_, ws.xpad.data());
+      xp = ws.xpad.data();
+    }
+  }
   for (int64_t k = 0; k < K_; ++k) {
     m_[size_t(k)] = counts_[size_t(k)] > 0 ? d_ : 0;
-    a_[size_t(k)] = xp_.data() + k * rmax_ * d_;
-    b_[size_t(k)] = dhp_.data() + k * rmax_ * de_;
+    a_[size_t(k)] = xp + k * rmax_ * d_;
+    b_[size_t(k)] = dhp + k * rmax_ * de_;
     c_[size_t(k)] = dw1 + k * d_ * de_;
   }
   backend::grouped_gemm(true, false, K_, m_.data(), de_, rmax_, 1.0f, a_.data(), d_, b_.data(), de_, 1.0f,
@@ -115,7 +144,7 @@ void Experts::backward(const float* dy, const float* w1, const float* w2, float*
   // dx_k = dh_k · W1_kᵀ, packed
   for (int64_t k = 0; k < K_; ++k) {
     m_[size_t(k)] = counts_[size_t(k)];
-    a_[size_t(k)] = dhp_.data() + k * rmax_ * de_;
+    a_[size_t(k)] = dhp + k * rmax_ * de_;
     b_[size_t(k)] = w1 + k * d_ * de_;
     c_[size_t(k)] = dx + offsets_[size_t(k)] * d_;
   }

@@ -11,14 +11,20 @@
 #include "finemoe/moe.hpp"
 #include "finemoe/profile.hpp"
 #include "router.hpp"
+#include "workspace.hpp"
 
 namespace finemoe {
+
+namespace moe {
+Scratch& scratch() {
+  thread_local Scratch s;
+  return s;
+}
+}  // namespace moe
+
 namespace {
 
-template <typename T>
-void ensure(Buffer<T>& b, size_t n) {
-  if (b.size() < n) b.resize(n);
-}
+using moe::ensure;
 
 void require(bool ok, const std::string& key, const std::string& what) {
   if (!ok) throw ConfigError("MoE layer: config key '" + key + "' " + what);
@@ -47,23 +53,20 @@ void validate(const MoEShape& s) {
 
 struct MoELayer::Impl {
   Impl(const MoEShape& s, Dispatcher& d)
-      : shape(s), disp(d), experts(s.local_experts(), s.d_model, s.d_expert) {}
+      : shape(s), disp(d), local(moe::is_local_dispatcher(d) && s.ep_size == 1),
+        experts(s.local_experts(), s.d_model, s.d_expert) {}
 
   MoEShape shape;
   Dispatcher& disp;
+  bool local;  // single-rank dispatcher: no dispatch/combine copies, x re-gathered in backward
   moe::Routes routes;
   moe::Experts experts;
   RoutingStats stats;
-  // Activations kept for backward.
-  Buffer<float> x;       // [T, d] copy of the input (router backward needs it)
+  bool entropy_stale = true;  // stats.router_entropy is computed when stats() is read
+  // Activations kept for backward (per layer). Everything else is in the
+  // thread's shared moe::Scratch (workspace.hpp).
+  Buffer<float> x;       // [T, d] copy of the input (router backward; re-gather of the expert inputs)
   Buffer<float> y_send;  // [A, d] expert outputs in send layout (for dprob)
-  // Scratch, reused between forward and backward where lifetimes allow.
-  Buffer<float> send;    // [A, d] forward: gathered x rows; backward: dx rows
-  Buffer<float> recv;    // [R, d] forward: expert inputs; backward: dy rows
-  Buffer<float> out_recv;  // [R, d] forward: expert outputs; backward: expert dx
-  Buffer<float> dy_send;   // [A, d]
-  Buffer<float> dprob;     // [A]
-  Buffer<float> dlogits;   // [T, EG]
   std::vector<int64_t> recv_counts;
 
   int64_t recv_rows() const {
@@ -85,7 +88,7 @@ void MoELayer::Impl::fill_stats() {
   } else {
     stats.unserved_fraction = r.wanted ? double(r.dropped) / double(r.wanted) : 0.0;
   }
-  stats.router_entropy = moe::router_entropy(routes, shape.n_experts);
+  entropy_stale = true;  // T·E·G logarithms: only computed when somebody reads stats()
   stats.mean_experts_per_token = r.T ? double(r.assignments()) / double(r.T) : 0.0;
 }
 
@@ -96,11 +99,27 @@ MoELayer::MoELayer(const MoEShape& shape, Dispatcher& dispatcher) {
 
 MoELayer::~MoELayer() = default;
 
-const RoutingStats& MoELayer::stats() const { return impl_->stats; }
+const RoutingStats& MoELayer::stats() const {
+  Impl& m = *impl_;
+  if (m.entropy_stale) {  // the probabilities of the last forward are still in m.routes
+    m.stats.router_entropy = moe::router_entropy(m.routes, m.shape.n_experts);
+    m.entropy_stale = false;
+  }
+  return m.stats;
+}
 const MoEShape& MoELayer::shape() const { return impl_->shape; }
+
+// Row i of dst = src row rows[i] (the gather of assignment rows).
+static void gather_rows(const float* src, const std::vector<int64_t>& rows, int64_t d, float* dst) {
+  const int64_t A = int64_t(rows.size());
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < A; ++i)
+    std::memcpy(dst + i * d, src + rows[size_t(i)] * d, size_t(d) * sizeof(float));
+}
 
 void MoELayer::forward(const float* x, float* out, int64_t T, const MoEWeights& w) {
   Impl& m = *impl_;
+  moe::Scratch& ws = moe::scratch();
   const int64_t d = m.shape.d_model;
   if (T < 0) throw Error("MoE layer: negative token count");
   ensure(m.x, size_t(T * d));
@@ -114,38 +133,48 @@ void MoELayer::forward(const float* x, float* out, int64_t T, const MoEWeights& 
   const int64_t A = r.assignments();
 
   // Gather: row i of the send buffer is x[tok[i]] (sorted by global expert).
-  ensure(m.send, size_t(A * d));
+  ensure(ws.send, size_t(A * d));
   ensure(m.y_send, size_t(A * d));
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < A; ++i)
-    std::memcpy(m.send.data() + i * d, x + r.tok[size_t(i)] * d, size_t(d) * sizeof(float));
+  {
+    FINEMOE_PROFILE("moe_gather");
+    gather_rows(x, r.tok, d, ws.send.data());
+  }
 
-  {
-    FINEMOE_PROFILE("dispatch");
-    m.disp.dispatch(m.send.data(), r.counts, d, m.recv, m.recv_counts);
-  }
-  ensure(m.out_recv, size_t(m.recv_rows() * d));
-  {
+  if (m.local) {  // recv layout == send layout: the experts read and write the send-layout rows
     FINEMOE_PROFILE("experts");
-    m.experts.forward(m.recv.data(), m.recv_counts, w.w1, w.w2, m.out_recv.data());
-  }
-  {
-    FINEMOE_PROFILE("dispatch");
-    m.disp.combine(m.out_recv.data(), d, m.y_send.data());
+    m.experts.forward(ws.send.data(), r.counts, w.w1, w.w2, m.y_send.data(), /*keep_x=*/false);
+  } else {
+    {
+      FINEMOE_PROFILE("dispatch");
+      m.disp.dispatch(ws.send.data(), r.counts, d, ws.recv, m.recv_counts);
+    }
+    ensure(ws.out_recv, size_t(m.recv_rows() * d));
+    {
+      FINEMOE_PROFILE("experts");
+      // Keeps its input rows: re-gathering them in backward would cost a second all-to-all.
+      m.experts.forward(ws.recv.data(), m.recv_counts, w.w1, w.w2, ws.out_recv.data(), /*keep_x=*/true);
+    }
+    {
+      FINEMOE_PROFILE("dispatch");
+      m.disp.combine(ws.out_recv.data(), d, m.y_send.data());
+    }
   }
 
   // Weighted scatter-add, one token per iteration (experts ascending): no
   // write conflicts and a fixed summation order.
+  {
+    FINEMOE_PROFILE("moe_combine");
 #pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < T; ++t) {
-    float* o = out + t * d;
-    std::fill(o, o + d, 0.0f);
-    for (int64_t a = r.tok_off[size_t(t)]; a < r.tok_off[size_t(t + 1)]; ++a) {
-      const int64_t i = r.by_tok[size_t(a)];
-      const float p = r.weight[size_t(i)];
-      const float* y = m.y_send.data() + i * d;
+    for (int64_t t = 0; t < T; ++t) {
+      float* o = out + t * d;
+      std::fill(o, o + d, 0.0f);
+      for (int64_t a = r.tok_off[size_t(t)]; a < r.tok_off[size_t(t + 1)]; ++a) {
+        const int64_t i = r.by_tok[size_t(a)];
+        const float p = r.weight[size_t(i)];
+        const float* y = m.y_send.data() + i * d;
 #pragma omp simd
-      for (int64_t j = 0; j < d; ++j) o[j] += p * y[j];
+        for (int64_t j = 0; j < d; ++j) o[j] += p * y[j];
+      }
     }
   }
   m.fill_stats();
@@ -153,55 +182,78 @@ void MoELayer::forward(const float* x, float* out, int64_t T, const MoEWeights& 
 
 void MoELayer::backward(const float* dout, float* dx, const MoEWeights& w, const MoEGrads& g) {
   Impl& m = *impl_;
+  moe::Scratch& ws = moe::scratch();
   const moe::Routes& r = m.routes;
   const int64_t d = m.shape.d_model, T = r.T, A = r.assignments();
-  ensure(m.dy_send, size_t(A * d));
-  ensure(m.dprob, size_t(A));
+  ensure(ws.dy_send, size_t(A * d));
+  ensure(ws.dprob, size_t(A));
 
   // out_t = Σ_i p_i·y_i  =>  ∂L/∂p_i = dout_t·y_i and ∂L/∂y_i = p_i·dout_t.
+  {
+    FINEMOE_PROFILE("moe_combine");
+    float* dprob = ws.dprob.data();
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < A; ++i) {
-    const float* go = dout + r.tok[size_t(i)] * d;
-    const float* y = m.y_send.data() + i * d;
-    float* dy = m.dy_send.data() + i * d;
-    const float p = r.weight[size_t(i)];
-    float dp = 0.0f;
-    for (int64_t j = 0; j < d; ++j) {
-      dp += go[j] * y[j];
-      dy[j] = p * go[j];
+    for (int64_t i = 0; i < A; ++i) {
+      const float* go = dout + r.tok[size_t(i)] * d;
+      const float* y = m.y_send.data() + i * d;
+      float* dy = ws.dy_send.data() + i * d;
+      const float p = r.weight[size_t(i)];
+      float dp = 0.0f;
+      for (int64_t j = 0; j < d; ++j) {
+        dp += go[j] * y[j];
+        dy[j] = p * go[j];
+      }
+      dprob[i] = dp;
     }
-    m.dprob[size_t(i)] = dp;
   }
 
-  // Same counts as forward, so recv rows line up with the experts' saved x/h.
-  {
-    FINEMOE_PROFILE("dispatch");
-    m.disp.dispatch(m.dy_send.data(), r.counts, d, m.recv, m.recv_counts);
-  }
-  ensure(m.out_recv, size_t(m.recv_rows() * d));
-  {
+  const float* gx = nullptr;  // expert input gradients in send layout
+  if (m.local) {
+    ensure(ws.send, size_t(A * d));
+    ensure(ws.out_recv, size_t(A * d));
+    {
+      FINEMOE_PROFILE("moe_gather");
+      gather_rows(m.x.data(), r.tok, d, ws.send.data());  // the forward's expert inputs again
+    }
     FINEMOE_PROFILE("experts");
-    m.experts.backward(m.recv.data(), w.w1, w.w2, g.w1, g.w2, m.out_recv.data());
-  }
-  {
-    FINEMOE_PROFILE("dispatch");
-    m.disp.combine(m.out_recv.data(), d, m.send.data());
+    m.experts.backward(ws.dy_send.data(), ws.send.data(), w.w1, w.w2, g.w1, g.w2, ws.out_recv.data());
+    gx = ws.out_recv.data();
+  } else {
+    // Same counts as forward, so recv rows line up with the experts' saved x/h.
+    {
+      FINEMOE_PROFILE("dispatch");
+      m.disp.dispatch(ws.dy_send.data(), r.counts, d, ws.recv, m.recv_counts);
+    }
+    ensure(ws.out_recv, size_t(m.recv_rows() * d));
+    ensure(ws.send, size_t(A * d));
+    {
+      FINEMOE_PROFILE("experts");
+      m.experts.backward(ws.recv.data(), nullptr, w.w1, w.w2, g.w1, g.w2, ws.out_recv.data());
+    }
+    {
+      FINEMOE_PROFILE("dispatch");
+      m.disp.combine(ws.out_recv.data(), d, ws.send.data());
+    }
+    gx = ws.send.data();
   }
 
   // dx_t += Σ_i (expert input gradient of assignment i), experts ascending.
+  {
+    FINEMOE_PROFILE("moe_combine");
 #pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < T; ++t) {
-    float* o = dx + t * d;
-    for (int64_t a = r.tok_off[size_t(t)]; a < r.tok_off[size_t(t + 1)]; ++a) {
-      const float* gx = m.send.data() + r.by_tok[size_t(a)] * d;
+    for (int64_t t = 0; t < T; ++t) {
+      float* o = dx + t * d;
+      for (int64_t a = r.tok_off[size_t(t)]; a < r.tok_off[size_t(t + 1)]; ++a) {
+        const float* gi = gx + r.by_tok[size_t(a)] * d;
 #pragma omp simd
-      for (int64_t j = 0; j < d; ++j) o[j] += gx[j];
+        for (int64_t j = 0; j < d; ++j) o[j] += gi[j];
+      }
     }
   }
 
-  ensure(m.dlogits, size_t(T * m.shape.n_experts));
+  ensure(ws.dlogits, size_t(T * m.shape.n_experts));
   FINEMOE_PROFILE("router");
-  moe::route_backward(m.shape, r, m.dprob.data(), m.x.data(), w.router, m.dlogits.data(), g.router, dx);
+  moe::route_backward(m.shape, r, ws.dprob.data(), m.x.data(), w.router, ws.dlogits.data(), g.router, dx);
 }
 
 }  // namespace finemoe

@@ -1,0 +1,43 @@
+// Scratch shared by every MoE layer that runs on this thread.
+//
+// A model has one MoELayer per block, and each layer's dispatch/combine and
+// gradient buffers are [assignments, d] = G copies of the block's tokens. Only
+// what backward needs (x, the expert outputs y, the hidden activations h, the
+// router probabilities) has to live from a layer's forward to its backward;
+// everything else lives within ONE forward or ONE backward call, so the L
+// layers can share a single copy instead of keeping L (at G = 16, d = 512,
+// 1024 tokens that was 7 x 33 MB per block). thread_local: two models trained
+// on two threads never share scratch. Buffers are grow-only, so steady-state
+// steps do not allocate.
+//
+// Private to src/moe.
+#pragma once
+#include "finemoe/memory.hpp"
+#include "finemoe/moe.hpp"
+
+namespace finemoe::moe {
+
+struct Scratch {
+  Buffer<float> send;      // [A, d] forward: gathered x rows; backward: re-gathered x rows (EP = 1) or dx rows
+  Buffer<float> recv;      // [R, d] expert inputs / dy rows in the recv layout (EP > 1 only)
+  Buffer<float> out_recv;  // [R, d] expert outputs (EP > 1) / expert input gradients
+  Buffer<float> dy_send;   // [A, d] output gradient per assignment
+  Buffer<float> dprob;     // [A]
+  Buffer<float> dlogits;   // [T, E·G]
+  Buffer<float> xpad, dypad, dhpad;  // experts' padded copies (only when row counts differ)
+};
+
+Scratch& scratch();
+
+template <typename T>
+void ensure(Buffer<T>& b, size_t n) {
+  if (b.size() < n) b.resize(n);  // grow-only: no allocation in steady state
+}
+
+// True when `d` is the single-rank LocalDispatcher, whose recv layout IS the
+// send layout: the layer then hands the experts its gathered rows directly
+// (no dispatch/combine copies) and re-gathers x in backward instead of
+// keeping a copy per assignment.
+bool is_local_dispatcher(const Dispatcher& d);
+
+}  // namespace finemoe::moe
