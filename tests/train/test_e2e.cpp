@@ -109,9 +109,12 @@ TEST(Cli, UnwritableRunDirIsAClearError) {
 
 // ---------------------------------------------------------------- Parallel ---
 // Loss curves on 2 and 4 ranks match 1 rank. Differences come only from fp32
-// reassociation (gradient sums in another order); tolerance 2e-4 nats.
+// reassociation (gradient sums in another order): measured at most 1.4e-7
+// nats over these 20 steps for every grid, routing and G; tolerance 1e-6.
+constexpr double kRankTolerance = 1e-6;
+
 TEST(Parallel, RankCountsMatchOneRank) {
-  const double tol = 2e-4;
+  const double tol = kRankTolerance;
   for (std::string routing : {"expert_choice", "token_choice"}) {
     for (int G : {1, 4}) {
       const std::string common = " --moe.routing " + routing + " --moe.granularity " + std::to_string(G);
@@ -188,7 +191,8 @@ TEST(Restart, ReshardOntoOtherRankCounts) {
     ASSERT_EQ(r.code, 0) << r.out;
     const auto l = train_losses(dir);
     ASSERT_EQ(l.size(), 6u);
-    for (size_t i = 0; i < 6; ++i) EXPECT_NEAR(l[i], ref[6 + i], 2e-4) << "ranks " << ranks << " step " << 7 + i;
+    for (size_t i = 0; i < 6; ++i)
+      EXPECT_NEAR(l[i], ref[6 + i], kRankTolerance) << "ranks " << ranks << " step " << 7 + i;
   }
 }
 
