@@ -1,4 +1,5 @@
 // moe-train: train a fine-grained MoE (or dense) decoder. See --help.
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 
@@ -22,10 +23,11 @@ const char* kUsage =
 
 int main(int argc, char** argv) {
   finemoe::Comm::init(&argc, &argv);
-  int rank = 0;
+  int rank = 0, world = 1;
   {
     finemoe::Comm probe(1);
     rank = probe.rank();
+    world = probe.size();
   }
   finemoe::log::set_rank(rank);
   int code = finemoe::kExitOk;
@@ -34,7 +36,9 @@ int main(int argc, char** argv) {
     if (args.help) {
       if (rank == 0) std::cout << args.help_text << std::endl;
     } else if (args.print_config) {
-      args.config.validate(1);
+      // Checked for the grid it will run on: this launch's ranks, or at least
+      // the EP size the config asks for (a paper-scale config on a laptop).
+      args.config.validate(std::max<int>(world, int(args.config.parallel.expert_parallel)));
       if (rank == 0) std::cout << args.config.to_ini();
     } else {
       code = finemoe::train(args.config).exit_code;
