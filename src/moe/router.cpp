@@ -8,9 +8,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 
 #include "finemoe/error.hpp"
+#include "finemoe/profile.hpp"
 
 namespace finemoe::moe {
 namespace {
@@ -71,8 +73,25 @@ void build_token_view(Routes& r) {
   }
 }
 
+// Sort key of (probability p, index i) such that ascending keys are p
+// descending, then i ascending: the selection order of both routings. The
+// float's bits are mapped to an unsigned integer of the same order (NaN -> -1
+// via key(), -0 -> +0 so that it ties with +0 as the float compare does), then
+// complemented into the high half; the index fills the low half. One integer
+// compare replaces the two-level float comparator, and nth_element on these
+// keys picks exactly the set partial_sort picked (the order is total).
+inline uint64_t rank_key(float p, int64_t i) {
+  const float k = key(p) + 0.0f;
+  uint32_t u;
+  std::memcpy(&u, &k, sizeof u);
+  u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  return (uint64_t(~u) << 32) | uint64_t(uint32_t(i));
+}
+
 // Every expert takes the top-`capacity` tokens of each group (ties: lower
 // token index). Rows of expert e: groups in order, tokens ascending in a group.
+// Groups outer, experts inner: the group's [S, E·G] probability block stays in
+// cache while its columns are read.
 void select_expert_choice(const MoEShape& s, Routes& r) {
   const int64_t T = r.T, EG = s.n_experts, S = s.group_size, c = s.capacity;
   const int64_t groups = T / S, per_expert = groups * c;
@@ -85,21 +104,22 @@ void select_expert_choice(const MoEShape& s, Routes& r) {
   r.dropped = r.wanted = 0;
 #pragma omp parallel
   {
-    int64_t* idx = r.scratch.data() + int64_t(omp_get_thread_num()) * S;
+    uint64_t* keys = reinterpret_cast<uint64_t*>(r.scratch.data()) + int64_t(omp_get_thread_num()) * S;
 #pragma omp for schedule(static) collapse(2)
-    for (int64_t e = 0; e < EG; ++e)
-      for (int64_t g = 0; g < groups; ++g) {
-        for (int64_t j = 0; j < S; ++j) idx[j] = g * S + j;
-        std::partial_sort(idx, idx + c, idx + S, [&](int64_t a, int64_t b) {
-          const float pa = key(P[a * EG + e]), pb = key(P[b * EG + e]);
-          return pa > pb || (pa == pb && a < b);
-        });
-        std::sort(idx, idx + c);
+    for (int64_t g = 0; g < groups; ++g)
+      for (int64_t e = 0; e < EG; ++e) {
+        const float* pg = P + g * S * EG + e;
+        for (int64_t j = 0; j < S; ++j) keys[j] = rank_key(pg[j * EG], j);
+        if (c < S) std::nth_element(keys, keys + c, keys + S);
+        // The c best, by token index (the low half of the key).
+        for (int64_t j = 0; j < c; ++j) keys[j] &= 0xffffffffu;
+        std::sort(keys, keys + c);
         const int64_t base = e * per_expert + g * c;
         for (int64_t j = 0; j < c; ++j) {
-          r.tok[size_t(base + j)] = idx[j];
+          const int64_t t = g * S + int64_t(keys[j]);
+          r.tok[size_t(base + j)] = t;
           r.expert[size_t(base + j)] = e;
-          r.weight[size_t(base + j)] = P[idx[j] * EG + e];
+          r.weight[size_t(base + j)] = P[t * EG + e];
         }
       }
   }
@@ -119,16 +139,14 @@ void select_token_choice(const MoEShape& s, Routes& r) {
   r.scratch.resize(size_t(omp_get_max_threads() * EG));
 #pragma omp parallel
   {
-    int64_t* idx = r.scratch.data() + int64_t(omp_get_thread_num()) * EG;
+    uint64_t* keys = reinterpret_cast<uint64_t*>(r.scratch.data()) + int64_t(omp_get_thread_num()) * EG;
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < T; ++t) {
       const float* p = P + t * EG;
-      for (int64_t j = 0; j < EG; ++j) idx[j] = j;
-      std::partial_sort(idx, idx + k, idx + EG, [&](int64_t a, int64_t b) {
-        const float pa = key(p[a]), pb = key(p[b]);
-        return pa > pb || (pa == pb && a < b);
-      });
-      std::copy(idx, idx + k, r.choice.data() + t * k);
+      for (int64_t j = 0; j < EG; ++j) keys[j] = rank_key(p[j], j);
+      std::partial_sort(keys, keys + k, keys + EG);  // best first
+      int64_t* ch = r.choice.data() + t * k;
+      for (int64_t j = 0; j < k; ++j) ch[j] = int64_t(keys[j] & 0xffffffffu);
     }
   }
   // Capacity pass: sequential in token order (that order defines who drops).
@@ -193,8 +211,15 @@ void route_forward(const MoEShape& s, const float* x, const float* Wr, int64_t T
   r.T = T;
   ensure(r.logits, size_t(T * EG));
   ensure(r.probs, size_t(T * EG));
-  router_logits(x, Wr, r.logits.data(), T, s.d_model, EG);
-  softmax_rows(r.logits.data(), r.probs.data(), T, EG);
+  {
+    FINEMOE_PROFILE("router_logits");
+    router_logits(x, Wr, r.logits.data(), T, s.d_model, EG);
+  }
+  {
+    FINEMOE_PROFILE("router_softmax");
+    softmax_rows(r.logits.data(), r.probs.data(), T, EG);
+  }
+  FINEMOE_PROFILE("router_select");
   if (s.routing == Routing::expert_choice)
     select_expert_choice(s, r);
   else
@@ -206,54 +231,63 @@ void route_backward(const MoEShape& s, const Routes& r, const float* dprob, cons
                     float* dlogits, float* dWr, float* dx) {
   const int64_t T = r.T, EG = s.n_experts, d = s.d_model;
   const float* P = r.probs.data();
-  // Softmax backward: dl_j = p_j (dp_j − Σ_e dp_e p_e), dp nonzero only on
-  // the selected experts (the selection itself is piecewise constant).
+  {
+    FINEMOE_PROFILE("router_bwd_softmax");
+    // Softmax backward: dl_j = p_j (dp_j − Σ_e dp_e p_e), dp nonzero only on
+    // the selected experts (the selection itself is piecewise constant).
 #pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < T; ++t) {
-    const float* p = P + t * EG;
-    float* dl = dlogits + t * EG;
-    float dot = 0.0f;
-    for (int64_t a = r.tok_off[size_t(t)]; a < r.tok_off[size_t(t + 1)]; ++a) {
-      const int64_t i = r.by_tok[size_t(a)];
-      dot += dprob[i] * r.weight[size_t(i)];
-    }
-    for (int64_t j = 0; j < EG; ++j) dl[j] = -p[j] * dot;
-    for (int64_t a = r.tok_off[size_t(t)]; a < r.tok_off[size_t(t + 1)]; ++a) {
-      const int64_t i = r.by_tok[size_t(a)];
-      dl[r.expert[size_t(i)]] += p[r.expert[size_t(i)]] * dprob[i];
-    }
-  }
-  // dWr[d,EG] += xᵀ·dlogits: each thread owns a block of Wr rows, so the sum
-  // over tokens runs in token order (deterministic) and each dlogits row is
-  // read once per block.
-  constexpr int64_t kRows = 8;
-  const int64_t blocks = (d + kRows - 1) / kRows;
-#pragma omp parallel for schedule(static)
-  for (int64_t b = 0; b < blocks; ++b) {
-    const int64_t i0 = b * kRows, ni = std::min(kRows, d - i0);
     for (int64_t t = 0; t < T; ++t) {
-      const float* dl = dlogits + t * EG;
-      for (int64_t ii = 0; ii < ni; ++ii) {
-        const float a = x[t * d + i0 + ii];
-        float* g = dWr + (i0 + ii) * EG;
-#pragma omp simd
-        for (int64_t j = 0; j < EG; ++j) g[j] += a * dl[j];
+      const float* p = P + t * EG;
+      float* dl = dlogits + t * EG;
+      float dot = 0.0f;
+      for (int64_t a = r.tok_off[size_t(t)]; a < r.tok_off[size_t(t + 1)]; ++a) {
+        const int64_t i = r.by_tok[size_t(a)];
+        dot += dprob[i] * r.weight[size_t(i)];
+      }
+      for (int64_t j = 0; j < EG; ++j) dl[j] = -p[j] * dot;
+      for (int64_t a = r.tok_off[size_t(t)]; a < r.tok_off[size_t(t + 1)]; ++a) {
+        const int64_t i = r.by_tok[size_t(a)];
+        dl[r.expert[size_t(i)]] += p[r.expert[size_t(i)]] * dprob[i];
       }
     }
   }
-  // dx[T,d] += dlogits·Wrᵀ
-  const int64_t tiles = (T + kTile - 1) / kTile;
+  {
+    FINEMOE_PROFILE("router_bwd_dwr");
+    // dWr[d,EG] += xᵀ·dlogits: each thread owns a block of Wr rows, so the sum
+    // over tokens runs in token order (deterministic) and each dlogits row is
+    // read once per block.
+    constexpr int64_t kRows = 8;
+    const int64_t blocks = (d + kRows - 1) / kRows;
 #pragma omp parallel for schedule(static)
-  for (int64_t tile = 0; tile < tiles; ++tile) {
-    const int64_t t0 = tile * kTile, nt = std::min(kTile, T - t0);
-    for (int64_t i = 0; i < d; ++i) {
-      const float* w = Wr + i * EG;
-      for (int64_t tt = 0; tt < nt; ++tt) {
-        const float* dl = dlogits + (t0 + tt) * EG;
-        float acc = 0.0f;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t i0 = b * kRows, ni = std::min(kRows, d - i0);
+      for (int64_t t = 0; t < T; ++t) {
+        const float* dl = dlogits + t * EG;
+        for (int64_t ii = 0; ii < ni; ++ii) {
+          const float a = x[t * d + i0 + ii];
+          float* g = dWr + (i0 + ii) * EG;
+#pragma omp simd
+          for (int64_t j = 0; j < EG; ++j) g[j] += a * dl[j];
+        }
+      }
+    }
+  }
+  {
+    FINEMOE_PROFILE("router_bwd_dx");
+    // dx[T,d] += dlogits·Wrᵀ
+    const int64_t tiles = (T + kTile - 1) / kTile;
+#pragma omp parallel for schedule(static)
+    for (int64_t tile = 0; tile < tiles; ++tile) {
+      const int64_t t0 = tile * kTile, nt = std::min(kTile, T - t0);
+      for (int64_t i = 0; i < d; ++i) {
+        const float* w = Wr + i * EG;
+        for (int64_t tt = 0; tt < nt; ++tt) {
+          const float* dl = dlogits + (t0 + tt) * EG;
+          float acc = 0.0f;
 #pragma omp simd reduction(+ : acc)
-        for (int64_t j = 0; j < EG; ++j) acc += dl[j] * w[j];
-        dx[(t0 + tt) * d + i] += acc;
+          for (int64_t j = 0; j < EG; ++j) acc += dl[j] * w[j];
+          dx[(t0 + tt) * d + i] += acc;
+        }
       }
     }
   }
