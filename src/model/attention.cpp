@@ -8,6 +8,16 @@
 // The [B,H,T,T] probabilities are materialised (`att`); the causal mask is
 // applied in the softmax (entries above the diagonal are exactly 0, which the
 // following GEMMs rely on).
+//
+// Causal skipping: the products whose output rows are query rows (QKᵀ, P·V,
+// dout·Vᵀ, dS·K) run per block of kRowBlock query rows [r0, r1), touching only
+// keys [0, r1): the rest of those rows is masked. That does 5/8 of the full
+// work at T = 4·kRowBlock and tends to 1/2 for long sequences. Dropped terms
+// are the trailing exact zeros of each sum (or products never read), so every
+// computed element is the same sum in the same order as before (but see
+// kMaxBlockedKeys). dV and dK
+// (output rows are keys) keep the full products.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -40,6 +50,29 @@ GroupTables& tables() {
   return t;
 }
 
+constexpr int64_t kRowBlock = 64;
+// P·V and dS·K reduce over keys (K = r1 when blocked). BLAS libraries split
+// long reductions into chunks whose size depends on K (OpenBLAS halves K
+// between Q and 2Q), so dropping the zero tail can regroup the sum and change
+// the last bits. Up to this length the blocked and full products were measured
+// bit-identical (OpenBLAS fp32 and oneDNN bf16, T = 37..300); longer sequences
+// keep the full K = T products there (measured different at T = 512).
+constexpr int64_t kMaxBlockedKeys = 256;
+
+// Calls gemm_block(r0, r1) for the query row blocks of a length-T sequence
+// (one block [0, T) when !blocked).
+// The last block takes the tail (kRowBlock to 2·kRowBlock - 1 rows): a GEMM
+// of a few rows may run another kernel of the BLAS with another summation
+// order (measured: OpenBLAS fp32, 2-row block at T = 130 changed the last bits).
+template <typename F>
+void for_row_blocks(int64_t T, F&& gemm_block, bool blocked = true) {
+  for (int64_t r0 = 0; r0 < T;) {
+    const int64_t r1 = !blocked || T - r0 < 2 * kRowBlock ? T : r0 + kRowBlock;
+    gemm_block(r0, r1);
+    r0 = r1;
+  }
+}
+
 }  // namespace
 
 void attention_forward(float* out, float* att, const float* qkv, int64_t B, int64_t T, int64_t d, int64_t H) {
@@ -48,16 +81,19 @@ void attention_forward(float* out, float* att, const float* qkv, int64_t B, int6
   GroupTables& g = tables();
   g.ensure(BH, T);
 
-  // preatt[b,h] = scale · Q Kᵀ   ([T,hd]·[hd,T] -> [T,T])
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t h = 0; h < H; ++h) {
-      const int64_t i = b * H + h;
-      g.A[i] = qkv + b * T * C3 + h * hd;      // Q
-      g.B[i] = qkv + b * T * C3 + d + h * hd;  // K
-      g.C[i] = att + i * T * T;
-    }
-  backend::grouped_gemm(false, true, BH, g.M.data(), T, hd, scale, g.A.data(), C3, g.B.data(), C3, 0.f,
-                        g.C.data(), T);
+  // preatt[b,h][r0:r1, 0:r1] = scale · Q[r0:r1] K[0:r1]ᵀ per query row block
+  for_row_blocks(T, [&](int64_t r0, int64_t r1) {
+    g.ensure(BH, r1 - r0);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t i = b * H + h;
+        g.A[i] = qkv + (b * T + r0) * C3 + h * hd;  // Q rows r0..r1
+        g.B[i] = qkv + b * T * C3 + d + h * hd;     // K rows 0..r1
+        g.C[i] = att + i * T * T + r0 * T;
+      }
+    backend::grouped_gemm(false, true, BH, g.M.data(), r1, hd, scale, g.A.data(), C3, g.B.data(), C3, 0.f,
+                          g.C.data(), T);
+  });
 
   // Causal softmax, row by row; masked entries set to exactly 0.
 #pragma omp parallel for schedule(static)
@@ -76,16 +112,19 @@ void attention_forward(float* out, float* att, const float* qkv, int64_t B, int6
     for (int64_t j = t + 1; j < T; ++j) p[j] = 0.f;
   }
 
-  // out[b,:,h] = P · V   ([T,T]·[T,hd] -> [T,hd], written with stride d)
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t h = 0; h < H; ++h) {
-      const int64_t i = b * H + h;
-      g.A[i] = att + i * T * T;
-      g.B[i] = qkv + b * T * C3 + 2 * d + h * hd;  // V
-      g.C[i] = out + b * T * d + h * hd;
-    }
-  backend::grouped_gemm(false, false, BH, g.M.data(), hd, T, 1.f, g.A.data(), T, g.B.data(), C3, 0.f,
-                        g.C.data(), d);
+  // out[b,r0:r1,h] = P[r0:r1, 0:r1] · V[0:r1]   (written with stride d)
+  for_row_blocks(T, [&](int64_t r0, int64_t r1) {
+    g.ensure(BH, r1 - r0);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t i = b * H + h;
+        g.A[i] = att + i * T * T + r0 * T;
+        g.B[i] = qkv + b * T * C3 + 2 * d + h * hd;  // V
+        g.C[i] = out + (b * T + r0) * d + h * hd;
+      }
+    backend::grouped_gemm(false, false, BH, g.M.data(), hd, r1, 1.f, g.A.data(), T, g.B.data(), C3, 0.f,
+                          g.C.data(), d);
+  }, T <= kMaxBlockedKeys);
 }
 
 void attention_backward(float* dqkv, float* scratch, const float* dout, const float* qkv, const float* att,
@@ -95,16 +134,20 @@ void attention_backward(float* dqkv, float* scratch, const float* dout, const fl
   GroupTables& g = tables();
   g.ensure(BH, T);
 
-  // dP = dout · Vᵀ  -> scratch
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t h = 0; h < H; ++h) {
-      const int64_t i = b * H + h;
-      g.A[i] = dout + b * T * d + h * hd;
-      g.B[i] = qkv + b * T * C3 + 2 * d + h * hd;
-      g.C[i] = scratch + i * T * T;
-    }
-  backend::grouped_gemm(false, true, BH, g.M.data(), T, hd, 1.f, g.A.data(), d, g.B.data(), C3, 0.f,
-                        g.C.data(), T);
+  // dP[r0:r1, 0:r1] = dout[r0:r1] · V[0:r1]ᵀ  -> scratch (the rest is masked)
+  for_row_blocks(T, [&](int64_t r0, int64_t r1) {
+    g.ensure(BH, r1 - r0);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t i = b * H + h;
+        g.A[i] = dout + (b * T + r0) * d + h * hd;
+        g.B[i] = qkv + b * T * C3 + 2 * d + h * hd;
+        g.C[i] = scratch + i * T * T + r0 * T;
+      }
+    backend::grouped_gemm(false, true, BH, g.M.data(), r1, hd, 1.f, g.A.data(), d, g.B.data(), C3, 0.f,
+                          g.C.data(), T);
+  });
+  g.ensure(BH, T);
 
   // dV += Pᵀ · dout
   for (int64_t b = 0; b < B; ++b)
@@ -130,16 +173,20 @@ void attention_backward(float* dqkv, float* scratch, const float* dout, const fl
     for (int64_t j = t + 1; j < T; ++j) ds[j] = 0.f;
   }
 
-  // dQ += dS · K
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t h = 0; h < H; ++h) {
-      const int64_t i = b * H + h;
-      g.A[i] = scratch + i * T * T;
-      g.B[i] = qkv + b * T * C3 + d + h * hd;
-      g.C[i] = dqkv + b * T * C3 + h * hd;
-    }
-  backend::grouped_gemm(false, false, BH, g.M.data(), hd, T, 1.f, g.A.data(), T, g.B.data(), C3, 1.f,
-                        g.C.data(), C3);
+  // dQ[r0:r1] += dS[r0:r1, 0:r1] · K[0:r1]
+  for_row_blocks(T, [&](int64_t r0, int64_t r1) {
+    g.ensure(BH, r1 - r0);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t i = b * H + h;
+        g.A[i] = scratch + i * T * T + r0 * T;
+        g.B[i] = qkv + b * T * C3 + d + h * hd;
+        g.C[i] = dqkv + (b * T + r0) * C3 + h * hd;
+      }
+    backend::grouped_gemm(false, false, BH, g.M.data(), hd, r1, 1.f, g.A.data(), T, g.B.data(), C3, 1.f,
+                          g.C.data(), C3);
+  }, T <= kMaxBlockedKeys);
+  g.ensure(BH, T);
 
   // dK += dSᵀ · Q
   for (int64_t b = 0; b < B; ++b)
