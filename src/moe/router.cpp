@@ -23,21 +23,41 @@ constexpr int64_t kTile = 4;  // tokens per tile: each Wr row is reused kTile ti
 // training has diverged (the trainer reports that; we must not crash first).
 inline float key(float p) { return std::isnan(p) ? -1.0f : p; }
 
-// logits[T,EG] = x[T,d] · Wr[d,EG]
+// logits[T,EG] = x[T,d] · Wr[d,EG]. Tiles of kTile tokens x kCols experts
+// stay in registers while the d products stream past, each logit summed over
+// i in order from 0 (the same mul-then-add chain as the plain loop, which
+// takes the columns past the last whole tile and the last partial token tile).
 void router_logits(const float* x, const float* Wr, float* logits, int64_t T, int64_t d, int64_t EG) {
-  const int64_t tiles = (T + kTile - 1) / kTile;
+  constexpr int64_t kT = 2, kCols = 32;
+  const int64_t tiles = (T + kTile - 1) / kTile, col_tiles = EG / kCols, jr = col_tiles * kCols;
+  const int64_t rt = T / kT;  // whole register tiles of kT tokens
+#pragma omp parallel for schedule(static)
+  for (int64_t task = 0; task < rt * col_tiles; ++task) {
+    const int64_t t0 = (task / col_tiles) * kT, j0 = (task % col_tiles) * kCols;
+    float acc[kT][kCols] = {};
+    for (int64_t i = 0; i < d; ++i) {
+      const float* w = Wr + i * EG + j0;
+      for (int64_t tt = 0; tt < kT; ++tt) {
+        const float a = x[(t0 + tt) * d + i];
+        for (int64_t j = 0; j < kCols; ++j) acc[tt][j] += a * w[j];
+      }
+    }
+    for (int64_t tt = 0; tt < kT; ++tt)
+      for (int64_t j = 0; j < kCols; ++j) logits[(t0 + tt) * EG + j0 + j] = acc[tt][j];
+  }
+  // The rest: columns [jr, EG) of every token, and all columns of tokens past rt·kT.
 #pragma omp parallel for schedule(static)
   for (int64_t tile = 0; tile < tiles; ++tile) {
     const int64_t t0 = tile * kTile, nt = std::min(kTile, T - t0);
-    float* l = logits + t0 * EG;
-    std::fill(l, l + nt * EG, 0.0f);
-    for (int64_t i = 0; i < d; ++i) {
-      const float* w = Wr + i * EG;
-      for (int64_t tt = 0; tt < nt; ++tt) {
-        const float a = x[(t0 + tt) * d + i];
-        float* lt = l + tt * EG;
+    for (int64_t tt = 0; tt < nt; ++tt) {
+      const int64_t t = t0 + tt, j_begin = t < rt * kT ? jr : 0;
+      float* lt = logits + t * EG;
+      std::fill(lt + j_begin, lt + EG, 0.0f);
+      for (int64_t i = 0; i < d; ++i) {
+        const float a = x[t * d + i];
+        const float* w = Wr + i * EG;
 #pragma omp simd
-        for (int64_t j = 0; j < EG; ++j) lt[j] += a * w[j];
+        for (int64_t j = j_begin; j < EG; ++j) lt[j] += a * w[j];
       }
     }
   }
@@ -253,21 +273,47 @@ void route_backward(const MoEShape& s, const Routes& r, const float* dprob, cons
   }
   {
     FINEMOE_PROFILE("router_bwd_dwr");
-    // dWr[d,EG] += xᵀ·dlogits: each thread owns a block of Wr rows, so the sum
-    // over tokens runs in token order (deterministic) and each dlogits row is
-    // read once per block.
-    constexpr int64_t kRows = 8;
-    const int64_t blocks = (d + kRows - 1) / kRows;
+    // dWr[d,EG] += xᵀ·dlogits. Each task owns a tile of kRows Wr rows x
+    // kCols columns and keeps it in registers while it streams the tokens, so
+    // every element is summed in token order (deterministic, and the same
+    // mul-then-add chain as one element at a time) and dWr is read and written
+    // once instead of once per token. Columns past the last whole tile take the
+    // plain loop.
+    constexpr int64_t kRows = 2, kCols = 32;
+    const int64_t row_tiles = (d + kRows - 1) / kRows, col_tiles = EG / kCols, tiles = row_tiles * col_tiles;
 #pragma omp parallel for schedule(static)
-    for (int64_t b = 0; b < blocks; ++b) {
-      const int64_t i0 = b * kRows, ni = std::min(kRows, d - i0);
-      for (int64_t t = 0; t < T; ++t) {
-        const float* dl = dlogits + t * EG;
-        for (int64_t ii = 0; ii < ni; ++ii) {
-          const float a = x[t * d + i0 + ii];
-          float* g = dWr + (i0 + ii) * EG;
+    for (int64_t tile = 0; tile < tiles; ++tile) {
+      const int64_t i0 = (tile / col_tiles) * kRows, j0 = (tile % col_tiles) * kCols;
+      if (i0 + kRows <= d) {
+        float acc[kRows][kCols];
+        for (int64_t ii = 0; ii < kRows; ++ii)
+          for (int64_t j = 0; j < kCols; ++j) acc[ii][j] = dWr[(i0 + ii) * EG + j0 + j];
+        for (int64_t t = 0; t < T; ++t) {
+          const float* dl = dlogits + t * EG + j0;
+          for (int64_t ii = 0; ii < kRows; ++ii) {
+            const float a = x[t * d + i0 + ii];
+            for (int64_t j = 0; j < kCols; ++j) acc[ii][j] += a * dl[j];
+          }
+        }
+        for (int64_t ii = 0; ii < kRows; ++ii)
+          for (int64_t j = 0; j < kCols; ++j) dWr[(i0 + ii) * EG + j0 + j] = acc[ii][j];
+      } else {  // last row (odd d)
+        for (int64_t i = i0; i < d; ++i)
+          for (int64_t t = 0; t < T; ++t) {
+            const float a = x[t * d + i];
+            for (int64_t j = j0; j < j0 + kCols; ++j) dWr[i * EG + j] += a * dlogits[t * EG + j];
+          }
+      }
+    }
+    if (const int64_t jr = col_tiles * kCols; jr < EG) {  // remaining columns (E·G not a multiple of kCols)
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < d; ++i) {
+        float* g = dWr + i * EG;
+        for (int64_t t = 0; t < T; ++t) {
+          const float a = x[t * d + i];
+          const float* dl = dlogits + t * EG;
 #pragma omp simd
-          for (int64_t j = 0; j < EG; ++j) g[j] += a * dl[j];
+          for (int64_t j = jr; j < EG; ++j) g[j] += a * dl[j];
         }
       }
     }
