@@ -12,6 +12,7 @@
 #include <random>
 #include <vector>
 
+#include "finemoe/backend.hpp"
 #include "finemoe/ops.hpp"
 #include "gradcheck.hpp"
 
@@ -255,4 +256,89 @@ TEST(Ops, CrossEntropy) {
   std::vector<float> zeros(N * V, 0.f);
   EXPECT_NEAR(ops::crossentropy_forward(losses.data(), probs.data(), zeros.data(), tgt.data(), N, V), std::log(double(V)),
               1e-6);
+}
+
+// Sequences longer than one 64-row query block: attention computes only the
+// causal part of QKᵀ, P·V, dout·Vᵀ and dS·K. Every element must be the same
+// sum in the same order as the full [T, T] products (the dropped terms are
+// exact zeros or never read), so the results are bitwise those of the full
+// products, computed here as attention did before. att and scratch start as
+// NaN: no unwritten entry may be read.
+TEST(Ops, AttentionCausalBlocksMatchFullProducts) {
+  for (int64_t T : {130, 200}) {
+    const int64_t B = 2, d = 32, H = 2, hd = d / H, C3 = 3 * d, BH = B * H;
+    std::mt19937_64 rng(6 + T);
+    std::vector<float> qkv(B * T * C3), R(B * T * d), out(B * T * d), att(BH * T * T, NAN), scratch(BH * T * T, NAN);
+    fill_uniform(qkv.data(), qkv.size(), rng, -1.5f, 1.5f);
+    fill_uniform(R.data(), R.size(), rng);
+    ops::attention_forward(out.data(), att.data(), qkv.data(), B, T, d, H);
+    auto dqkv = prefilled(qkv.size());
+    ops::attention_backward(dqkv.data(), scratch.data(), R.data(), qkv.data(), att.data(), B, T, d, H);
+
+    // The full products.
+    const float scale = 1.0f / std::sqrt(float(hd));
+    std::vector<float> ratt(att.size()), rsc(att.size()), rout(out.size());
+    auto rdq = prefilled(qkv.size());
+    std::vector<int64_t> M(BH, T);
+    std::vector<const float*> A(BH), Bp(BH);
+    std::vector<float*> C(BH);
+    auto run = [&](bool ta, bool tb, int64_t N, int64_t K, float alpha, int64_t lda, int64_t ldb, float beta,
+                   int64_t ldc) {
+      backend::grouped_gemm(ta, tb, BH, M.data(), N, K, alpha, A.data(), lda, Bp.data(), ldb, beta, C.data(), ldc);
+    };
+    for (int64_t i = 0; i < BH; ++i) {
+      const int64_t b = i / H, h = i % H;
+      A[i] = qkv.data() + b * T * C3 + h * hd, Bp[i] = qkv.data() + b * T * C3 + d + h * hd, C[i] = ratt.data() + i * T * T;
+    }
+    run(false, true, T, hd, scale, C3, C3, 0.f, T);
+    for (int64_t r = 0; r < BH * T; ++r) {  // the same softmax as attention_forward
+      const int64_t t = r % T;
+      float* p = ratt.data() + r * T;
+      float mx = p[0];
+      for (int64_t j = 1; j <= t; ++j) mx = p[j] > mx ? p[j] : mx;
+      float s = 0;
+      for (int64_t j = 0; j <= t; ++j) s += (p[j] = std::exp(p[j] - mx));
+      const float inv = 1.0f / s;
+      for (int64_t j = 0; j <= t; ++j) p[j] *= inv;
+      for (int64_t j = t + 1; j < T; ++j) p[j] = 0.f;
+    }
+    for (int64_t i = 0; i < BH; ++i) {
+      const int64_t b = i / H, h = i % H;
+      A[i] = ratt.data() + i * T * T, Bp[i] = qkv.data() + b * T * C3 + 2 * d + h * hd, C[i] = rout.data() + b * T * d + h * hd;
+    }
+    run(false, false, hd, T, 1.f, T, C3, 0.f, d);
+    for (int64_t i = 0; i < BH; ++i) {  // dP
+      const int64_t b = i / H, h = i % H;
+      A[i] = R.data() + b * T * d + h * hd, Bp[i] = qkv.data() + b * T * C3 + 2 * d + h * hd, C[i] = rsc.data() + i * T * T;
+    }
+    run(false, true, T, hd, 1.f, d, C3, 0.f, T);
+    for (int64_t i = 0; i < BH; ++i) {  // dV
+      const int64_t b = i / H, h = i % H;
+      A[i] = ratt.data() + i * T * T, Bp[i] = R.data() + b * T * d + h * hd, C[i] = rdq.data() + b * T * C3 + 2 * d + h * hd;
+    }
+    run(true, false, hd, T, 1.f, T, d, 1.f, C3);
+    for (int64_t r = 0; r < BH * T; ++r) {
+      const int64_t t = r % T;
+      const float* p = ratt.data() + r * T;
+      float* ds = rsc.data() + r * T;
+      float s = 0;
+      for (int64_t j = 0; j <= t; ++j) s += p[j] * ds[j];
+      for (int64_t j = 0; j <= t; ++j) ds[j] = scale * p[j] * (ds[j] - s);
+      for (int64_t j = t + 1; j < T; ++j) ds[j] = 0.f;
+    }
+    for (int64_t i = 0; i < BH; ++i) {  // dQ
+      const int64_t b = i / H, h = i % H;
+      A[i] = rsc.data() + i * T * T, Bp[i] = qkv.data() + b * T * C3 + d + h * hd, C[i] = rdq.data() + b * T * C3 + h * hd;
+    }
+    run(false, false, hd, T, 1.f, T, C3, 1.f, C3);
+    for (int64_t i = 0; i < BH; ++i) {  // dK
+      const int64_t b = i / H, h = i % H;
+      A[i] = rsc.data() + i * T * T, Bp[i] = qkv.data() + b * T * C3 + h * hd, C[i] = rdq.data() + b * T * C3 + d + h * hd;
+    }
+    run(true, false, hd, T, 1.f, T, C3, 1.f, C3);
+
+    for (size_t i = 0; i < att.size(); ++i) ASSERT_EQ(att[i], ratt[i]) << "att, T " << T << " at " << i;
+    for (size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], rout[i]) << "out, T " << T << " at " << i;
+    for (size_t i = 0; i < dqkv.size(); ++i) ASSERT_EQ(dqkv[i], rdq[i]) << "dqkv, T " << T << " at " << i;
+  }
 }

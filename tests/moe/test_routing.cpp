@@ -269,6 +269,83 @@ TEST(MoELayer, WorkspaceReuseAcrossSteps) {
   EXPECT_EQ(reused.gwr, fresh.gwr);
 }
 
+// The layers of a model share one scratch workspace per thread (src/moe/
+// workspace.hpp) and keep only what backward needs. Interleaving two layers
+// as a model does (forward 1, forward 2, backward 2, backward 1), with
+// different token counts, must give each layer exactly its stand-alone result.
+TEST(MoELayer, LayersSharingScratchInterleaved) {
+  for (Routing routing : {Routing::expert_choice, Routing::token_choice}) {
+    MoEShape s = make_shape(16, 4, 4, routing, 32, 1.0);
+    Problem p1 = make_problem(s, 128, 21, 2.0), p2 = make_problem(s, 64, 22, 2.0);
+    const LayerRun a1 = run_layer(p1), a2 = run_layer(p2);
+    auto disp = make_local_dispatcher();
+    MoELayer l1(s, *disp), l2(s, *disp);
+    LayerRun b1, b2;
+    for (auto [r, p] : {std::pair{&b1, &p1}, std::pair{&b2, &p2}}) {
+      r->out.assign(p->x.size(), 0.0f);
+      r->dx.assign(p->x.size(), 0.0f);
+      r->gwr.assign(p->wr.size(), 0.0f);
+      r->gw1.assign(p->w1.size(), 0.0f);
+      r->gw2.assign(p->w2.size(), 0.0f);
+    }
+    const MoEWeights w1{p1.wr.data(), p1.w1.data(), p1.w2.data()}, w2{p2.wr.data(), p2.w1.data(), p2.w2.data()};
+    l1.forward(p1.x.data(), b1.out.data(), p1.T, w1);
+    l2.forward(p2.x.data(), b2.out.data(), p2.T, w2);
+    l2.backward(p2.dout.data(), b2.dx.data(), w2, MoEGrads{b2.gwr.data(), b2.gw1.data(), b2.gw2.data()});
+    l1.backward(p1.dout.data(), b1.dx.data(), w1, MoEGrads{b1.gwr.data(), b1.gw1.data(), b1.gw2.data()});
+    for (auto [a, b] : {std::pair{&a1, &b1}, std::pair{&a2, &b2}}) {
+      EXPECT_EQ(a->out, b->out);
+      EXPECT_EQ(a->dx, b->dx);
+      EXPECT_EQ(a->gwr, b->gwr);
+      EXPECT_EQ(a->gw1, b->gw1);
+      EXPECT_EQ(a->gw2, b->gw2);
+    }
+    EXPECT_EQ(l1.stats().router_entropy, a1.stats.router_entropy);
+    EXPECT_EQ(l2.stats().router_entropy, a2.stats.router_entropy);
+  }
+}
+
+// A dispatcher that is not the LocalDispatcher (as the all-to-all one under
+// EP > 1) takes the general path: dispatch/combine copies and the experts
+// keep their input rows. On one rank with copy semantics it must give the
+// local fast path's results bit for bit.
+TEST(MoELayer, GeneralDispatcherPathMatchesLocalPath) {
+  struct CopyDispatcher final : Dispatcher {
+    int64_t rows = 0;
+    void dispatch(const float* send, const std::vector<int64_t>& send_counts, int64_t width, Buffer<float>& recv,
+                  std::vector<int64_t>& recv_counts) override {
+      rows = std::accumulate(send_counts.begin(), send_counts.end(), int64_t(0));
+      if (recv.size() < size_t(rows * width)) recv.resize(size_t(rows * width));
+      std::copy(send, send + rows * width, recv.data());
+      recv_counts.assign(send_counts.begin(), send_counts.end());
+    }
+    void combine(const float* recv_layout, int64_t width, float* send_layout) override {
+      std::copy(recv_layout, recv_layout + rows * width, send_layout);
+    }
+  };
+  for (Routing routing : {Routing::expert_choice, Routing::token_choice}) {
+    MoEShape s = make_shape(16, 4, 4, routing, 32, 1.0);
+    Problem p = make_problem(s, 96, 31, 2.0);
+    const LayerRun a = run_layer(p);
+    CopyDispatcher disp;
+    MoELayer layer(s, disp);
+    LayerRun b;
+    const MoEWeights w{p.wr.data(), p.w1.data(), p.w2.data()};
+    b.out.assign(p.x.size(), 0.0f);
+    b.dx.assign(p.x.size(), 0.0f);
+    b.gwr.assign(p.wr.size(), 0.0f);
+    b.gw1.assign(p.w1.size(), 0.0f);
+    b.gw2.assign(p.w2.size(), 0.0f);
+    layer.forward(p.x.data(), b.out.data(), p.T, w);
+    layer.backward(p.dout.data(), b.dx.data(), w, MoEGrads{b.gwr.data(), b.gw1.data(), b.gw2.data()});
+    EXPECT_EQ(a.out, b.out);
+    EXPECT_EQ(a.dx, b.dx);
+    EXPECT_EQ(a.gwr, b.gwr);
+    EXPECT_EQ(a.gw1, b.gw1);
+    EXPECT_EQ(a.gw2, b.gw2);
+  }
+}
+
 // After a first step has sized the workspace, further steps of the same (or a
 // smaller) size make no heap allocation through operator new.
 TEST(MoELayer, SteadyStateStepDoesNotAllocate) {
