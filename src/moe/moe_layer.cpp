@@ -189,37 +189,24 @@ void MoELayer::backward(const float* dout, float* dx, const MoEWeights& w, const
   ensure(ws.dprob, size_t(A));
 
   // out_t = Σ_i p_i·y_i  =>  ∂L/∂p_i = dout_t·y_i and ∂L/∂y_i = p_i·dout_t.
-  // Each dot product is summed in j order (one float chain); 8 assignments at
-  // a time run their chains side by side, so the adds overlap instead of
-  // waiting on each other's latency.
+  // (Memory-bound: it streams y and writes dy. Leave the loop as it is: GCC
+  // vectorises the products and adds them in order but fuses the tail into
+  // FMAs, so any rewrite changes the last bits of dprob when d % 8 != 0.)
   {
     FINEMOE_PROFILE("moe_dprob");
-    constexpr int64_t kRows = 8;
-    const int64_t blocks = (A + kRows - 1) / kRows;
     float* dprob = ws.dprob.data();
 #pragma omp parallel for schedule(static)
-    for (int64_t b = 0; b < blocks; ++b) {
-      const int64_t i0 = b * kRows, n = std::min(kRows, A - i0);
-      const float* go[kRows];
-      const float* y[kRows];
-      float acc[kRows] = {};
-      for (int64_t q = 0; q < n; ++q) {
-        const int64_t i = i0 + q;
-        go[q] = dout + r.tok[size_t(i)] * d;
-        y[q] = m.y_send.data() + i * d;
-        float* dy = ws.dy_send.data() + i * d;
-        const float p = r.weight[size_t(i)];
-#pragma omp simd
-        for (int64_t j = 0; j < d; ++j) dy[j] = p * go[q][j];
+    for (int64_t i = 0; i < A; ++i) {
+      const float* go = dout + r.tok[size_t(i)] * d;
+      const float* y = m.y_send.data() + i * d;
+      float* dy = ws.dy_send.data() + i * d;
+      const float p = r.weight[size_t(i)];
+      float dp = 0.0f;
+      for (int64_t j = 0; j < d; ++j) {
+        dp += go[j] * y[j];
+        dy[j] = p * go[j];
       }
-      if (n == kRows) {
-        for (int64_t j = 0; j < d; ++j)
-          for (int64_t q = 0; q < kRows; ++q) acc[q] += go[q][j] * y[q][j];
-      } else {
-        for (int64_t q = 0; q < n; ++q)
-          for (int64_t j = 0; j < d; ++j) acc[q] += go[q][j] * y[q][j];
-      }
-      for (int64_t q = 0; q < n; ++q) dprob[i0 + q] = acc[q];
+      dprob[i] = dp;
     }
   }
 

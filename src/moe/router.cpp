@@ -45,19 +45,23 @@ void router_logits(const float* x, const float* Wr, float* logits, int64_t T, in
     for (int64_t tt = 0; tt < kT; ++tt)
       for (int64_t j = 0; j < kCols; ++j) logits[(t0 + tt) * EG + j0 + j] = acc[tt][j];
   }
-  // The rest: columns [jr, EG) of every token, and all columns of tokens past rt·kT.
+  // The rest: columns [jr, EG) of every token (all columns when E·G < kCols,
+  // e.g. G = 1), and all columns of a last odd token; tiles of kTile tokens
+  // reuse each Wr row from L1.
+  if (jr == EG && rt * kT == T) return;
 #pragma omp parallel for schedule(static)
   for (int64_t tile = 0; tile < tiles; ++tile) {
     const int64_t t0 = tile * kTile, nt = std::min(kTile, T - t0);
-    for (int64_t tt = 0; tt < nt; ++tt) {
-      const int64_t t = t0 + tt, j_begin = t < rt * kT ? jr : 0;
-      float* lt = logits + t * EG;
-      std::fill(lt + j_begin, lt + EG, 0.0f);
-      for (int64_t i = 0; i < d; ++i) {
-        const float a = x[t * d + i];
-        const float* w = Wr + i * EG;
+    auto first_col = [&](int64_t t) { return t < rt * kT ? jr : int64_t(0); };
+    for (int64_t tt = 0; tt < nt; ++tt)
+      std::fill(logits + (t0 + tt) * EG + first_col(t0 + tt), logits + (t0 + tt + 1) * EG, 0.0f);
+    for (int64_t i = 0; i < d; ++i) {
+      const float* w = Wr + i * EG;
+      for (int64_t tt = 0; tt < nt; ++tt) {
+        const float a = x[(t0 + tt) * d + i];
+        float* lt = logits + (t0 + tt) * EG;
 #pragma omp simd
-        for (int64_t j = j_begin; j < EG; ++j) lt[j] += a * w[j];
+        for (int64_t j = first_col(t0 + tt); j < EG; ++j) lt[j] += a * w[j];
       }
     }
   }
@@ -280,40 +284,41 @@ void route_backward(const MoEShape& s, const Routes& r, const float* dprob, cons
     // once instead of once per token. Columns past the last whole tile take the
     // plain loop.
     constexpr int64_t kRows = 2, kCols = 32;
-    const int64_t row_tiles = (d + kRows - 1) / kRows, col_tiles = EG / kCols, tiles = row_tiles * col_tiles;
+    const int64_t row_tiles = d / kRows, col_tiles = EG / kCols, tiles = row_tiles * col_tiles;
+    const int64_t jr = col_tiles * kCols, ir = row_tiles * kRows;  // first column / row outside the tiles
 #pragma omp parallel for schedule(static)
     for (int64_t tile = 0; tile < tiles; ++tile) {
       const int64_t i0 = (tile / col_tiles) * kRows, j0 = (tile % col_tiles) * kCols;
-      if (i0 + kRows <= d) {
-        float acc[kRows][kCols];
-        for (int64_t ii = 0; ii < kRows; ++ii)
-          for (int64_t j = 0; j < kCols; ++j) acc[ii][j] = dWr[(i0 + ii) * EG + j0 + j];
-        for (int64_t t = 0; t < T; ++t) {
-          const float* dl = dlogits + t * EG + j0;
-          for (int64_t ii = 0; ii < kRows; ++ii) {
-            const float a = x[t * d + i0 + ii];
-            for (int64_t j = 0; j < kCols; ++j) acc[ii][j] += a * dl[j];
-          }
+      float acc[kRows][kCols];
+      for (int64_t ii = 0; ii < kRows; ++ii)
+        for (int64_t j = 0; j < kCols; ++j) acc[ii][j] = dWr[(i0 + ii) * EG + j0 + j];
+      for (int64_t t = 0; t < T; ++t) {
+        const float* dl = dlogits + t * EG + j0;
+        for (int64_t ii = 0; ii < kRows; ++ii) {
+          const float a = x[t * d + i0 + ii];
+          for (int64_t j = 0; j < kCols; ++j) acc[ii][j] += a * dl[j];
         }
-        for (int64_t ii = 0; ii < kRows; ++ii)
-          for (int64_t j = 0; j < kCols; ++j) dWr[(i0 + ii) * EG + j0 + j] = acc[ii][j];
-      } else {  // last row (odd d)
-        for (int64_t i = i0; i < d; ++i)
-          for (int64_t t = 0; t < T; ++t) {
-            const float a = x[t * d + i];
-            for (int64_t j = j0; j < j0 + kCols; ++j) dWr[i * EG + j] += a * dlogits[t * EG + j];
-          }
       }
+      for (int64_t ii = 0; ii < kRows; ++ii)
+        for (int64_t j = 0; j < kCols; ++j) dWr[(i0 + ii) * EG + j0 + j] = acc[ii][j];
     }
-    if (const int64_t jr = col_tiles * kCols; jr < EG) {  // remaining columns (E·G not a multiple of kCols)
+    if (jr < EG || ir < d) {
+      // The rest, as the plain loop: columns [jr, EG) of the tiled rows (all
+      // columns when E·G < kCols, e.g. G = 1) and every column of a last odd
+      // row. Blocks of 8 Wr rows, tokens streamed, x read 8 floats at a time.
+      constexpr int64_t kBlockRows = 8;
+      const int64_t blocks = (d + kBlockRows - 1) / kBlockRows;
 #pragma omp parallel for schedule(static)
-      for (int64_t i = 0; i < d; ++i) {
-        float* g = dWr + i * EG;
+      for (int64_t b = 0; b < blocks; ++b) {
+        const int64_t i0 = b * kBlockRows, ni = std::min(kBlockRows, d - i0);
         for (int64_t t = 0; t < T; ++t) {
-          const float a = x[t * d + i];
           const float* dl = dlogits + t * EG;
+          for (int64_t ii = 0; ii < ni; ++ii) {
+            const float a = x[t * d + i0 + ii];
+            float* g = dWr + (i0 + ii) * EG;
 #pragma omp simd
-          for (int64_t j = jr; j < EG; ++j) g[j] += a * dl[j];
+            for (int64_t j = i0 + ii < ir ? jr : 0; j < EG; ++j) g[j] += a * dl[j];
+          }
         }
       }
     }
