@@ -5,8 +5,10 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 #include <unistd.h>
 
+#include "analyze.hpp"
 #include "finemoe/config.hpp"
 #include "finemoe/counting.hpp"
 #include "finemoe/metrics.hpp"
@@ -59,6 +61,13 @@ inline fs::path temp_dir(const std::string& tag) {
   fs::remove_all(p);
   fs::create_directories(p);
   return p;
+}
+
+// Runs moe-analyze's main in-process with these arguments; returns its exit code.
+inline int run_cli(std::vector<std::string> args) {
+  std::vector<const char*> argv = {"moe-analyze"};
+  for (auto& a : args) argv.push_back(a.c_str());
+  return analyze_main(int(argv.size()), argv.data());
 }
 
 }  // namespace finemoe::analysis::testing

@@ -16,12 +16,6 @@ using namespace finemoe::analysis::testing;
 
 namespace {
 
-int run_cli(std::vector<std::string> args) {
-  std::vector<const char*> argv = {"moe-analyze"};
-  for (auto& a : args) argv.push_back(a.c_str());
-  return analyze_main(int(argv.size()), argv.data());
-}
-
 std::vector<std::map<std::string, double>> read_csv(const fs::path& p) {
   std::ifstream f(p);
   std::string line;

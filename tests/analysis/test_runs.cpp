@@ -11,12 +11,6 @@ using namespace finemoe::analysis::testing;
 
 namespace {
 
-int run_cli(std::vector<std::string> args) {
-  std::vector<const char*> argv = {"moe-analyze"};
-  for (auto& a : args) argv.push_back(a.c_str());
-  return analyze_main(int(argv.size()), argv.data());
-}
-
 AnalyzeOptions quick(const fs::path& dir) {
   AnalyzeOptions o;
   o.runs_dir = dir.string();
