@@ -18,7 +18,18 @@ struct AdamWParams {
 // correction. Weight decay only where ParamInfo::decay (matrices):
 //   m = β1 m + (1-β1) g;  v = β2 v + (1-β2) g²
 //   p -= lr · ( m/(1-β1^t) / (sqrt(v/(1-β2^t)) + eps) + wd · p )
-void adamw_update(ParamStore& store, const AdamWParams& hp, int64_t t);
+//
+// One fused pass over every tensor (the update is memory-bound: each element's
+// p, g, m, v are read once and written once), with two options folded in:
+//   grad_scale  multiplies g before use (global-norm clipping), bit-identical
+//               to scale_grads(store, grad_scale) followed by the update;
+//   zero_grads  leaves g = 0 afterwards, so the next step needs no separate
+//               zeroing pass over the gradient buffers.
+struct AdamWStepOptions {
+  float grad_scale = 1.0f;
+  bool zero_grads = false;
+};
+void adamw_update(ParamStore& store, const AdamWParams& hp, int64_t t, const AdamWStepOptions& opts = {});
 
 // Global L2 norm of all gradients across the process grid (replicated part
 // counted once, expert shards summed over the EP group).

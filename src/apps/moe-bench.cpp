@@ -257,6 +257,7 @@ int run(const fm::ParsedArgs& args) {
     hp.beta2 = cfg.train.beta2;
     hp.eps = cfg.train.eps;
     hp.weight_decay = cfg.train.weight_decay;
+    store.zero_grads();  // each update below leaves the gradients zero, as in moe-train
     for (int64_t s = 0; s < warmup + steps; ++s) {
       if (s == warmup) {
         fm::profile::reset();
@@ -264,12 +265,11 @@ int run(const fm::ParsedArgs& args) {
       }
       loader.load(s, tok.data(), tgt.data());
       const double c0 = cpu_s(), t0 = now_s();
-      store.zero_grads();
       const double loss = model.forward(tok.data(), tgt.data(), B);
       const double t1 = now_s();
       model.backward(1.0);
       const double t2 = now_s();
-      fm::adamw_update(store, hp, s + 1);
+      fm::adamw_update(store, hp, s + 1, fm::AdamWStepOptions{1.0f, true});
       const double t3 = now_s(), c3 = cpu_s();
       if (!std::isfinite(loss)) throw fm::Error("loss is not finite at bench step " + std::to_string(s));
       if (s == 0) first_loss = loss;

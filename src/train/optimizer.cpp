@@ -7,28 +7,32 @@
 
 namespace finemoe {
 
-void adamw_update(ParamStore& store, const AdamWParams& hp, int64_t t) {
+void adamw_update(ParamStore& store, const AdamWParams& hp, int64_t t, const AdamWStepOptions& opts) {
   const double bc1 = 1.0 - std::pow(hp.beta1, double(t));
   const double bc2 = 1.0 - std::pow(hp.beta2, double(t));
   const float b1 = float(hp.beta1), b2 = float(hp.beta2), eps = float(hp.eps);
   const float lr = float(hp.lr);
   const float inv_bc1 = float(1.0 / bc1), inv_bc2 = float(1.0 / bc2);
+  const float scale = opts.grad_scale;
+  const bool scaled = scale != 1.0f, zero = opts.zero_grads;
   for (const ParamInfo& info : store.params()) {
-    float* p = store.params(info.cls).data() + info.offset;
-    const float* g = store.grads(info.cls).data() + info.offset;
-    float* m = store.moments_m(info.cls).data() + info.offset;
-    float* v = store.moments_v(info.cls).data() + info.offset;
+    float* __restrict p = store.params(info.cls).data() + info.offset;
+    float* __restrict g = store.grads(info.cls).data() + info.offset;
+    float* __restrict m = store.moments_m(info.cls).data() + info.offset;
+    float* __restrict v = store.moments_v(info.cls).data() + info.offset;
     const float wd = info.decay ? float(hp.weight_decay) : 0.0f;
     const int64_t n = info.local_count;
-#pragma omp parallel for schedule(static)
+    // Branch-free body so that it vectorises (with -fno-math-errno, sqrt too).
+#pragma omp parallel for schedule(static) if (n >= 65536)
     for (int64_t i = 0; i < n; ++i) {
-      const float gi = g[i];
+      const float gi = scaled ? g[i] * scale : g[i];
       const float mi = b1 * m[i] + (1.0f - b1) * gi;
       const float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
       m[i] = mi;
       v[i] = vi;
       const float mhat = mi * inv_bc1, vhat = vi * inv_bc2;
       p[i] -= lr * (mhat / (std::sqrt(vhat) + eps) + wd * p[i]);
+      if (zero) g[i] = 0.0f;
     }
   }
 }

@@ -249,10 +249,10 @@ TrainResult train(const Config& cfg_in) {
   int64_t a2a_bytes_mark = 0;
   double a2a_seconds_mark = 0;
   const int64_t warmup = cfg.warmup_steps();
+  store.zero_grads();  // from here on each optimizer update leaves them zero
   while (state.step < cfg.train.steps) {
     const int64_t s = state.step;
     loader.load(s, tokens.data(), targets.data());
-    store.zero_grads();
     const double local_loss = model.forward(tokens.data(), targets.data(), B);
     model.backward(double(B * T) / double(global_tokens));
     sync_grads(store, comm);
@@ -269,9 +269,11 @@ TrainResult train(const Config& cfg_in) {
       result.steps_done = s;
       return result;
     }
-    if (cfg.train.grad_clip > 0 && gnorm > cfg.train.grad_clip) scale_grads(store, float(cfg.train.grad_clip / gnorm));
+    AdamWStepOptions opt;
+    opt.zero_grads = true;
+    if (cfg.train.grad_clip > 0 && gnorm > cfg.train.grad_clip) opt.grad_scale = float(cfg.train.grad_clip / gnorm);
     hp.lr = lr_at(s, cfg.train.steps, warmup, cfg.train.lr, cfg.train.lr_min);
-    adamw_update(store, hp, s + 1);
+    adamw_update(store, hp, s + 1, opt);
     state.step = s + 1;
     tokens_since_log += global_tokens;
     ++steps_since_log;

@@ -46,6 +46,41 @@ TEST(AdamW, TwoStepsByHand) {
   EXPECT_NEAR(s.param("w")[0], 0.89 - 0.1 * (mhat / (std::sqrt(vhat) + 1e-8) + 0.1 * 0.89), 1e-6);
 }
 
+// The fused options must give exactly what the separate passes give:
+// scale_grads(f) then a plain update, and the gradients zeroed afterwards.
+TEST(AdamW, FusedScaleAndZeroMatchSeparatePasses) {
+  auto make = [] {
+    ParamStore s;
+    s.add("w", {37, 129}, ParamClass::replicated);
+    s.add("b", {129}, ParamClass::replicated);
+    s.finalize();
+    for (const char* n : {"w", "b"}) {
+      const int64_t cnt = std::string(n) == "w" ? 37 * 129 : 129;
+      for (int64_t i = 0; i < cnt; ++i) {
+        s.param(n)[i] = float(std::sin(0.37 * double(i)));
+        s.grad(n)[i] = float(std::cos(0.11 * double(i))) * (i % 7 == 0 ? 30.0f : 0.5f);
+      }
+    }
+    return s;
+  };
+  AdamWParams hp{3e-3, 0.9, 0.95, 1e-8, 0.1};
+  ParamStore a = make(), b = make();
+  const float f = 0.3712f;
+  scale_grads(a, f);
+  adamw_update(a, hp, 3);
+  adamw_update(b, hp, 3, AdamWStepOptions{f, true});
+  for (const char* n : {"w", "b"}) {
+    const int64_t cnt = std::string(n) == "w" ? 37 * 129 : 129;
+    for (int64_t i = 0; i < cnt; ++i) {
+      ASSERT_EQ(a.param(n)[i], b.param(n)[i]) << n << "[" << i << "]";
+      ASSERT_EQ(a.adam_m(n)[i], b.adam_m(n)[i]) << n << "[" << i << "]";
+      ASSERT_EQ(a.adam_v(n)[i], b.adam_v(n)[i]) << n << "[" << i << "]";
+      ASSERT_EQ(b.grad(n)[i], 0.0f) << n << "[" << i << "]";
+      ASSERT_NE(a.grad(n)[i], 0.0f) << n << "[" << i << "]";  // without the option g is kept
+    }
+  }
+}
+
 TEST(Reduce, DeterministicSumMatchesDouble) {
   std::vector<float> x(100003);
   double ref = 0, ref2 = 0;
