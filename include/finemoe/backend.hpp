@@ -7,7 +7,9 @@
 // with op(X) = X or Xᵀ (trans_*), leading dimensions in elements.
 #pragma once
 #include <cstdint>
+#include <initializer_list>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace finemoe::backend {
@@ -66,6 +68,41 @@ GroupedVariant grouped_variant();
 bool bf16_available(std::string* why = nullptr);
 bool has_amx();  // effective ISA is avx512_core_amx
 std::string cpu_isa();  // oneDNN's effective ISA name, or "none"
+
+// ---- bf16 weight cache -------------------------------------------------------
+// A bf16 GEMM converts its fp32 operands first. For weights that is wasted
+// work: each weight feeds the forward GEMM and the backward dx GEMM (and at
+// large G hundreds of expert GEMMs) but changes only once per optimizer step.
+// The trainer therefore registers its parameter buffers; a bf16 GEMM whose B
+// lies inside a registered range uses a bf16 copy made once per "epoch".
+// weights_updated() starts a new epoch and MUST follow every write to the
+// registered weights (adamw_update calls it; so does register_weights). fp32
+// GEMMs never use the cache.
+//   off      convert B in every GEMM (as without registration)
+//   plain    one dense bf16 copy per weight (2 B/param), shared by the forward
+//            (B) and backward (Bᵀ) GEMMs through strides (the default)
+//   blocked  a copy in the layout the oneDNN primitive prefers, which also
+//            saves oneDNN's per-call repacking; one copy per use (4 B/param)
+enum class WeightCacheMode { off, plain, blocked };
+void set_weight_cache_mode(WeightCacheMode m);  // drops all copies
+WeightCacheMode weight_cache_mode();
+void register_weights(const float* base, int64_t count);
+void clear_registered_weights();  // unregisters every range and frees the copies
+void weights_updated();
+struct WeightCacheStats {
+  int64_t conversions = 0;  // copies made (cumulative)
+  int64_t hits = 0;         // GEMMs that used an up-to-date copy (cumulative)
+  int64_t bytes = 0;        // held now
+};
+WeightCacheStats weight_cache_stats();
+// Registers ranges for the lifetime of the object (the trainer's loop).
+class RegisteredWeights {
+ public:
+  RegisteredWeights(std::initializer_list<std::pair<const float*, int64_t>> ranges);
+  ~RegisteredWeights();
+  RegisteredWeights(const RegisteredWeights&) = delete;
+  RegisteredWeights& operator=(const RegisteredWeights&) = delete;
+};
 
 struct GemmShape {
   bool trans_a = false, trans_b = false;

@@ -40,12 +40,14 @@ const char* kUsage =
     "moe-bench: training-step throughput, phase breakdown and MFU of a config on this CPU.\n\n"
     "Usage: moe-bench [--config FILE.ini] [--section.key value ...] [--steps N] [--warmup M]\n"
     "                 [--json-out FILE] [--peak-seconds S] [--gemm-only]\n"
-    "                 [--fp32-engine auto|openblas|onednn] [--grouped auto|serial|omp_loop]\n\n"
+    "                 [--fp32-engine auto|openblas|onednn] [--grouped auto|serial|omp_loop]\n"
+    "                 [--bf16-weights off|plain|blocked]\n\n"
     "Runs M untimed and N timed training steps (forward, backward, AdamW) of the\n"
     "configured model on train.batch_size sequences of model.seq_len tokens, measures the\n"
     "fp32 and bf16 GEMM peaks (2048^2 and the model's shapes) in the same process, and\n"
     "prints one JSON object on stdout. Precision: train.precision (fp32 | bf16 | auto).\n"
-    "--fp32-engine and --grouped select the GEMM engine variants (for comparisons).\n"
+    "--fp32-engine, --grouped and --bf16-weights select GEMM engine variants (for comparisons;\n"
+    "--bf16-weights: how bf16 GEMMs reuse the weights' bf16 copies, see include/finemoe/backend.hpp).\n"
     "Threads: train.threads (0 = OMP_NUM_THREADS or all cores) for OpenMP and OpenBLAS alike.";
 
 double now_s() {
@@ -199,6 +201,11 @@ int run(const fm::ParsedArgs& args) {
   else if (grp == "serial") be::set_grouped_variant(be::GroupedVariant::serial);
   else if (grp == "omp_loop") be::set_grouped_variant(be::GroupedVariant::omp_loop);
   else throw fm::ConfigError("option '--grouped': expected auto | serial | omp_loop, got '" + grp + "'");
+  const std::string wmode = args.app.at("bf16-weights");
+  if (wmode == "off") be::set_weight_cache_mode(be::WeightCacheMode::off);
+  else if (wmode == "plain") be::set_weight_cache_mode(be::WeightCacheMode::plain);
+  else if (wmode == "blocked") be::set_weight_cache_mode(be::WeightCacheMode::blocked);
+  else throw fm::ConfigError("option '--bf16-weights': expected off | plain | blocked, got '" + wmode + "'");
   const int64_t T = cfg.model.seq_len, B = cfg.train.batch_size, tokens = B * T;
   std::string why;
   const be::Precision prec = be::resolve_precision(
@@ -236,6 +243,7 @@ int run(const fm::ParsedArgs& args) {
   j.str("cpu_isa", be::cpu_isa());
   j.num("threads", double(be::num_threads()));
   j.str("grouped_variant", grp);
+  j.str("bf16_weights", wmode);
 
   // ---- the model's training steps ----------------------------------------
   double step_s = 0, step_min_s = 1e30, cpu_min_s = 1e30, fwd_s = 0, bwd_s = 0, opt_s = 0, first_loss = NAN, last_loss = NAN;
@@ -258,6 +266,9 @@ int run(const fm::ParsedArgs& args) {
     hp.eps = cfg.train.eps;
     hp.weight_decay = cfg.train.weight_decay;
     store.zero_grads();  // each update below leaves the gradients zero, as in moe-train
+    const be::RegisteredWeights registered{
+        {store.params(fm::ParamClass::replicated).data(), int64_t(store.params(fm::ParamClass::replicated).size())},
+        {store.params(fm::ParamClass::expert).data(), int64_t(store.params(fm::ParamClass::expert).size())}};
     for (int64_t s = 0; s < warmup + steps; ++s) {
       if (s == warmup) {
         fm::profile::reset();
@@ -418,6 +429,7 @@ int main(int argc, char** argv) {
         {"gemm-only", "only measure the GEMM peaks (no model steps)", "0", false},
         {"fp32-engine", "fp32 GEMM library: openblas | onednn | auto (OpenBLAS gemm, oneDNN grouped)", "openblas", true},
         {"grouped", "grouped GEMM variant: auto | serial | omp_loop", "auto", true},
+        {"bf16-weights", "bf16 weight copies: off | plain | blocked", "plain", true},
     };
     fm::ParsedArgs args = fm::parse_args(argc, argv, kUsage, opts);
     if (args.help) {

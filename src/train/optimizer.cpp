@@ -1,5 +1,6 @@
 #include "finemoe/optimizer.hpp"
 
+#include "finemoe/backend.hpp"
 #include "finemoe/reduce.hpp"
 
 #include <algorithm>
@@ -35,6 +36,7 @@ void adamw_update(ParamStore& store, const AdamWParams& hp, int64_t t, const Ada
       if (zero) g[i] = 0.0f;
     }
   }
+  backend::weights_updated();  // bf16 copies of the old weights are stale now
 }
 
 namespace {

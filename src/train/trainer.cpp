@@ -250,6 +250,10 @@ TrainResult train(const Config& cfg_in) {
   double a2a_seconds_mark = 0;
   const int64_t warmup = cfg.warmup_steps();
   store.zero_grads();  // from here on each optimizer update leaves them zero
+  // bf16 GEMMs convert each weight once per optimizer step (backend.hpp).
+  const backend::RegisteredWeights registered{
+      {store.params(ParamClass::replicated).data(), int64_t(store.params(ParamClass::replicated).size())},
+      {store.params(ParamClass::expert).data(), int64_t(store.params(ParamClass::expert).size())}};
   while (state.step < cfg.train.steps) {
     const int64_t s = state.step;
     loader.load(s, tokens.data(), targets.data());

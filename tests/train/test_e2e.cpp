@@ -176,6 +176,33 @@ TEST(Restart, ResumeIsBitExact) {
   }
 }
 
+// bf16 GEMMs reuse the weights' bf16 copies for a whole optimizer step
+// (backend weight cache). Resuming rebuilds the copies from the checkpoint's
+// fp32 weights, so a bf16 run must resume bit-exactly too.
+TEST(Restart, Bf16ResumeIsBitExact) {
+  Result probe = run(train_cmd(1, tiny_args(temp_dir("bf_probe"), 1) + " --train.precision bf16"));
+  if (probe.code == 2 && probe.out.find("bf16") != std::string::npos) GTEST_SKIP() << "no bf16 GEMM on this CPU";
+  ASSERT_EQ(probe.code, 0) << probe.out;
+  for (int ranks : {1, 2}) {
+    const std::string straight = temp_dir("bf_a"), split = temp_dir("bf_b");
+    const std::string extra =
+        " --train.precision bf16 --moe.granularity 2 --parallel.expert_parallel " + std::to_string(ranks);
+    ASSERT_EQ(run(train_cmd(ranks, tiny_args(straight, 12) + extra)).code, 0);
+    Result r = run(train_cmd(ranks, tiny_args(split, 12) + extra + " --train.checkpoint_every 6"));
+    ASSERT_EQ(r.code, 0) << r.out;
+    const std::string ck6 = split + "/checkpoints/step_0000006.h5";
+    ASSERT_TRUE(fs::exists(ck6)) << r.out;
+    fs::remove(split + "/checkpoints/step_0000012.h5");
+    Result r2 = run(train_cmd(ranks, tiny_args(split, 12) + extra + " --run.resume " + ck6));
+    ASSERT_EQ(r2.code, 0) << r2.out;
+    const auto a = train_losses(straight), b = train_losses(split);
+    ASSERT_EQ(a.size(), 12u);
+    EXPECT_EQ(a, b) << "ranks " << ranks;
+    EXPECT_TRUE(checkpoints_identical(straight + "/checkpoints/step_0000012.h5",
+                                      split + "/checkpoints/step_0000012.h5"));
+  }
+}
+
 // Checkpoint on 4 ranks with EP 4, resume on 2 (EP 2) and 1: the following
 // steps match the 4-rank continuation within the Parallel tolerance.
 TEST(Restart, ReshardOntoOtherRankCounts) {

@@ -156,7 +156,7 @@ void grouped_gemm(bool ta, bool tb, int64_t count, const int64_t* M, int64_t N, 
     // Create every primitive serially first: the loop below then only looks
     // them up, and creation (JIT) never happens once per thread.
     for (int64_t g = 0; g < count; ++g)
-      detail::dnnl_prepare(is_bf16(), ta, tb, M[g], N, K, alpha, lda, ldb, beta, ldc);
+      detail::dnnl_prepare(is_bf16(), ta, tb, M[g], N, K, alpha, B[g], lda, ldb, beta, ldc);
   }
   const int blas_threads = openblas_get_num_threads();
   if (!dnnl) openblas_set_num_threads(1);
@@ -171,6 +171,17 @@ void grouped_gemm(bool ta, bool tb, int64_t count, const int64_t* M, int64_t N, 
   }
   if (!dnnl) openblas_set_num_threads(blas_threads);
 }
+
+void set_weight_cache_mode(WeightCacheMode m) { detail::dnnl_set_weight_cache_mode(m); }
+WeightCacheMode weight_cache_mode() { return detail::dnnl_weight_cache_mode(); }
+void register_weights(const float* base, int64_t count) { detail::dnnl_register_weights(base, count); }
+void clear_registered_weights() { detail::dnnl_clear_weights(); }
+void weights_updated() { detail::dnnl_weights_updated(); }
+WeightCacheStats weight_cache_stats() { return detail::dnnl_weight_cache_stats(); }
+RegisteredWeights::RegisteredWeights(std::initializer_list<std::pair<const float*, int64_t>> ranges) {
+  for (const auto& r : ranges) register_weights(r.first, r.second);
+}
+RegisteredWeights::~RegisteredWeights() { clear_registered_weights(); }
 
 // ---- measurement ------------------------------------------------------------
 namespace {

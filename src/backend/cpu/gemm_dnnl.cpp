@@ -11,17 +11,30 @@
 //   transposed copy is made; it is O(MK + KN) against the O(MNK) product.
 // - Scratchpad mode is "user" and streams are per thread, so the same cached
 //   primitive may run concurrently from the threads of the grouped GEMM loop.
+// - Weights (B operands inside a range registered with register_weights) are
+//   converted once per optimizer step instead of in every GEMM: a weight is
+//   used by the forward GEMM and the backward dx GEMM (and at large G by
+//   hundreds of expert GEMMs), and converting it each time is O(KN) memory
+//   traffic per call. Modes (WeightCacheMode): plain keeps one dense bf16 copy
+//   per weight, shared by the forward (B) and backward (Bᵀ) GEMMs through
+//   strides; blocked stores it in the layout the matmul primitive prefers
+//   (format_tag::any), so oneDNN also skips its own per-call repacking of B,
+//   at the price of one copy per use (fwd and bwd). The epoch counter bumped by
+//   weights_updated() invalidates every copy at once.
 #include "backend/cpu/gemm_internal.hpp"
 
 #include <immintrin.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cstring>
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <tuple>
 #include <unordered_map>
+#include <vector>
 
 #include "finemoe/error.hpp"
 #include "finemoe/memory.hpp"
@@ -42,8 +55,15 @@ void dnnl_gemm(bool, bool, bool, int64_t, int64_t, int64_t, float, const float*,
                float, float*, int64_t) {
   throw Error("oneDNN GEMM requested but this build has no oneDNN (install libdnnl-dev and rebuild)");
 }
-void dnnl_prepare(bool, bool, bool, int64_t, int64_t, int64_t, float, int64_t, int64_t, float, int64_t) {}
+void dnnl_prepare(bool, bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, int64_t, float,
+                  int64_t) {}
 int64_t dnnl_cache_size() { return 0; }
+void dnnl_set_weight_cache_mode(WeightCacheMode) {}
+WeightCacheMode dnnl_weight_cache_mode() { return WeightCacheMode::off; }
+void dnnl_register_weights(const float*, int64_t) {}
+void dnnl_clear_weights() {}
+void dnnl_weights_updated() {}
+WeightCacheStats dnnl_weight_cache_stats() { return {}; }
 
 #else
 
@@ -84,7 +104,9 @@ T* grow(Buffer<T>& b, size_t n) {
   return b.data();
 }
 
-using Key = std::tuple<bool, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float, float>;
+// (bf16, trans_a, trans_b, M, N, K, lda, ldb, ldc, alpha, beta, b_blocked)
+using Key =
+    std::tuple<bool, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float, float, bool>;
 
 struct Entry {
   dnnl::matmul prim;
@@ -96,9 +118,12 @@ std::mutex g_mu;
 std::map<Key, std::shared_ptr<const Entry>> g_cache;
 constexpr size_t kMaxCache = 8192;  // token choice makes M vary; bound the cache
 
+// b_blocked: B is described as format_tag::any and the primitive picks its
+// layout (e->b_md); B must then come from the weight cache in that layout.
 std::shared_ptr<const Entry> get_entry(bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
-                                       int64_t lda, int64_t ldb, float beta, int64_t ldc) {
-  Key key{bf16, ta, tb, M, N, K, lda, ldb, ldc, alpha, beta};
+                                       int64_t lda, int64_t ldb, float beta, int64_t ldc, bool b_blocked = false) {
+  if (b_blocked) ldb = 0;
+  Key key{bf16, ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, b_blocked};
   std::lock_guard<std::mutex> lock(g_mu);
   auto it = g_cache.find(key);
   if (it != g_cache.end()) return it->second;
@@ -107,7 +132,8 @@ std::shared_ptr<const Entry> get_entry(bool bf16, bool ta, bool tb, int64_t M, i
   const auto dt = bf16 ? memory::data_type::bf16 : memory::data_type::f32;
   // Row-major op(A)[M,K]: stored [M,lda] or, transposed, [K,lda] read column-wise.
   memory::desc a_md({M, K}, dt, ta ? memory::dims{1, lda} : memory::dims{lda, 1});
-  memory::desc b_md({K, N}, dt, tb ? memory::dims{1, ldb} : memory::dims{ldb, 1});
+  memory::desc b_md = b_blocked ? memory::desc({K, N}, dt, memory::format_tag::any)
+                                : memory::desc({K, N}, dt, tb ? memory::dims{1, ldb} : memory::dims{ldb, 1});
   memory::desc c_md({M, N}, memory::data_type::f32, memory::dims{ldc, 1});
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
@@ -123,12 +149,12 @@ std::shared_ptr<const Entry> get_entry(bool bf16, bool ta, bool tb, int64_t M, i
     e->prim = dnnl::matmul(pd);
     e->scratch_md = pd.scratchpad_desc();
     e->scratch_bytes = e->scratch_md.get_size();
+    e->b_md = pd.weights_desc();
   } catch (const dnnl::error& err) {
     throw Error(std::string("oneDNN matmul creation failed (") + err.what() + ") for M=" + std::to_string(M) +
                 " N=" + std::to_string(N) + " K=" + std::to_string(K));
   }
   e->a_md = a_md;
-  e->b_md = b_md;
   e->c_md = c_md;
   g_cache.emplace(key, e);
   return e;
@@ -179,6 +205,83 @@ void pack_bf16(uint16_t* dst, const float* src, int64_t rows, int64_t cols, int6
   for (int64_t r = 0; r < rows; ++r) to_bf16_row(dst + r * cols, src + r * ld, cols);
 }
 
+// ---- bf16 weight cache ----------------------------------------------------
+std::atomic<int> g_wmode{int(WeightCacheMode::plain)};
+std::atomic<uint64_t> g_epoch{1};
+std::atomic<int64_t> g_conversions{0}, g_hits{0};
+std::mutex g_wmu;  // guards everything below
+std::vector<std::pair<const float*, const float*>> g_wranges;
+struct WeightCopy {
+  memory::desc md;  // layout of data: dense bf16 (plain) or the primitive's (blocked)
+  Buffer<unsigned char> data;
+  uint64_t epoch = 0;
+  dnnl::reorder to_blocked;  // plain bf16 -> md (blocked mode only)
+};
+// (pointer, stored rows, stored cols, ld, trans_b, blocked) -> copies (one per
+// layout; blocked mode may see more than one layout for the same use)
+using WKey = std::tuple<const float*, int64_t, int64_t, int64_t, bool, bool>;
+std::map<WKey, std::vector<std::unique_ptr<WeightCopy>>> g_wcache;
+int64_t g_wbytes = 0;
+
+bool in_weights(const float* p, int64_t rows, int64_t cols, int64_t ld) {
+  const float* last = p + (rows - 1) * ld + cols;
+  for (const auto& r : g_wranges)
+    if (p >= r.first && last <= r.second) return true;
+  return false;
+}
+
+// The bf16 copy of the stored rows x cols (leading dim ld) fp32 matrix at p,
+// in layout `want` (blocked mode) or dense (want == nullptr), converted now if
+// missing or older than the current epoch and `may_convert`. nullptr: p is not
+// a registered weight, or it would need converting and may not (inside a
+// parallel region: conversions happen serially, in dnnl_prepare).
+const void* cached_weight(const float* p, int64_t rows, int64_t cols, int64_t ld, bool tb, const memory::desc* want,
+                          bool may_convert) {
+  std::lock_guard<std::mutex> lock(g_wmu);
+  if (g_wranges.empty() || !in_weights(p, rows, cols, ld)) return nullptr;
+  auto& variants = g_wcache[WKey{p, rows, cols, ld, want ? tb : false, want != nullptr}];
+  WeightCopy* c = nullptr;
+  for (auto& v : variants)
+    if (!want || v->md == *want) c = v.get();
+  const uint64_t epoch = g_epoch.load();
+  if (c && c->epoch == epoch) {
+    g_hits.fetch_add(1, std::memory_order_relaxed);
+    return c->data.data();
+  }
+  if (!may_convert) return nullptr;
+  if (!c) {
+    auto fresh = std::make_unique<WeightCopy>();
+    fresh->md = want ? *want : memory::desc({rows, cols}, memory::data_type::bf16, memory::dims{cols, 1});
+    fresh->data.resize(fresh->md.get_size());
+    if (want) {
+      memory::desc plain({rows, cols}, memory::data_type::bf16, memory::dims{cols, 1});
+      // The blocked md describes op(B)[K,N]; the plain copy is the stored
+      // matrix, which is B or, with trans_b, Bᵀ: describe it by its strides.
+      memory::desc src = tb ? memory::desc({cols, rows}, memory::data_type::bf16, memory::dims{1, cols}) : plain;
+      fresh->to_blocked = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), src, engine(), *want));
+    }
+    g_wbytes += int64_t(fresh->data.size());
+    variants.push_back(std::move(fresh));
+    c = variants.back().get();
+  }
+  if (!want) {
+    pack_bf16(reinterpret_cast<uint16_t*>(c->data.data()), p, rows, cols, ld);
+  } else {
+    static Buffer<uint16_t> tmp;  // only touched under g_wmu
+    if (tmp.size() < size_t(rows * cols)) tmp.resize(size_t(rows * cols));
+    pack_bf16(tmp.data(), p, rows, cols, ld);
+    memory::desc src = tb ? memory::desc({cols, rows}, memory::data_type::bf16, memory::dims{1, cols})
+                          : memory::desc({rows, cols}, memory::data_type::bf16, memory::dims{cols, 1});
+    memory sm(src, engine(), tmp.data()), dm(c->md, engine(), c->data.data());
+    auto& s = thread_stream();
+    c->to_blocked.execute(s, sm, dm);
+    s.wait();
+  }
+  c->epoch = epoch;
+  g_conversions.fetch_add(1, std::memory_order_relaxed);
+  return c->data.data();
+}
+
 }  // namespace
 
 bool dnnl_built() { return true; }
@@ -189,11 +292,38 @@ bool dnnl_native_bf16() {
 }
 bool dnnl_amx() { return dnnl::get_effective_cpu_isa() == dnnl::cpu_isa::avx512_core_amx; }
 
-void dnnl_prepare(bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, int64_t lda,
-                  int64_t ldb, float beta, int64_t ldc) {
+namespace {
+// Which cached B (if any) a bf16 GEMM uses; fills *e with the primitive.
+const void* weight_operand(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, int64_t lda_packed,
+                           const float* B, int64_t ldb, float beta, int64_t ldc, bool may_convert,
+                           std::shared_ptr<const Entry>* e) {
+  const auto mode = WeightCacheMode(g_wmode.load());
+  if (mode == WeightCacheMode::off || B == nullptr) return nullptr;
+  const int64_t br = tb ? N : K, bc = tb ? K : N;
+  if (mode == WeightCacheMode::blocked) {
+    {
+      std::lock_guard<std::mutex> lock(g_wmu);
+      if (g_wranges.empty() || !in_weights(B, br, bc, ldb)) return nullptr;
+    }
+    auto blocked = get_entry(true, ta, tb, M, N, K, alpha, lda_packed, 0, beta, ldc, true);
+    const void* w = cached_weight(B, br, bc, ldb, tb, &blocked->b_md, may_convert);
+    if (w) *e = std::move(blocked);
+    return w;
+  }
+  const void* w = cached_weight(B, br, bc, ldb, tb, nullptr, may_convert);
+  if (w) *e = get_entry(true, ta, tb, M, N, K, alpha, lda_packed, bc, beta, ldc);
+  return w;
+}
+}  // namespace
+
+void dnnl_prepare(bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* B,
+                  int64_t lda, int64_t ldb, float beta, int64_t ldc) {
   if (M == 0 || N == 0) return;
   if (bf16) {  // packed operands: leading dim = stored row length
-    lda = ta ? M : K;
+    const int64_t lda_packed = ta ? M : K;
+    std::shared_ptr<const Entry> e;
+    if (weight_operand(ta, tb, M, N, K, alpha, lda_packed, B, ldb, beta, ldc, true, &e)) return;
+    lda = lda_packed;
     ldb = tb ? K : N;
   }
   get_entry(bf16, ta, tb, M, N, K, alpha, lda, ldb, beta, ldc);
@@ -206,18 +336,23 @@ void dnnl_gemm(bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, flo
   thread_local Buffer<unsigned char> ws_scratch;
   void* a_ptr = const_cast<float*>(A);
   void* b_ptr = const_cast<float*>(B);
+  std::shared_ptr<const Entry> e;
   if (bf16) {
     const int64_t ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
     uint16_t* pa = grow(ws_a, size_t(ar * ac));
-    uint16_t* pb = grow(ws_b, size_t(br * bc));
     pack_bf16(pa, A, ar, ac, lda);
-    pack_bf16(pb, B, br, bc, ldb);
     a_ptr = pa;
-    b_ptr = pb;
     lda = ac;
-    ldb = bc;
+    if (const void* w = weight_operand(ta, tb, M, N, K, alpha, lda, B, ldb, beta, ldc, !omp_in_parallel(), &e)) {
+      b_ptr = const_cast<void*>(w);
+    } else {
+      uint16_t* pb = grow(ws_b, size_t(br * bc));
+      pack_bf16(pb, B, br, bc, ldb);
+      b_ptr = pb;
+      ldb = bc;
+    }
   }
-  auto e = get_entry(bf16, ta, tb, M, N, K, alpha, lda, ldb, beta, ldc);
+  if (!e) e = get_entry(bf16, ta, tb, M, N, K, alpha, lda, ldb, beta, ldc);
   auto& eng = engine();
   memory am(e->a_md, eng, a_ptr), bm(e->b_md, eng, b_ptr), cm(e->c_md, eng, C);
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}};
@@ -228,6 +363,35 @@ void dnnl_gemm(bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, flo
   auto& s = thread_stream();
   e->prim.execute(s, args);
   s.wait();
+}
+
+void dnnl_set_weight_cache_mode(WeightCacheMode m) {
+  std::lock_guard<std::mutex> lock(g_wmu);
+  g_wmode = int(m);
+  g_wcache.clear();
+  g_wbytes = 0;
+}
+WeightCacheMode dnnl_weight_cache_mode() { return WeightCacheMode(g_wmode.load()); }
+void dnnl_register_weights(const float* base, int64_t count) {
+  std::lock_guard<std::mutex> lock(g_wmu);
+  if (count > 0) g_wranges.emplace_back(base, base + count);
+  g_epoch.fetch_add(1);
+}
+void dnnl_clear_weights() {
+  std::lock_guard<std::mutex> lock(g_wmu);
+  g_wranges.clear();
+  g_wcache.clear();
+  g_wbytes = 0;
+  g_epoch.fetch_add(1);
+}
+void dnnl_weights_updated() { g_epoch.fetch_add(1); }
+WeightCacheStats dnnl_weight_cache_stats() {
+  std::lock_guard<std::mutex> lock(g_wmu);
+  WeightCacheStats st;
+  st.conversions = g_conversions.load();
+  st.hits = g_hits.load();
+  st.bytes = g_wbytes;
+  return st;
 }
 
 int64_t dnnl_cache_size() {

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <string>
 
+#include "finemoe/backend.hpp"
+
 namespace finemoe::backend::detail {
 
 // True when this binary was built with oneDNN (FINEMOE_HAVE_DNNL).
@@ -22,9 +24,18 @@ bool dnnl_amx();
 // as prepare() was called for the same key outside it first.
 void dnnl_gemm(bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
-// Creates (and caches) the primitive for this key without running it.
-void dnnl_prepare(bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, int64_t lda,
-                  int64_t ldb, float beta, int64_t ldc);
+// Creates (and caches) the primitive for this key without running it and, for
+// bf16 with B inside a registered weight range, converts B into the weight
+// cache (so that the parallel loop that follows only reads it).
+void dnnl_prepare(bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* B,
+                  int64_t lda, int64_t ldb, float beta, int64_t ldc);
 int64_t dnnl_cache_size();
+// The bf16 weight cache behind backend::register_weights & co.
+void dnnl_set_weight_cache_mode(WeightCacheMode m);
+WeightCacheMode dnnl_weight_cache_mode();
+void dnnl_register_weights(const float* base, int64_t count);
+void dnnl_clear_weights();
+void dnnl_weights_updated();
+WeightCacheStats dnnl_weight_cache_stats();
 
 }  // namespace finemoe::backend::detail
