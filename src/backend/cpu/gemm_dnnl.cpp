@@ -108,10 +108,22 @@ T* grow(Buffer<T>& b, size_t n) {
 using Key =
     std::tuple<bool, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float, float, bool>;
 
+// memory objects bound to one primitive for one thread, re-pointed with
+// set_data_handle per call: creating dnnl::memory objects and an argument map
+// in every GEMM allocated on the heap each time.
+struct Bound {
+  memory a, b, c, scratch;
+  dnnl_exec_arg_t args[4];
+  int nargs = 0;
+};
 struct Entry {
   dnnl::matmul prim;
   memory::desc a_md, b_md, c_md, scratch_md;
   size_t scratch_bytes = 0;
+  // One slot per OpenMP thread number (a thread only ever uses its own slot;
+  // concurrent calls come from different threads of the grouped GEMM loop).
+  int n_slots = 0;
+  std::unique_ptr<std::unique_ptr<Bound>[]> slots;
 };
 
 std::mutex g_mu;
@@ -156,6 +168,8 @@ std::shared_ptr<const Entry> get_entry(bool bf16, bool ta, bool tb, int64_t M, i
   }
   e->a_md = a_md;
   e->c_md = c_md;
+  e->n_slots = std::max(omp_get_max_threads(), omp_get_num_procs());
+  e->slots.reset(new std::unique_ptr<Bound>[size_t(e->n_slots)]);
   g_cache.emplace(key, e);
   return e;
 }
@@ -353,15 +367,41 @@ void dnnl_gemm(bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, flo
     }
   }
   if (!e) e = get_entry(bf16, ta, tb, M, N, K, alpha, lda, ldb, beta, ldc);
-  auto& eng = engine();
-  memory am(e->a_md, eng, a_ptr), bm(e->b_md, eng, b_ptr), cm(e->c_md, eng, C);
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}};
-  if (e->scratch_bytes) {
-    unsigned char* s = grow(ws_scratch, e->scratch_bytes);
-    args.emplace(DNNL_ARG_SCRATCHPAD, memory(e->scratch_md, eng, s));
-  }
+  void* scratch = e->scratch_bytes ? grow(ws_scratch, e->scratch_bytes) : nullptr;
   auto& s = thread_stream();
-  e->prim.execute(s, args);
+  const int tid = omp_get_thread_num();
+  if (tid < e->n_slots) {  // steady state: no heap allocation on our side
+    auto& slot = e->slots[size_t(tid)];
+    if (!slot) {
+      auto& eng = engine();
+      slot = std::make_unique<Bound>();
+      Bound& bd = *slot;
+      bd.a = memory(e->a_md, eng, nullptr);
+      bd.b = memory(e->b_md, eng, nullptr);
+      bd.c = memory(e->c_md, eng, nullptr);
+      bd.args[0] = {DNNL_ARG_SRC, bd.a.get()};
+      bd.args[1] = {DNNL_ARG_WEIGHTS, bd.b.get()};
+      bd.args[2] = {DNNL_ARG_DST, bd.c.get()};
+      bd.nargs = 3;
+      if (e->scratch_bytes) {
+        bd.scratch = memory(e->scratch_md, eng, nullptr);
+        bd.args[bd.nargs++] = {DNNL_ARG_SCRATCHPAD, bd.scratch.get()};
+      }
+    }
+    Bound& bd = *slot;
+    bd.a.set_data_handle(a_ptr);
+    bd.b.set_data_handle(b_ptr);
+    bd.c.set_data_handle(C);
+    if (scratch) bd.scratch.set_data_handle(scratch);
+    dnnl::error::wrap_c_api(dnnl_primitive_execute(e->prim.get(), s.get(), bd.nargs, bd.args),
+                            "oneDNN matmul execution failed");
+  } else {  // more threads than when the primitive was created: plain path
+    auto& eng = engine();
+    memory am(e->a_md, eng, a_ptr), bm(e->b_md, eng, b_ptr), cm(e->c_md, eng, C);
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}};
+    if (scratch) args.emplace(DNNL_ARG_SCRATCHPAD, memory(e->scratch_md, eng, scratch));
+    e->prim.execute(s, args);
+  }
   s.wait();
 }
 
