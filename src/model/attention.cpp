@@ -23,6 +23,7 @@
 
 #include "finemoe/backend.hpp"
 #include "finemoe/ops.hpp"
+#include "finemoe/profile.hpp"
 
 namespace finemoe::ops {
 
@@ -76,6 +77,7 @@ void for_row_blocks(int64_t T, F&& gemm_block, bool blocked = true) {
 }  // namespace
 
 void attention_forward(float* out, float* att, const float* qkv, int64_t B, int64_t T, int64_t d, int64_t H) {
+  FINEMOE_PROFILE("attention");
   const int64_t hd = d / H, C3 = 3 * d, BH = B * H;
   const float scale = 1.0f / std::sqrt(float(hd));
   GroupTables& g = tables();
@@ -129,6 +131,7 @@ void attention_forward(float* out, float* att, const float* qkv, int64_t B, int6
 
 void attention_backward(float* dqkv, float* scratch, const float* dout, const float* qkv, const float* att,
                         int64_t B, int64_t T, int64_t d, int64_t H) {
+  FINEMOE_PROFILE("attention");
   const int64_t hd = d / H, C3 = 3 * d, BH = B * H;
   const float scale = 1.0f / std::sqrt(float(hd));
   GroupTables& g = tables();

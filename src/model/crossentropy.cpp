@@ -4,11 +4,13 @@
 #include <vector>
 
 #include "finemoe/ops.hpp"
+#include "finemoe/profile.hpp"
 
 namespace finemoe::ops {
 
 double crossentropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets, int64_t N,
                             int64_t V) {
+  FINEMOE_PROFILE("head_loss");
   // Rows in fixed chunks, each chunk's double sum kept apart and the chunks
   // added in order: the mean is the same for any thread count or timing (an
   // OpenMP reduction would change its last bits run to run).
@@ -46,6 +48,7 @@ double crossentropy_forward(float* losses, float* probs, const float* logits, co
 
 void crossentropy_backward(float* dlogits, const float* probs, const int32_t* targets, float scale, int64_t N,
                            int64_t V) {
+  FINEMOE_PROFILE("head_loss");
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
     const float* p = probs + n * V;

@@ -2,12 +2,14 @@
 #include <omp.h>
 
 #include "finemoe/ops.hpp"
+#include "finemoe/profile.hpp"
 #include "model/omp_util.hpp"
 
 namespace finemoe::ops {
 
 void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int64_t B,
                        int64_t T, int64_t d) {
+  FINEMOE_PROFILE("embedding");
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < B * T; ++r) {
     const float* te = wte + int64_t(tokens[r]) * d;
@@ -19,6 +21,7 @@ void embedding_forward(float* out, const int32_t* tokens, const float* wte, cons
 
 void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int64_t B,
                         int64_t T, int64_t d) {
+  FINEMOE_PROFILE("embedding");
   // Repeated tokens scatter into the same wte row, so rows cannot be split
   // over threads. Each thread owns a slice of the columns instead and walks all
   // rows: race-free, deterministic, and still contiguous within a row.

@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "finemoe/ops.hpp"
+#include "finemoe/profile.hpp"
 #include "model/omp_util.hpp"
 
 namespace finemoe::ops {
@@ -12,6 +13,7 @@ constexpr float kEps = 1e-5f;
 
 void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,
                        int64_t N, int64_t d) {
+  FINEMOE_PROFILE("layernorm");
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
     const float* x = inp + n * d;
@@ -36,6 +38,7 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, c
 
 void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
                         const float* mean, const float* rstd, int64_t N, int64_t d) {
+  FINEMOE_PROFILE("layernorm");
   // dinp: rows are independent.
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
