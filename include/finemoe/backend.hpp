@@ -30,6 +30,11 @@ std::string engine_description();
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
+// gemm in fp32 whatever the precision setting: for the few products that must
+// stay fp32 under bf16 training (the router, SCIENCE.md). OpenBLAS sgemm.
+void gemm_fp32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+               int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
 // Same operation on `count` independent problems that share trans flags, N, K
 // and leading dimensions but have their own M (rows; may be 0) and pointers.
 // This is the experts' grouped GEMM: hundreds of small problems at large G.

@@ -11,60 +11,22 @@
 #include <cstring>
 #include <string>
 
+#include "finemoe/backend.hpp"
 #include "finemoe/error.hpp"
 #include "finemoe/profile.hpp"
 
 namespace finemoe::moe {
 namespace {
 
-constexpr int64_t kTile = 4;  // tokens per tile: each Wr row is reused kTile times from L1
-
 // NaN sorts last so that the comparators stay strict weak orderings even when
 // training has diverged (the trainer reports that; we must not crash first).
 inline float key(float p) { return std::isnan(p) ? -1.0f : p; }
 
-// logits[T,EG] = x[T,d] · Wr[d,EG]. Tiles of kTile tokens x kCols experts
-// stay in registers while the d products stream past, each logit summed over
-// i in order from 0 (the same mul-then-add chain as the plain loop, which
-// takes the columns past the last whole tile and the last partial token tile).
+// logits[T,EG] = x[T,d] · Wr[d,EG], in fp32 whatever the GEMM precision
+// (OpenBLAS sgemm: its summation order depends on the shapes only, not on the
+// thread count, so the routing stays deterministic).
 void router_logits(const float* x, const float* Wr, float* logits, int64_t T, int64_t d, int64_t EG) {
-  constexpr int64_t kT = 2, kCols = 32;
-  const int64_t tiles = (T + kTile - 1) / kTile, col_tiles = EG / kCols, jr = col_tiles * kCols;
-  const int64_t rt = T / kT;  // whole register tiles of kT tokens
-#pragma omp parallel for schedule(static)
-  for (int64_t task = 0; task < rt * col_tiles; ++task) {
-    const int64_t t0 = (task / col_tiles) * kT, j0 = (task % col_tiles) * kCols;
-    float acc[kT][kCols] = {};
-    for (int64_t i = 0; i < d; ++i) {
-      const float* w = Wr + i * EG + j0;
-      for (int64_t tt = 0; tt < kT; ++tt) {
-        const float a = x[(t0 + tt) * d + i];
-        for (int64_t j = 0; j < kCols; ++j) acc[tt][j] += a * w[j];
-      }
-    }
-    for (int64_t tt = 0; tt < kT; ++tt)
-      for (int64_t j = 0; j < kCols; ++j) logits[(t0 + tt) * EG + j0 + j] = acc[tt][j];
-  }
-  // The rest: columns [jr, EG) of every token (all columns when E·G < kCols,
-  // e.g. G = 1), and all columns of a last odd token; tiles of kTile tokens
-  // reuse each Wr row from L1.
-  if (jr == EG && rt * kT == T) return;
-#pragma omp parallel for schedule(static)
-  for (int64_t tile = 0; tile < tiles; ++tile) {
-    const int64_t t0 = tile * kTile, nt = std::min(kTile, T - t0);
-    auto first_col = [&](int64_t t) { return t < rt * kT ? jr : int64_t(0); };
-    for (int64_t tt = 0; tt < nt; ++tt)
-      std::fill(logits + (t0 + tt) * EG + first_col(t0 + tt), logits + (t0 + tt + 1) * EG, 0.0f);
-    for (int64_t i = 0; i < d; ++i) {
-      const float* w = Wr + i * EG;
-      for (int64_t tt = 0; tt < nt; ++tt) {
-        const float a = x[(t0 + tt) * d + i];
-        float* lt = logits + (t0 + tt) * EG;
-#pragma omp simd
-        for (int64_t j = first_col(t0 + tt); j < EG; ++j) lt[j] += a * w[j];
-      }
-    }
-  }
+  backend::gemm_fp32(false, false, T, EG, d, 1.0f, x, d, Wr, EG, 0.0f, logits, EG);
 }
 
 void softmax_rows(const float* logits, float* probs, int64_t T, int64_t EG) {
@@ -277,70 +239,13 @@ void route_backward(const MoEShape& s, const Routes& r, const float* dprob, cons
   }
   {
     FINEMOE_PROFILE("router_bwd_dwr");
-    // dWr[d,EG] += xᵀ·dlogits. Each task owns a tile of kRows Wr rows x
-    // kCols columns and keeps it in registers while it streams the tokens, so
-    // every element is summed in token order (deterministic, and the same
-    // mul-then-add chain as one element at a time) and dWr is read and written
-    // once instead of once per token. Columns past the last whole tile take the
-    // plain loop.
-    constexpr int64_t kRows = 2, kCols = 32;
-    const int64_t row_tiles = d / kRows, col_tiles = EG / kCols, tiles = row_tiles * col_tiles;
-    const int64_t jr = col_tiles * kCols, ir = row_tiles * kRows;  // first column / row outside the tiles
-#pragma omp parallel for schedule(static)
-    for (int64_t tile = 0; tile < tiles; ++tile) {
-      const int64_t i0 = (tile / col_tiles) * kRows, j0 = (tile % col_tiles) * kCols;
-      float acc[kRows][kCols];
-      for (int64_t ii = 0; ii < kRows; ++ii)
-        for (int64_t j = 0; j < kCols; ++j) acc[ii][j] = dWr[(i0 + ii) * EG + j0 + j];
-      for (int64_t t = 0; t < T; ++t) {
-        const float* dl = dlogits + t * EG + j0;
-        for (int64_t ii = 0; ii < kRows; ++ii) {
-          const float a = x[t * d + i0 + ii];
-          for (int64_t j = 0; j < kCols; ++j) acc[ii][j] += a * dl[j];
-        }
-      }
-      for (int64_t ii = 0; ii < kRows; ++ii)
-        for (int64_t j = 0; j < kCols; ++j) dWr[(i0 + ii) * EG + j0 + j] = acc[ii][j];
-    }
-    if (jr < EG || ir < d) {
-      // The rest, as the plain loop: columns [jr, EG) of the tiled rows (all
-      // columns when E·G < kCols, e.g. G = 1) and every column of a last odd
-      // row. Blocks of 8 Wr rows, tokens streamed, x read 8 floats at a time.
-      constexpr int64_t kBlockRows = 8;
-      const int64_t blocks = (d + kBlockRows - 1) / kBlockRows;
-#pragma omp parallel for schedule(static)
-      for (int64_t b = 0; b < blocks; ++b) {
-        const int64_t i0 = b * kBlockRows, ni = std::min(kBlockRows, d - i0);
-        for (int64_t t = 0; t < T; ++t) {
-          const float* dl = dlogits + t * EG;
-          for (int64_t ii = 0; ii < ni; ++ii) {
-            const float a = x[t * d + i0 + ii];
-            float* g = dWr + (i0 + ii) * EG;
-#pragma omp simd
-            for (int64_t j = i0 + ii < ir ? jr : 0; j < EG; ++j) g[j] += a * dl[j];
-          }
-        }
-      }
-    }
+    // dWr[d,EG] += xᵀ·dlogits (fp32, like the forward product)
+    backend::gemm_fp32(true, false, d, EG, T, 1.0f, x, d, dlogits, EG, 1.0f, dWr, EG);
   }
   {
     FINEMOE_PROFILE("router_bwd_dx");
     // dx[T,d] += dlogits·Wrᵀ
-    const int64_t tiles = (T + kTile - 1) / kTile;
-#pragma omp parallel for schedule(static)
-    for (int64_t tile = 0; tile < tiles; ++tile) {
-      const int64_t t0 = tile * kTile, nt = std::min(kTile, T - t0);
-      for (int64_t i = 0; i < d; ++i) {
-        const float* w = Wr + i * EG;
-        for (int64_t tt = 0; tt < nt; ++tt) {
-          const float* dl = dlogits + (t0 + tt) * EG;
-          float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-          for (int64_t j = 0; j < EG; ++j) acc += dl[j] * w[j];
-          dx[(t0 + tt) * d + i] += acc;
-        }
-      }
-    }
+    backend::gemm_fp32(false, true, T, d, EG, 1.0f, dlogits, EG, Wr, EG, 1.0f, dx, d);
   }
 }
 
