@@ -27,8 +27,14 @@ Precision resolve_precision(const std::string& requested, std::string* why);
 // e.g. "OpenBLAS sgemm (fp32)" or "oneDNN matmul, avx512_core_amx (bf16)".
 std::string engine_description();
 
+// Elementwise function applied to C after the product: fused into the GEMM
+// kernel where the engine can (oneDNN post-op), otherwise applied right after
+// each product while C is still in cache (grouped: per problem).
+enum class Epilogue { none, relu };
+
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
+          Epilogue epilogue = Epilogue::none);
 
 // gemm in fp32 whatever the precision setting: for the few products that must
 // stay fp32 under bf16 training (the router, SCIENCE.md). OpenBLAS sgemm.
@@ -40,7 +46,7 @@ void gemm_fp32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, floa
 // This is the experts' grouped GEMM: hundreds of small problems at large G.
 void grouped_gemm(bool trans_a, bool trans_b, int64_t count, const int64_t* M, int64_t N, int64_t K,
                   float alpha, const float* const* A, int64_t lda, const float* const* B, int64_t ldb,
-                  float beta, float* const* C, int64_t ldc);
+                  float beta, float* const* C, int64_t ldc, Epilogue epilogue = Epilogue::none);
 
 // ---- Engine control and measurement (added by the performance issue) -------
 // Threads: OpenMP and OpenBLAS use ONE pool size (set_num_threads sets both).

@@ -28,6 +28,10 @@ void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, co
 // out[N,OC] = inp[N,C] · W[C,OC] + b[OC] (b may be null)
 void linear_forward(float* out, const float* inp, const float* W, const float* b, int64_t N, int64_t C,
                     int64_t OC);
+// out = max(inp · W + b, 0): the GEMM with the ReLU fused as its epilogue
+// (b may be null). Bit-identical to linear_forward then relu_forward.
+void linear_relu_forward(float* out, const float* inp, const float* W, const float* b, int64_t N, int64_t C,
+                         int64_t OC);
 // dinp may be null (no input gradient wanted); db may be null.
 void linear_backward(float* dinp, float* dW, float* db, const float* dout, const float* inp, const float* W,
                      int64_t N, int64_t C, int64_t OC);
@@ -43,6 +47,10 @@ void attention_backward(float* dqkv, float* scratch, const float* dout, const fl
 void relu_forward(float* out, const float* inp, int64_t n);
 // dinp += dout where out > 0
 void relu_backward(float* dinp, const float* dout, const float* out, int64_t n);
+
+// d = out > 0 ? d : 0, in place: ReLU backward when d already holds ∂L/∂out
+// (saves the second buffer and pass of relu_backward's accumulate form).
+void relu_backward_inplace(float* d, const float* out, int64_t n);
 
 // out = a + b
 void residual_forward(float* out, const float* a, const float* b, int64_t n);

@@ -16,6 +16,12 @@ void relu_backward(float* dinp, const float* dout, const float* out, int64_t n) 
   for (int64_t i = 0; i < n; ++i) dinp[i] += out[i] > 0.f ? dout[i] : 0.f;
 }
 
+void relu_backward_inplace(float* d, const float* out, int64_t n) {
+  FINEMOE_PROFILE("elementwise");
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) d[i] = out[i] > 0.f ? d[i] : 0.f;
+}
+
 void residual_forward(float* out, const float* a, const float* b, int64_t n) {
   FINEMOE_PROFILE("elementwise");
 #pragma omp parallel for simd schedule(static)

@@ -6,8 +6,9 @@
 
 namespace finemoe::ops {
 
-void linear_forward(float* out, const float* inp, const float* W, const float* b, int64_t N, int64_t C,
-                    int64_t OC) {
+namespace {
+void linear(float* out, const float* inp, const float* W, const float* b, int64_t N, int64_t C, int64_t OC,
+            backend::Epilogue ep) {
   float beta = 0.f;
   if (b) {
     // Seed the output with the bias and let the GEMM accumulate onto it.
@@ -18,7 +19,18 @@ void linear_forward(float* out, const float* inp, const float* W, const float* b
     }
     beta = 1.f;
   }
-  backend::gemm(false, false, N, OC, C, 1.f, inp, C, W, OC, beta, out, OC);
+  backend::gemm(false, false, N, OC, C, 1.f, inp, C, W, OC, beta, out, OC, ep);
+}
+}  // namespace
+
+void linear_forward(float* out, const float* inp, const float* W, const float* b, int64_t N, int64_t C,
+                    int64_t OC) {
+  linear(out, inp, W, b, N, C, OC, backend::Epilogue::none);
+}
+
+void linear_relu_forward(float* out, const float* inp, const float* W, const float* b, int64_t N, int64_t C,
+                         int64_t OC) {
+  linear(out, inp, W, b, N, C, OC, backend::Epilogue::relu);
 }
 
 void linear_backward(float* dinp, float* dW, float* db, const float* dout, const float* inp, const float* W,

@@ -67,7 +67,7 @@ struct Transformer::Impl {
   Buffer<float> logits, probs, losses;      // [BT,V] (logits reused as dlogits), [BT]
   Buffer<float> branch;                     // [BT,d] branch output before the residual add
   // ---- backward scratch ----
-  Buffer<float> dres, dbr, dln, dqkv, dpreatt, dh1, dh2, dmoe;
+  Buffer<float> dres, dbr, dln, dqkv, dpreatt, dh1, dmoe;
 
   Impl(const Config& c, ParamStore& s, Dispatcher& disp) : cfg(c), store(s) {
     L = cfg.model.n_blocks;
@@ -144,7 +144,7 @@ struct Transformer::Impl {
     branch.resize(N * d);
     dres.resize(N * d); dbr.resize(N * d); dln.resize(N * d); dqkv.resize(N * 3 * d);
     dpreatt.resize(size_t(B * H * T * T));
-    if (!moe) { dh1.resize(N * dff); dh2.resize(N * dff); }
+    if (!moe) dh1.resize(N * dff);
     if (moe_norm) dmoe.resize(N * d);
     B_alloc = B;
   }
@@ -188,8 +188,8 @@ struct Transformer::Impl {
       ops::layernorm_forward(l_ln2, ln2_mean.data() + s * N, ln2_rstd.data() + s * N, l_xmid, w.ln2w, w.ln2b, N, d);
       if (!moe) {
         float* l_fch = fch.data() + s * N * dff;
-        ops::linear_forward(l_fch, l_ln2, w.fcw, nullptr, N, d, dff);
-        ops::relu_forward(l_fch, l_fch, N * dff);  // in place: backward needs only the ReLU output
+        // ReLU fused into the GEMM; backward needs only its output.
+        ops::linear_relu_forward(l_fch, l_ln2, w.fcw, nullptr, N, d, dff);
         ops::linear_forward(branch.data(), l_fch, w.fcprojw, nullptr, N, dff, d);
       } else if (moe_norm) {
         float* l_moe = moe_out.data() + s * N * d;
@@ -240,9 +240,8 @@ struct Transformer::Impl {
         const float* l_fch = fch.data() + l * N * dff;
         zero(dh1.data(), N * dff);
         ops::linear_backward(dh1.data(), g.fcprojw, nullptr, dres.data(), l_fch, w.fcprojw, N, dff, d);
-        zero(dh2.data(), N * dff);
-        ops::relu_backward(dh2.data(), dh1.data(), l_fch, N * dff);
-        ops::linear_backward(dln.data(), g.fcw, nullptr, dh2.data(), l_ln2, w.fcw, N, d, dff);
+        ops::relu_backward_inplace(dh1.data(), l_fch, N * dff);
+        ops::linear_backward(dln.data(), g.fcw, nullptr, dh1.data(), l_ln2, w.fcw, N, d, dff);
       } else {
         const MoEGrads mg{g.router, g.w1, g.w2};
         if (moe_norm) {

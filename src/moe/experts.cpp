@@ -64,12 +64,8 @@ void Experts::forward(const float* x, const std::vector<int64_t>& counts, const 
     c_[size_t(k)] = hp_.data() + k * rmax_ * de_;
   }
   backend::grouped_gemm(false, false, K_, m_.data(), de_, d_, 1.0f, a_.data(), d_, b_.data(), de_, 0.0f,
-                        c_.data(), de_);
+                        c_.data(), de_, backend::Epilogue::relu);  // ReLU fused per expert
   if (!uniform_) zero_padding(hp_.data(), de_);
-  float* h = hp_.data();
-  const int64_t nh = int64_t(rows) * de_;
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < nh; ++i) h[i] = h[i] > 0.0f ? h[i] : 0.0f;
 
   // y_k = h_k · W2_k, written straight into the packed output
   for (int64_t k = 0; k < K_; ++k) {

@@ -238,3 +238,55 @@ TEST(precision, engine_description_names_engine_and_isa) {
     EXPECT_NE(d.find("bf16"), std::string::npos) << d;
   }
 }
+
+// Epilogue::relu (fused in oneDNN as a post-op, applied per problem after
+// OpenBLAS) gives exactly max(gemm, 0), also with beta != 0 (relu after the sum).
+TEST(gemm, relu_epilogue_is_max_of_the_product_and_zero) {
+  struct Engine {
+    be::Precision p;
+    be::Fp32Engine e;
+    const char* name;
+  };
+  std::vector<Engine> engines{{be::Precision::fp32, be::Fp32Engine::openblas, "fp32 openblas"}};
+  if (be::cpu_isa() != "none") engines.push_back({be::Precision::fp32, be::Fp32Engine::onednn, "fp32 onednn"});
+  if (be::bf16_available()) engines.push_back({be::Precision::bf16, be::Fp32Engine::openblas, "bf16"});
+  const int64_t M = 45, N = 70, K = 33, count = 6;
+  Mat A(count * M, K, 0, 21), B(count * K, N, 0, 22), C0(count * M, N, 0, 23);
+  for (const auto& eng : engines) {
+    be::set_precision(eng.p);
+    be::set_fp32_engine(eng.e);
+    for (float beta : {0.0f, 0.5f}) {
+      std::vector<float> ref(C0.v), got(C0.v);
+      be::gemm(false, false, M, N, K, 1.0f, A.v.data(), K, B.v.data(), N, beta, ref.data(), N);
+      for (int64_t i = 0; i < M * N; ++i) ref[i] = ref[i] > 0.0f ? ref[i] : 0.0f;
+      be::gemm(false, false, M, N, K, 1.0f, A.v.data(), K, B.v.data(), N, beta, got.data(), N, be::Epilogue::relu);
+      for (int64_t i = 0; i < M * N; ++i) ASSERT_EQ(got[i], ref[i]) << eng.name << " beta " << beta << " i " << i;
+      // grouped, both variants, one empty problem
+      for (auto v : {be::GroupedVariant::serial, be::GroupedVariant::omp_loop}) {
+        be::set_grouped_variant(v);
+        std::vector<float> gref(C0.v), ggot(C0.v);
+        std::vector<int64_t> rows(count, M);
+        rows[2] = 0;
+        std::vector<const float*> pa(count), pb(count);
+        std::vector<float*> pr(count), pg(count);
+        for (int64_t g = 0; g < count; ++g) {
+          pa[g] = A.v.data() + g * M * K;
+          pb[g] = B.v.data() + g * K * N;
+          pr[g] = gref.data() + g * M * N;
+          pg[g] = ggot.data() + g * M * N;
+        }
+        be::grouped_gemm(false, false, count, rows.data(), N, K, 1.0f, pa.data(), K, pb.data(), N, beta, pr.data(),
+                         N);
+        for (int64_t g = 0; g < count; ++g)
+          for (int64_t i = 0; i < rows[g] * N; ++i) pr[g][i] = pr[g][i] > 0.0f ? pr[g][i] : 0.0f;
+        be::grouped_gemm(false, false, count, rows.data(), N, K, 1.0f, pa.data(), K, pb.data(), N, beta, pg.data(),
+                         N, be::Epilogue::relu);
+        for (size_t i = 0; i < ggot.size(); ++i)
+          ASSERT_EQ(ggot[i], gref[i]) << eng.name << " grouped variant " << int(v) << " beta " << beta << " i " << i;
+      }
+      be::set_grouped_variant(be::GroupedVariant::automatic);
+    }
+  }
+  be::set_precision(be::Precision::fp32);
+  be::set_fp32_engine(be::Fp32Engine::openblas);
+}

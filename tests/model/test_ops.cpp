@@ -220,6 +220,39 @@ TEST(Ops, Relu) {
   for (int64_t i = 0; i < n; ++i) EXPECT_EQ(y[i], out[i]);
 }
 
+// The fused forms are the same arithmetic: bit-identical to the unfused ops,
+// in fp32 and (where available) bf16 (oneDNN's eltwise post-op).
+TEST(Ops, LinearReluAndInPlaceReluBackwardMatchUnfused) {
+  const int64_t N = 37, C = 24, OC = 50;
+  std::mt19937_64 rng(11);
+  std::vector<float> x(N * C), W(C * OC), b(OC), dout(N * OC);
+  fill_uniform(x.data(), N * C, rng);
+  fill_uniform(W.data(), C * OC, rng);
+  fill_uniform(b.data(), OC, rng);
+  fill_uniform(dout.data(), N * OC, rng);
+  std::vector<backend::Precision> precs{backend::Precision::fp32};
+  if (backend::bf16_available()) precs.push_back(backend::Precision::bf16);
+  for (auto prec : precs) {
+    backend::set_precision(prec);
+    for (const float* bias : {static_cast<const float*>(nullptr), static_cast<const float*>(b.data())}) {
+      std::vector<float> ref(N * OC), fused(N * OC);
+      ops::linear_forward(ref.data(), x.data(), W.data(), bias, N, C, OC);
+      ops::relu_forward(ref.data(), ref.data(), N * OC);
+      ops::linear_relu_forward(fused.data(), x.data(), W.data(), bias, N, C, OC);
+      EXPECT_EQ(fused, ref) << "precision " << int(prec) << (bias ? " with bias" : " without bias");
+      int64_t zeros = 0;
+      for (float v : fused) zeros += v == 0.0f;
+      EXPECT_GT(zeros, N * OC / 5);  // the ReLU really clipped something
+      EXPECT_LT(zeros, N * OC * 4 / 5);
+      std::vector<float> d_ref(N * OC, 0.0f), d_inplace = dout;
+      ops::relu_backward(d_ref.data(), dout.data(), fused.data(), N * OC);
+      ops::relu_backward_inplace(d_inplace.data(), fused.data(), N * OC);
+      EXPECT_EQ(d_inplace, d_ref);
+    }
+  }
+  backend::set_precision(backend::Precision::fp32);
+}
+
 TEST(Ops, Residual) {
   std::vector<float> a = {1.f, -2.f, 3.5f}, b = {0.5f, 2.f, -1.f}, out(3);
   ops::residual_forward(out.data(), a.data(), b.data(), 3);

@@ -111,45 +111,62 @@ std::string engine_description() {
 }
 
 namespace {
+// C = beta·C (a product with K = 0; beta 0 also clears NaNs, as in BLAS).
+void scale_block(float* C, int64_t M, int64_t N, int64_t ldc, float beta) {
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+}
+
+// C = max(C, 0) on an M x N block (the unfused epilogue).
+void relu_block(float* C, int64_t M, int64_t N, int64_t ldc) {
+  const bool par = M * N >= (1 << 16) && !omp_in_parallel();
+#pragma omp parallel for schedule(static) if (par)
+  for (int64_t i = 0; i < M; ++i) {
+    float* c = C + i * ldc;
+#pragma omp simd
+    for (int64_t j = 0; j < N; ++j) c[j] = c[j] > 0.0f ? c[j] : 0.0f;
+  }
+}
+
 void gemm_impl(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-               const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+               const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Epilogue ep) {
   if (M == 0 || N == 0) return;
+  const bool relu = ep == Epilogue::relu;
   if (K == 0) {  // C = beta·C (BLAS semantics; oneDNN rejects K = 0)
-    for (int64_t i = 0; i < M; ++i)
-      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+    scale_block(C, M, N, ldc, beta);
+    if (relu) relu_block(C, M, N, ldc);
     return;
   }
-  if (use_dnnl())
-    detail::dnnl_gemm(is_bf16(), ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-  else
+  if (use_dnnl()) {
+    detail::dnnl_gemm(is_bf16(), ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, relu);
+  } else {
     blas_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (relu) relu_block(C, M, N, ldc);
+  }
 }
 }  // namespace
 
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-          const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+          const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Epilogue ep) {
   if (M == 0 || N == 0) return;
   FINEMOE_PROFILE("gemm");
-  gemm_impl(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  gemm_impl(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep);
 }
 
 void gemm_fp32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
   FINEMOE_PROFILE("gemm");
-  if (K == 0) {
-    for (int64_t i = 0; i < M; ++i)
-      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
-    return;
-  }
-  blas_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  if (K == 0) return scale_block(C, M, N, ldc, beta);
+  blas_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);  // always fp32
 }
 
 void grouped_gemm(bool ta, bool tb, int64_t count, const int64_t* M, int64_t N, int64_t K, float alpha,
                   const float* const* A, int64_t lda, const float* const* B, int64_t ldb, float beta,
-                  float* const* C, int64_t ldc) {
+                  float* const* C, int64_t ldc, Epilogue ep) {
   if (count <= 0 || N == 0) return;
   FINEMOE_PROFILE("grouped_gemm");
+  const bool relu = ep == Epilogue::relu;
   const int nthr = omp_get_max_threads();
   GroupedVariant v = g_grouped;
   if (v == GroupedVariant::automatic)
@@ -158,9 +175,9 @@ void grouped_gemm(bool ta, bool tb, int64_t count, const int64_t* M, int64_t N, 
   if (v == GroupedVariant::serial || K == 0) {
     for (int64_t g = 0; g < count; ++g) {
       if (dnnl && K > 0 && M[g] > 0)
-        detail::dnnl_gemm(is_bf16(), ta, tb, M[g], N, K, alpha, A[g], lda, B[g], ldb, beta, C[g], ldc);
+        detail::dnnl_gemm(is_bf16(), ta, tb, M[g], N, K, alpha, A[g], lda, B[g], ldb, beta, C[g], ldc, relu);
       else
-        gemm_impl(ta, tb, M[g], N, K, alpha, A[g], lda, B[g], ldb, beta, C[g], ldc);
+        gemm_impl(ta, tb, M[g], N, K, alpha, A[g], lda, B[g], ldb, beta, C[g], ldc, ep);
     }
     return;
   }
@@ -168,7 +185,7 @@ void grouped_gemm(bool ta, bool tb, int64_t count, const int64_t* M, int64_t N, 
     // Create every primitive serially first: the loop below then only looks
     // them up, and creation (JIT) never happens once per thread.
     for (int64_t g = 0; g < count; ++g)
-      detail::dnnl_prepare(is_bf16(), ta, tb, M[g], N, K, alpha, B[g], lda, ldb, beta, ldc);
+      detail::dnnl_prepare(is_bf16(), ta, tb, M[g], N, K, alpha, B[g], lda, ldb, beta, ldc, relu);
   }
   const int blas_threads = openblas_get_num_threads();
   if (!dnnl) openblas_set_num_threads(1);
@@ -176,10 +193,12 @@ void grouped_gemm(bool ta, bool tb, int64_t count, const int64_t* M, int64_t N, 
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t g = 0; g < count; ++g) {
     if (M[g] == 0) continue;
-    if (dnnl)
-      detail::dnnl_gemm(is_bf16(), ta, tb, M[g], N, K, alpha, A[g], lda, B[g], ldb, beta, C[g], ldc);
-    else
+    if (dnnl) {
+      detail::dnnl_gemm(is_bf16(), ta, tb, M[g], N, K, alpha, A[g], lda, B[g], ldb, beta, C[g], ldc, relu);
+    } else {
       blas_gemm(ta, tb, M[g], N, K, alpha, A[g], lda, B[g], ldb, beta, C[g], ldc);
+      if (relu) relu_block(C[g], M[g], N, ldc);  // while this problem's C is in cache
+    }
   }
   if (!dnnl) openblas_set_num_threads(blas_threads);
 }

@@ -52,11 +52,11 @@ std::string dnnl_isa_name() { return "none"; }
 bool dnnl_native_bf16() { return false; }
 bool dnnl_amx() { return false; }
 void dnnl_gemm(bool, bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
-               float, float*, int64_t) {
+               float, float*, int64_t, bool) {
   throw Error("oneDNN GEMM requested but this build has no oneDNN (install libdnnl-dev and rebuild)");
 }
 void dnnl_prepare(bool, bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, int64_t, float,
-                  int64_t) {}
+                  int64_t, bool) {}
 int64_t dnnl_cache_size() { return 0; }
 void dnnl_set_weight_cache_mode(WeightCacheMode) {}
 WeightCacheMode dnnl_weight_cache_mode() { return WeightCacheMode::off; }
@@ -104,9 +104,9 @@ T* grow(Buffer<T>& b, size_t n) {
   return b.data();
 }
 
-// (bf16, trans_a, trans_b, M, N, K, lda, ldb, ldc, alpha, beta, b_blocked)
+// (bf16, trans_a, trans_b, M, N, K, lda, ldb, ldc, alpha, beta, b_blocked, relu)
 using Key =
-    std::tuple<bool, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float, float, bool>;
+    std::tuple<bool, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float, float, bool, bool>;
 
 // memory objects bound to one primitive for one thread, re-pointed with
 // set_data_handle per call: creating dnnl::memory objects and an argument map
@@ -133,9 +133,9 @@ constexpr size_t kMaxCache = 8192;  // token choice makes M vary; bound the cach
 // b_blocked: B is described as format_tag::any and the primitive picks its
 // layout (e->b_md); B must then come from the weight cache in that layout.
 std::shared_ptr<const Entry> get_entry(bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
-                                       int64_t lda, int64_t ldb, float beta, int64_t ldc, bool b_blocked = false) {
+                                       int64_t lda, int64_t ldb, float beta, int64_t ldc, bool b_blocked, bool relu) {
   if (b_blocked) ldb = 0;
-  Key key{bf16, ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, b_blocked};
+  Key key{bf16, ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, b_blocked, relu};
   std::lock_guard<std::mutex> lock(g_mu);
   auto it = g_cache.find(key);
   if (it != g_cache.end()) return it->second;
@@ -150,9 +150,10 @@ std::shared_ptr<const Entry> get_entry(bool bf16, bool ta, bool tb, int64_t M, i
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
-  if (beta != 0.0f) {
+  if (beta != 0.0f || relu) {
     dnnl::post_ops po;
-    po.append_sum(beta);
+    if (beta != 0.0f) po.append_sum(beta);
+    if (relu) po.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
     attr.set_post_ops(po);
   }
   auto e = std::make_shared<Entry>();
@@ -309,7 +310,7 @@ bool dnnl_amx() { return dnnl::get_effective_cpu_isa() == dnnl::cpu_isa::avx512_
 namespace {
 // Which cached B (if any) a bf16 GEMM uses; fills *e with the primitive.
 const void* weight_operand(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, int64_t lda_packed,
-                           const float* B, int64_t ldb, float beta, int64_t ldc, bool may_convert,
+                           const float* B, int64_t ldb, float beta, int64_t ldc, bool relu, bool may_convert,
                            std::shared_ptr<const Entry>* e) {
   const auto mode = WeightCacheMode(g_wmode.load());
   if (mode == WeightCacheMode::off || B == nullptr) return nullptr;
@@ -319,32 +320,32 @@ const void* weight_operand(bool ta, bool tb, int64_t M, int64_t N, int64_t K, fl
       std::lock_guard<std::mutex> lock(g_wmu);
       if (g_wranges.empty() || !in_weights(B, br, bc, ldb)) return nullptr;
     }
-    auto blocked = get_entry(true, ta, tb, M, N, K, alpha, lda_packed, 0, beta, ldc, true);
+    auto blocked = get_entry(true, ta, tb, M, N, K, alpha, lda_packed, 0, beta, ldc, true, relu);
     const void* w = cached_weight(B, br, bc, ldb, tb, &blocked->b_md, may_convert);
     if (w) *e = std::move(blocked);
     return w;
   }
   const void* w = cached_weight(B, br, bc, ldb, tb, nullptr, may_convert);
-  if (w) *e = get_entry(true, ta, tb, M, N, K, alpha, lda_packed, bc, beta, ldc);
+  if (w) *e = get_entry(true, ta, tb, M, N, K, alpha, lda_packed, bc, beta, ldc, false, relu);
   return w;
 }
 }  // namespace
 
 void dnnl_prepare(bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* B,
-                  int64_t lda, int64_t ldb, float beta, int64_t ldc) {
+                  int64_t lda, int64_t ldb, float beta, int64_t ldc, bool relu) {
   if (M == 0 || N == 0) return;
   if (bf16) {  // packed operands: leading dim = stored row length
     const int64_t lda_packed = ta ? M : K;
     std::shared_ptr<const Entry> e;
-    if (weight_operand(ta, tb, M, N, K, alpha, lda_packed, B, ldb, beta, ldc, true, &e)) return;
+    if (weight_operand(ta, tb, M, N, K, alpha, lda_packed, B, ldb, beta, ldc, relu, true, &e)) return;
     lda = lda_packed;
     ldb = tb ? K : N;
   }
-  get_entry(bf16, ta, tb, M, N, K, alpha, lda, ldb, beta, ldc);
+  get_entry(bf16, ta, tb, M, N, K, alpha, lda, ldb, beta, ldc, false, relu);
 }
 
 void dnnl_gemm(bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-               int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+               int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, bool relu) {
   if (M == 0 || N == 0) return;
   thread_local Buffer<uint16_t> ws_a, ws_b;
   thread_local Buffer<unsigned char> ws_scratch;
@@ -357,7 +358,8 @@ void dnnl_gemm(bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, flo
     pack_bf16(pa, A, ar, ac, lda);
     a_ptr = pa;
     lda = ac;
-    if (const void* w = weight_operand(ta, tb, M, N, K, alpha, lda, B, ldb, beta, ldc, !omp_in_parallel(), &e)) {
+    if (const void* w =
+            weight_operand(ta, tb, M, N, K, alpha, lda, B, ldb, beta, ldc, relu, !omp_in_parallel(), &e)) {
       b_ptr = const_cast<void*>(w);
     } else {
       uint16_t* pb = grow(ws_b, size_t(br * bc));
@@ -366,7 +368,7 @@ void dnnl_gemm(bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, flo
       ldb = bc;
     }
   }
-  if (!e) e = get_entry(bf16, ta, tb, M, N, K, alpha, lda, ldb, beta, ldc);
+  if (!e) e = get_entry(bf16, ta, tb, M, N, K, alpha, lda, ldb, beta, ldc, false, relu);
   void* scratch = e->scratch_bytes ? grow(ws_scratch, e->scratch_bytes) : nullptr;
   auto& s = thread_stream();
   const int tid = omp_get_thread_num();

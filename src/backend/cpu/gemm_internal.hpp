@@ -22,13 +22,14 @@ bool dnnl_amx();
 // accumulation and output). Primitives are cached per shape key. Safe to call
 // from inside an OpenMP parallel region (it then runs single-threaded), as long
 // as prepare() was called for the same key outside it first.
+// relu: max(C, 0) as a fused eltwise post-op.
 void dnnl_gemm(bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-               int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+               int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, bool relu = false);
 // Creates (and caches) the primitive for this key without running it and, for
 // bf16 with B inside a registered weight range, converts B into the weight
 // cache (so that the parallel loop that follows only reads it).
 void dnnl_prepare(bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* B,
-                  int64_t lda, int64_t ldb, float beta, int64_t ldc);
+                  int64_t lda, int64_t ldb, float beta, int64_t ldc, bool relu = false);
 int64_t dnnl_cache_size();
 // The bf16 weight cache behind backend::register_weights & co.
 void dnnl_set_weight_cache_mode(WeightCacheMode m);
