@@ -44,6 +44,16 @@ void attention_forward(float* out, float* att, const float* qkv, int64_t B, int6
 void attention_backward(float* dqkv, float* scratch, const float* dout, const float* qkv, const float* att,
                         int64_t B, int64_t T, int64_t d, int64_t H);
 
+// Attention's causal softmax, in place on R rows of length T; row r is query
+// t = r % T: p[j] = exp(p[j] - max) / Σ for j <= t, exactly 0 for j > t.
+// (Separate from attention_forward so that tests can build reference
+// products with the same softmax.)
+void causal_softmax_forward(float* att, int64_t R, int64_t T);
+// In place on the dP rows: ds = scale · P ⊙ (ds - Σ_j P·ds), exactly 0 for j > t.
+void causal_softmax_backward(float* ds, const float* att, int64_t R, int64_t T, float scale);
+// The softmax's exp for one x <= 0 (for tests; about 2 ulp from std::exp).
+float exp_nonpositive(float x);
+
 void relu_forward(float* out, const float* inp, int64_t n);
 // dinp += dout where out > 0
 void relu_backward(float* dinp, const float* dout, const float* out, int64_t n);

@@ -75,94 +75,6 @@ void for_row_blocks(int64_t T, F&& gemm_block, bool blocked = true) {
 }
 
 
-// Softmax rows are processed kRows at a time. The row sums (Σ exp in the
-// forward, Σ P·dP in the backward) stay sequential per row, j = 0, 1, 2, ...
-// (tests compare attention bitwise with that order), but the kRows rows'
-// chains are interleaved, so the adds run at throughput instead of one add
-// latency per element. Row maxima use kLanes lane maxima (max is exact in any
-// order); the elementwise passes vectorise.
-constexpr int64_t kRows = 8;
-constexpr int kLanes = 16;
-
-inline float row_max(const float* p, int64_t n) {  // n >= 1
-  float a[kLanes];
-  for (int l = 0; l < kLanes; ++l) a[l] = p[0];
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes)
-    for (int l = 0; l < kLanes; ++l) a[l] = p[j + l] > a[l] ? p[j + l] : a[l];
-  for (int l = 0; j + l < n; ++l) a[l] = p[j + l] > a[l] ? p[j + l] : a[l];
-  for (int w = kLanes / 2; w >= 1; w /= 2)
-    for (int l = 0; l < w; ++l) a[l] = a[l + w] > a[l] ? a[l + w] : a[l];
-  return a[0];
-}
-
-// Causal softmax of rows [r0, r1) of att (row r is query t = r % T).
-void softmax_rows(float* att, int64_t r0, int64_t r1, int64_t T) {
-  float s[kRows] = {};
-  int64_t len[kRows];
-  int64_t common = T;
-  for (int64_t r = r0; r < r1; ++r) {
-    float* p = att + r * T;
-    const int64_t n = r % T + 1;
-    len[r - r0] = n;
-    common = std::min(common, n);
-    const float mx = row_max(p, n);
-    for (int64_t j = 0; j < n; ++j) p[j] = std::exp(p[j] - mx);
-  }
-  int64_t j0 = 0;
-  if (r1 - r0 == kRows) {  // the interleaved part: j < the shortest row
-    float* p = att + r0 * T;
-    for (; j0 < common; ++j0)
-      for (int k = 0; k < kRows; ++k) s[k] += p[k * T + j0];
-  }
-  for (int64_t r = r0; r < r1; ++r) {
-    float* p = att + r * T;
-    const int64_t k = r - r0, n = len[k];
-    float sk = s[k];
-    for (int64_t j = j0; j < n; ++j) sk += p[j];
-    const float inv = 1.0f / sk;
-    for (int64_t j = 0; j < n; ++j) p[j] *= inv;
-    for (int64_t j = n; j < T; ++j) p[j] = 0.f;
-  }
-}
-
-inline float unfused_mul(float a, float b) {
-  float c = a * b;
-  asm("" : "+x"(c));  // keeps GCC from contracting the following add into an FMA
-  return c;
-}
-
-// Softmax backward in place on rows [r0, r1): dS = scale · P ⊙ (dP - Σ_j P·dP).
-// Masked entries (P = 0) become exactly 0, as the GEMMs after it require.
-// Σ_j P·dP reproduces, bit for bit, what GCC makes of the plain loop
-// `s += p[j] * ds[j]` at -O3 with AVX2 (and what
-// Ops.AttentionCausalBlocksMatchFullProducts compares against): an in-order
-// sum of unfused products over the first n & ~3 terms (its 8- and 4-wide
-// vector bodies), then FMAs for the last n % 4 (its scalar epilogue).
-void softmax_backward_rows(float* scratch, const float* att, int64_t r0, int64_t r1, int64_t T, float scale) {
-  float s[kRows] = {};
-  int64_t common = T;
-  for (int64_t r = r0; r < r1; ++r) common = std::min(common, (r % T + 1) & ~int64_t(3));
-  int64_t j0 = 0;
-  if (r1 - r0 == kRows) {
-    const float* p = att + r0 * T;
-    const float* ds = scratch + r0 * T;
-    for (; j0 < common; ++j0)
-      for (int k = 0; k < kRows; ++k) s[k] += unfused_mul(p[k * T + j0], ds[k * T + j0]);
-  }
-  for (int64_t r = r0; r < r1; ++r) {
-    const float* p = att + r * T;
-    float* ds = scratch + r * T;
-    const int64_t n = r % T + 1, n4 = n & ~int64_t(3);
-    float sk = s[r - r0];
-    int64_t j = j0;
-    for (; j < n4; ++j) sk += unfused_mul(p[j], ds[j]);
-    for (; j < n; ++j) sk = std::fma(p[j], ds[j], sk);
-    for (j = 0; j < n; ++j) ds[j] = scale * p[j] * (ds[j] - sk);
-    for (j = n; j < T; ++j) ds[j] = 0.f;
-  }
-}
-
 }  // namespace
 
 void attention_forward(float* out, float* att, const float* qkv, int64_t B, int64_t T, int64_t d, int64_t H) {
@@ -186,12 +98,8 @@ void attention_forward(float* out, float* att, const float* qkv, int64_t B, int6
                           g.C.data(), T);
   });
 
-  // Causal softmax; masked entries set to exactly 0. Rows are handled in
-  // groups of kRows (see softmax_rows): every row's max, exponentials and
-  // sum are the same operations in the same order as a plain row-by-row loop.
-  const int64_t R = BH * T, ngroups = (R + kRows - 1) / kRows;
-#pragma omp parallel for schedule(static)
-  for (int64_t gi = 0; gi < ngroups; ++gi) softmax_rows(att, gi * kRows, std::min(R, (gi + 1) * kRows), T);
+  // Causal softmax; masked entries set to exactly 0 (softmax.cpp).
+  causal_softmax_forward(att, BH * T, T);
 
   // out[b,r0:r1,h] = P[r0:r1, 0:r1] · V[0:r1]   (written with stride d)
   for_row_blocks(T, [&](int64_t r0, int64_t r1) {
@@ -244,10 +152,7 @@ void attention_backward(float* dqkv, float* scratch, const float* dout, const fl
 
   // Softmax backward in place: dS = scale · P ⊙ (dP - Σ_j P·dP). Masked
   // entries (P = 0) become exactly 0, as the GEMMs below require.
-  const int64_t R = BH * T, ngroups = (R + kRows - 1) / kRows;
-#pragma omp parallel for schedule(static)
-  for (int64_t gi = 0; gi < ngroups; ++gi)
-    softmax_backward_rows(scratch, att, gi * kRows, std::min(R, (gi + 1) * kRows), T, scale);
+  causal_softmax_backward(scratch, att, BH * T, T, scale);
 
   // dQ[r0:r1] += dS[r0:r1, 0:r1] · K[0:r1]
   for_row_blocks(T, [&](int64_t r0, int64_t r1) {

@@ -8,6 +8,7 @@
 //   atol 1e-4 everywhere (objective ~ O(1..10), fp32 round-off / (2h) ~ 1e-5..1e-4)
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -297,6 +298,51 @@ TEST(Ops, CrossEntropy) {
 // exact zeros or never read), so the results are bitwise those of the full
 // products, computed here as attention did before. att and scratch start as
 // NaN: no unwritten entry may be read.
+// The softmax pieces against double precision: the vector exp within 3 ulp of
+// std::exp over its whole range (0 below -87.3), and the causal softmax rows
+// and their backward against a plain double computation, for row lengths
+// around the 8-lane blocks.
+TEST(Ops, CausalSoftmaxMatchesDoublePrecision) {
+  double worst = 0;
+  for (float x = 0.0f; x > -87.0f; x = std::nextafter(x - 1e-4f * (1.0f - x), -100.0f)) {
+    const double ref = std::exp(double(x)), got = ops::exp_nonpositive(x);
+    worst = std::max(worst, std::fabs(got - ref) / ref);
+  }
+  EXPECT_LT(worst, 3.0 * 5.96e-8) << "max relative error of exp_nonpositive";
+  EXPECT_EQ(ops::exp_nonpositive(0.0f), 1.0f);
+  EXPECT_EQ(ops::exp_nonpositive(-100.0f), 0.0f);
+  EXPECT_EQ(ops::exp_nonpositive(-1e30f), 0.0f);
+  for (int64_t T : {1, 7, 8, 9, 17, 33}) {
+    const int64_t R = 2 * T;
+    std::mt19937_64 rng(T);
+    std::vector<float> att(R * T), ds(R * T, 0.0f), dP(R * T);
+    fill_uniform(att.data(), att.size(), rng, -6.0f, 6.0f);
+    fill_uniform(dP.data(), dP.size(), rng);
+    std::vector<float> pre = att;
+    ops::causal_softmax_forward(att.data(), R, T);
+    ds = dP;
+    ops::causal_softmax_backward(ds.data(), att.data(), R, T, 0.7f);
+    for (int64_t r = 0; r < R; ++r) {
+      const int64_t t = r % T;
+      double mx = -1e30, sum = 0, dot = 0;
+      for (int64_t j = 0; j <= t; ++j) mx = std::max(mx, double(pre[r * T + j]));
+      for (int64_t j = 0; j <= t; ++j) sum += std::exp(double(pre[r * T + j]) - mx);
+      for (int64_t j = 0; j <= t; ++j) dot += std::exp(double(pre[r * T + j]) - mx) / sum * dP[r * T + j];
+      for (int64_t j = 0; j < T; ++j) {
+        const double p = j <= t ? std::exp(double(pre[r * T + j]) - mx) / sum : 0.0;
+        const double g = j <= t ? 0.7 * p * (dP[r * T + j] - dot) : 0.0;
+        if (j > t) {
+          ASSERT_EQ(att[r * T + j], 0.0f) << "masked P, T " << T << " row " << r << " col " << j;
+          ASSERT_EQ(ds[r * T + j], 0.0f) << "masked dS, T " << T << " row " << r << " col " << j;
+        } else {
+          ASSERT_NEAR(att[r * T + j], p, 1e-6 * p + 1e-12) << "P, T " << T << " row " << r << " col " << j;
+          ASSERT_NEAR(ds[r * T + j], g, 2e-6) << "dS, T " << T << " row " << r << " col " << j;
+        }
+      }
+    }
+  }
+}
+
 TEST(Ops, AttentionCausalBlocksMatchFullProducts) {
   for (int64_t T : {130, 200}) {
     const int64_t B = 2, d = 32, H = 2, hd = d / H, C3 = 3 * d, BH = B * H;
@@ -324,17 +370,7 @@ TEST(Ops, AttentionCausalBlocksMatchFullProducts) {
       A[i] = qkv.data() + b * T * C3 + h * hd, Bp[i] = qkv.data() + b * T * C3 + d + h * hd, C[i] = ratt.data() + i * T * T;
     }
     run(false, true, T, hd, scale, C3, C3, 0.f, T);
-    for (int64_t r = 0; r < BH * T; ++r) {  // the same softmax as attention_forward
-      const int64_t t = r % T;
-      float* p = ratt.data() + r * T;
-      float mx = p[0];
-      for (int64_t j = 1; j <= t; ++j) mx = p[j] > mx ? p[j] : mx;
-      float s = 0;
-      for (int64_t j = 0; j <= t; ++j) s += (p[j] = std::exp(p[j] - mx));
-      const float inv = 1.0f / s;
-      for (int64_t j = 0; j <= t; ++j) p[j] *= inv;
-      for (int64_t j = t + 1; j < T; ++j) p[j] = 0.f;
-    }
+    ops::causal_softmax_forward(ratt.data(), BH * T, T);  // the same softmax as attention_forward
     for (int64_t i = 0; i < BH; ++i) {
       const int64_t b = i / H, h = i % H;
       A[i] = ratt.data() + i * T * T, Bp[i] = qkv.data() + b * T * C3 + 2 * d + h * hd, C[i] = rout.data() + b * T * d + h * hd;
@@ -350,15 +386,7 @@ TEST(Ops, AttentionCausalBlocksMatchFullProducts) {
       A[i] = ratt.data() + i * T * T, Bp[i] = R.data() + b * T * d + h * hd, C[i] = rdq.data() + b * T * C3 + 2 * d + h * hd;
     }
     run(true, false, hd, T, 1.f, T, d, 1.f, C3);
-    for (int64_t r = 0; r < BH * T; ++r) {
-      const int64_t t = r % T;
-      const float* p = ratt.data() + r * T;
-      float* ds = rsc.data() + r * T;
-      float s = 0;
-      for (int64_t j = 0; j <= t; ++j) s += p[j] * ds[j];
-      for (int64_t j = 0; j <= t; ++j) ds[j] = scale * p[j] * (ds[j] - s);
-      for (int64_t j = t + 1; j < T; ++j) ds[j] = 0.f;
-    }
+    ops::causal_softmax_backward(rsc.data(), ratt.data(), BH * T, T, scale);
     for (int64_t i = 0; i < BH; ++i) {  // dQ
       const int64_t b = i / H, h = i % H;
       A[i] = rsc.data() + i * T * T, Bp[i] = qkv.data() + b * T * C3 + d + h * hd, C[i] = rdq.data() + b * T * C3 + h * hd;
