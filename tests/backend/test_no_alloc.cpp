@@ -55,32 +55,40 @@ Counts count(F&& f) {
 }
 }  // namespace
 
-TEST(no_alloc, bf16_gemm_and_grouped_gemm_steady_state) {
-  std::string why;
-  if (!be::bf16_available(&why)) GTEST_SKIP() << why;
-  be::set_precision(be::Precision::bf16);
-  const int64_t M = 64, N = 96, K = 128, count_g = 16;
-  Buffer<float> A(size_t(count_g * M * K)), B(size_t(count_g * K * N)), C(size_t(count_g * M * N));
-  for (size_t i = 0; i < A.size(); ++i) A[i] = float(i % 7) * 0.1f;
-  for (size_t i = 0; i < B.size(); ++i) B[i] = float(i % 5) * 0.1f;
-  std::vector<const float*> pa(count_g), pb(count_g);
-  std::vector<float*> pc(count_g);
-  std::vector<int64_t> rows(count_g, M);
-  for (int64_t g = 0; g < count_g; ++g) {
-    pa[g] = A.data() + g * M * K;
-    pb[g] = B.data() + g * K * N;
-    pc[g] = C.data() + g * M * N;
+// One training-step-like sequence of GEMMs: x·W, dout·Wᵀ, xᵀ·dout and a
+// grouped GEMM of count_g experts (W = B is the "weight").
+struct GemmStep {
+  static constexpr int64_t M = 64, N = 96, K = 128, count_g = 16, gemms = 3 + count_g;
+  Buffer<float> A{size_t(count_g * M * K)}, B{size_t(count_g * K * N)}, C{size_t(count_g * M * N)};
+  std::vector<const float*> pa = std::vector<const float*>(count_g), pb = std::vector<const float*>(count_g);
+  std::vector<float*> pc = std::vector<float*>(count_g);
+  std::vector<int64_t> rows = std::vector<int64_t>(count_g, M);
+  GemmStep() {
+    for (size_t i = 0; i < A.size(); ++i) A[i] = float(i % 7) * 0.1f;
+    for (size_t i = 0; i < B.size(); ++i) B[i] = float(i % 5) * 0.1f;
+    for (int64_t g = 0; g < count_g; ++g) {
+      pa[g] = A.data() + g * M * K;
+      pb[g] = B.data() + g * K * N;
+      pc[g] = C.data() + g * M * N;
+    }
   }
-  auto step = [&] {
+  void operator()() {
     be::gemm(false, false, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, C.data(), N);
     be::gemm(false, true, M, K, N, 1.0f, C.data(), N, B.data(), N, 1.0f, A.data(), K);
     be::gemm(true, false, K, N, M, 1.0f, A.data(), K, C.data(), N, 1.0f, B.data(), N);
     be::grouped_gemm(false, false, count_g, rows.data(), N, K, 1.0f, pa.data(), K, pb.data(), N, 0.0f, pc.data(),
                      N);
-  };
+  }
+};
+
+TEST(no_alloc, bf16_gemm_and_grouped_gemm_steady_state) {
+  std::string why;
+  if (!be::bf16_available(&why)) GTEST_SKIP() << why;
+  be::set_precision(be::Precision::bf16);
+  GemmStep step;
   for (auto mode : {be::WeightCacheMode::off, be::WeightCacheMode::plain}) {
     be::set_weight_cache_mode(mode);
-    be::register_weights(B.data(), int64_t(B.size()));
+    be::register_weights(step.B.data(), int64_t(step.B.size()));
     step();  // creates primitives, memory objects, workspaces, weight copies
     step();
     const Counts c = count([&] {
@@ -90,7 +98,7 @@ TEST(no_alloc, bf16_gemm_and_grouped_gemm_steady_state) {
       }
     });
     be::clear_registered_weights();
-    const int64_t gemms = 3 * (3 + count_g);
+    const int64_t gemms = 3 * GemmStep::gemms;
     const std::string what = "mode " + std::to_string(int(mode)) + ": " + std::to_string(c.news) +
                              " allocations, " + std::to_string(c.bytes) + " bytes, largest " +
                              std::to_string(c.largest) + " in " + std::to_string(gemms) + " GEMMs";
@@ -105,21 +113,7 @@ TEST(no_alloc, bf16_gemm_and_grouped_gemm_steady_state) {
 TEST(no_alloc, fp32_openblas_gemm_and_grouped_gemm_steady_state) {
   be::set_precision(be::Precision::fp32);
   ASSERT_EQ(be::fp32_engine(), be::Fp32Engine::openblas);
-  const int64_t M = 64, N = 96, K = 128, count_g = 16;
-  Buffer<float> A(size_t(count_g * M * K)), B(size_t(count_g * K * N)), C(size_t(count_g * M * N));
-  std::vector<const float*> pa(count_g), pb(count_g);
-  std::vector<float*> pc(count_g);
-  std::vector<int64_t> rows(count_g, M);
-  for (int64_t g = 0; g < count_g; ++g) {
-    pa[g] = A.data() + g * M * K;
-    pb[g] = B.data() + g * K * N;
-    pc[g] = C.data() + g * M * N;
-  }
-  auto step = [&] {
-    be::gemm(false, false, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, C.data(), N);
-    be::grouped_gemm(false, false, count_g, rows.data(), N, K, 1.0f, pa.data(), K, pb.data(), N, 0.0f, pc.data(),
-                     N);
-  };
+  GemmStep step;
   step();
   const Counts c = count([&] {
     for (int rep = 0; rep < 3; ++rep) step();

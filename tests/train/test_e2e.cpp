@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -152,28 +153,34 @@ TEST(Parallel, SameRankCountIsBitIdentical) {
 // ---------------------------------------------------------------- Restart ----
 // 2k steps straight vs k steps, stop, resume k: identical loss rows and
 // byte-identical final weights and moments.
+//
+// The first half is not a k-step run (a different steps setting would change
+// the schedule): it is the same 2k-step config with checkpoint_every k, rolled
+// back to its step-k checkpoint and resumed from there.
+void expect_resume_bit_exact(int ranks, const std::string& extra, int k, const std::string& tag) {
+  const std::string straight = temp_dir(tag + "_a"), split = temp_dir(tag + "_b");
+  char ck_k[32], ck_2k[32];
+  std::snprintf(ck_k, sizeof ck_k, "/checkpoints/step_%07d.h5", k);
+  std::snprintf(ck_2k, sizeof ck_2k, "/checkpoints/step_%07d.h5", 2 * k);
+  ASSERT_EQ(run(train_cmd(ranks, tiny_args(straight, 2 * k) + extra)).code, 0);
+  Result r = run(train_cmd(ranks, tiny_args(split, 2 * k) + extra + " --train.checkpoint_every " + std::to_string(k)));
+  ASSERT_EQ(r.code, 0) << r.out;
+  ASSERT_TRUE(fs::exists(split + ck_k)) << r.out;
+  fs::remove(split + ck_2k);
+  Result r2 = run(train_cmd(ranks, tiny_args(split, 2 * k) + extra + " --run.resume " + split + ck_k));
+  ASSERT_EQ(r2.code, 0) << r2.out;
+  EXPECT_NE(r2.out.find("resumed from"), std::string::npos);
+  const auto a = train_losses(straight);
+  ASSERT_EQ(a.size(), size_t(2 * k));
+  EXPECT_EQ(a, train_losses(split)) << "ranks " << ranks << extra;
+  EXPECT_EQ(train_steps(split).size(), size_t(2 * k)) << "rows after the checkpoint must be replaced, not duplicated";
+  EXPECT_TRUE(checkpoints_identical(straight + ck_2k, split + ck_2k)) << "ranks " << ranks << extra;
+}
+
 TEST(Restart, ResumeIsBitExact) {
-  for (int ranks : {1, 2}) {
-    const std::string straight = temp_dir("rs_a"), split = temp_dir("rs_b");
-    const std::string extra = " --moe.granularity 2 --parallel.expert_parallel " + std::to_string(ranks);
-    ASSERT_EQ(run(train_cmd(ranks, tiny_args(straight, 16) + extra)).code, 0);
-    // First half: a run configured for 16 steps, stopped after 8 by a
-    // checkpoint + steps override would change the schedule, so instead run
-    // the same 16-step config and kill it right after its step-8 checkpoint.
-    Result r = run(train_cmd(ranks, tiny_args(split, 16) + extra + " --train.checkpoint_every 8"));
-    ASSERT_EQ(r.code, 0) << r.out;
-    // Roll back to step 8: LATEST -> step 8 and resume from there.
-    const std::string ck8 = split + "/checkpoints/step_0000008.h5";
-    ASSERT_TRUE(fs::exists(ck8)) << r.out;
-    fs::remove(split + "/checkpoints/step_0000016.h5");
-    Result r2 = run(train_cmd(ranks, tiny_args(split, 16) + extra + " --run.resume " + ck8));
-    ASSERT_EQ(r2.code, 0) << r2.out;
-    EXPECT_NE(r2.out.find("resumed from"), std::string::npos);
-    EXPECT_EQ(train_losses(straight), train_losses(split)) << "ranks " << ranks;
-    EXPECT_EQ(train_steps(split).size(), 16u) << "rows after the checkpoint must be replaced, not duplicated";
-    EXPECT_TRUE(checkpoints_identical(straight + "/checkpoints/step_0000016.h5",
-                                      split + "/checkpoints/step_0000016.h5"));
-  }
+  for (int ranks : {1, 2})
+    expect_resume_bit_exact(ranks, " --moe.granularity 2 --parallel.expert_parallel " + std::to_string(ranks), 8,
+                            "rs");
 }
 
 // bf16 GEMMs reuse the weights' bf16 copies for a whole optimizer step
@@ -183,24 +190,10 @@ TEST(Restart, Bf16ResumeIsBitExact) {
   Result probe = run(train_cmd(1, tiny_args(temp_dir("bf_probe"), 1) + " --train.precision bf16"));
   if (probe.code == 2 && probe.out.find("bf16") != std::string::npos) GTEST_SKIP() << "no bf16 GEMM on this CPU";
   ASSERT_EQ(probe.code, 0) << probe.out;
-  for (int ranks : {1, 2}) {
-    const std::string straight = temp_dir("bf_a"), split = temp_dir("bf_b");
-    const std::string extra =
-        " --train.precision bf16 --moe.granularity 2 --parallel.expert_parallel " + std::to_string(ranks);
-    ASSERT_EQ(run(train_cmd(ranks, tiny_args(straight, 12) + extra)).code, 0);
-    Result r = run(train_cmd(ranks, tiny_args(split, 12) + extra + " --train.checkpoint_every 6"));
-    ASSERT_EQ(r.code, 0) << r.out;
-    const std::string ck6 = split + "/checkpoints/step_0000006.h5";
-    ASSERT_TRUE(fs::exists(ck6)) << r.out;
-    fs::remove(split + "/checkpoints/step_0000012.h5");
-    Result r2 = run(train_cmd(ranks, tiny_args(split, 12) + extra + " --run.resume " + ck6));
-    ASSERT_EQ(r2.code, 0) << r2.out;
-    const auto a = train_losses(straight), b = train_losses(split);
-    ASSERT_EQ(a.size(), 12u);
-    EXPECT_EQ(a, b) << "ranks " << ranks;
-    EXPECT_TRUE(checkpoints_identical(straight + "/checkpoints/step_0000012.h5",
-                                      split + "/checkpoints/step_0000012.h5"));
-  }
+  for (int ranks : {1, 2})
+    expect_resume_bit_exact(
+        ranks, " --train.precision bf16 --moe.granularity 2 --parallel.expert_parallel " + std::to_string(ranks), 6,
+        "bf");
 }
 
 // Checkpoint on 4 ranks with EP 4, resume on 2 (EP 2) and 1: the following
