@@ -254,6 +254,60 @@ TEST(Ops, LinearReluAndInPlaceReluBackwardMatchUnfused) {
   backend::set_precision(backend::Precision::fp32);
 }
 
+// bf16 GEMM inputs (fp32 accumulation) against the fp32 path, per op: the
+// difference relative to the output's scale stays within bf16 rounding (8
+// significant bits: 2^-9 = 0.2 % per input; we allow 1 %). Gradient checks
+// stay on fp32; this is what says the bf16 path computes the same thing.
+TEST(Ops, Bf16AgreesWithFp32WithinBf16Tolerance) {
+  if (!backend::bf16_available()) GTEST_SKIP() << "no bf16 GEMM on this CPU";
+  auto rel_diff = [](const std::vector<float>& a, const std::vector<float>& b) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      num = std::max(num, std::fabs(double(a[i]) - double(b[i])));
+      den = std::max(den, std::fabs(double(b[i])));
+    }
+    return num / den;
+  };
+  struct Outputs {
+    std::vector<float> lin, dlin_in, dlin_w, att_out, dqkv;
+  };
+  const int64_t N = 64, C = 48, OC = 80, B = 2, T = 40, d = 32, H = 2;
+  std::mt19937_64 rng(3);
+  std::vector<float> x(N * C), W(C * OC), b(OC), dy(N * OC), qkv(B * T * 3 * d), dout(B * T * d);
+  fill_uniform(x.data(), x.size(), rng);
+  fill_uniform(W.data(), W.size(), rng);
+  fill_uniform(b.data(), b.size(), rng);
+  fill_uniform(dy.data(), dy.size(), rng);
+  fill_uniform(qkv.data(), qkv.size(), rng, -1.5f, 1.5f);
+  fill_uniform(dout.data(), dout.size(), rng);
+  auto run = [&](backend::Precision p) {
+    backend::set_precision(p);
+    Outputs o;
+    o.lin.assign(N * OC, 0.f);
+    o.dlin_in.assign(N * C, 0.f);
+    o.dlin_w.assign(C * OC, 0.f);
+    ops::linear_forward(o.lin.data(), x.data(), W.data(), b.data(), N, C, OC);
+    ops::linear_backward(o.dlin_in.data(), o.dlin_w.data(), nullptr, dy.data(), x.data(), W.data(), N, C, OC);
+    o.att_out.assign(B * T * d, 0.f);
+    o.dqkv.assign(qkv.size(), 0.f);
+    std::vector<float> att(B * H * T * T), scratch(B * H * T * T);
+    ops::attention_forward(o.att_out.data(), att.data(), qkv.data(), B, T, d, H);
+    ops::attention_backward(o.dqkv.data(), scratch.data(), dout.data(), qkv.data(), att.data(), B, T, d, H);
+    return o;
+  };
+  const Outputs f32 = run(backend::Precision::fp32), b16 = run(backend::Precision::bf16);
+  backend::set_precision(backend::Precision::fp32);
+  const std::pair<const char*, double> diffs[] = {
+      {"linear out", rel_diff(b16.lin, f32.lin)},          {"linear dinp", rel_diff(b16.dlin_in, f32.dlin_in)},
+      {"linear dW", rel_diff(b16.dlin_w, f32.dlin_w)},     {"attention out", rel_diff(b16.att_out, f32.att_out)},
+      {"attention dqkv", rel_diff(b16.dqkv, f32.dqkv)},
+  };
+  for (const auto& [name, diff] : diffs) {
+    EXPECT_LT(diff, 1e-2) << name;
+    EXPECT_GT(diff, 0.0) << name << ": bf16 gave exactly the fp32 result, so it did not run in bf16";
+  }
+}
+
 TEST(Ops, Residual) {
   std::vector<float> a = {1.f, -2.f, 3.5f}, b = {0.5f, 2.f, -1.f}, out(3);
   ops::residual_forward(out.data(), a.data(), b.data(), 3);

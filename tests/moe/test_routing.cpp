@@ -5,9 +5,11 @@
 
 #include <atomic>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <new>
 #include <numeric>
+#include <tuple>
 
 #include "finemoe/backend.hpp"
 #include "finemoe/error.hpp"
@@ -365,6 +367,46 @@ TEST(MoELayer, SteadyStateStepDoesNotAllocate) {
       layer.backward(p.dout.data(), dx.data(), w, g);
     }
     EXPECT_EQ(g_news.load() - before, 0) << "operator new calls in 3 steady-state steps";
+  }
+}
+
+// The MoE layer in bf16 (experts' GEMMs; the router stays fp32) against fp32,
+// both routings: outputs and gradients within bf16 rounding of the fp32 ones,
+// as a relative L2 error. x and W1 are made positive so that every hidden
+// pre-activation is clearly positive: otherwise a unit near 0 can switch ReLU
+// sides between the precisions, which changes its dh and dW1 entries by O(1)
+// (measured with random signs: dW1 3 %, dx 2 %; everything else 0.3 %, the
+// same before and after the fused-ReLU change). A large router scale keeps
+// the selection away from ties, so both precisions route the same way.
+TEST(MoELayer, Bf16AgreesWithFp32WithinBf16Tolerance) {
+  if (!backend::bf16_available()) GTEST_SKIP() << "no bf16 GEMM on this CPU";
+  auto rel_diff = [](const std::vector<float>& a, const std::vector<float>& b) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      num += (double(a[i]) - double(b[i])) * (double(a[i]) - double(b[i]));
+      den += double(b[i]) * double(b[i]);
+    }
+    return std::sqrt(num / den);
+  };
+  for (Routing routing : {Routing::expert_choice, Routing::token_choice}) {
+    MoEShape s = make_shape(32, 4, 2, routing, 32, 1.0);
+    Problem p = make_problem(s, 64, 5, 2.0);
+    for (auto& v : p.x) v = std::fabs(v) + 0.05f;
+    for (auto& v : p.w1) v = std::fabs(v);
+    backend::set_precision(backend::Precision::fp32);
+    LayerRun f32 = run_layer(p);
+    backend::set_precision(backend::Precision::bf16);
+    LayerRun b16 = run_layer(p);
+    backend::set_precision(backend::Precision::fp32);
+    EXPECT_EQ(b16.stats.tokens_per_expert, f32.stats.tokens_per_expert);
+    for (auto [name, a, b] : {std::tuple{"out", &b16.out, &f32.out}, std::tuple{"dx", &b16.dx, &f32.dx},
+                              std::tuple{"dWr", &b16.gwr, &f32.gwr}, std::tuple{"dW1", &b16.gw1, &f32.gw1},
+                              std::tuple{"dW2", &b16.gw2, &f32.gw2}}) {
+      const double diff = rel_diff(*a, *b);
+      std::printf("bf16 vs fp32, routing %d, %s: relative L2 difference %.2e\n", int(routing), name, diff);
+      EXPECT_LT(diff, 1e-2) << name << " routing " << int(routing);
+      EXPECT_GT(diff, 0.0) << name << " routing " << int(routing) << ": identical, so bf16 did not run";
+    }
   }
 }
 
