@@ -69,8 +69,13 @@ Fp32Engine fp32_engine();
 
 // How grouped_gemm runs its problems: serial = one multi-threaded GEMM per
 // problem; omp_loop = OpenMP loop over problems, each GEMM single-threaded;
-// automatic = omp_loop when there are at least 2 problems per thread.
-enum class GroupedVariant { automatic, serial, omp_loop };
+// batched = one oneDNN batched matmul over all problems (oneDNN engines only,
+// and only when every problem has the same M and the operands lie at constant
+// strides, e.g. expert choice's equal-capacity experts; else as automatic):
+// measured no faster than omp_loop on the standard MoE (docs/performance.md),
+// so opt-in; automatic = omp_loop when there are at least 2 problems per
+// thread, else serial.
+enum class GroupedVariant { automatic, serial, omp_loop, batched };
 void set_grouped_variant(GroupedVariant v);
 GroupedVariant grouped_variant();
 

@@ -40,7 +40,7 @@ const char* kUsage =
     "moe-bench: training-step throughput, phase breakdown and MFU of a config on this CPU.\n\n"
     "Usage: moe-bench [--config FILE.ini] [--section.key value ...] [--steps N] [--warmup M]\n"
     "                 [--json-out FILE] [--peak-seconds S] [--gemm-only]\n"
-    "                 [--fp32-engine auto|openblas|onednn] [--grouped auto|serial|omp_loop]\n"
+    "                 [--fp32-engine auto|openblas|onednn] [--grouped auto|serial|omp_loop|batched]\n"
     "                 [--bf16-weights off|plain|blocked]\n\n"
     "Runs M untimed and N timed training steps (forward, backward, AdamW) of the\n"
     "configured model on train.batch_size sequences of model.seq_len tokens, measures the\n"
@@ -200,7 +200,8 @@ int run(const fm::ParsedArgs& args) {
   if (grp == "auto") be::set_grouped_variant(be::GroupedVariant::automatic);
   else if (grp == "serial") be::set_grouped_variant(be::GroupedVariant::serial);
   else if (grp == "omp_loop") be::set_grouped_variant(be::GroupedVariant::omp_loop);
-  else throw fm::ConfigError("option '--grouped': expected auto | serial | omp_loop, got '" + grp + "'");
+  else if (grp == "batched") be::set_grouped_variant(be::GroupedVariant::batched);
+  else throw fm::ConfigError("option '--grouped': expected auto | serial | omp_loop | batched, got '" + grp + "'");
   const std::string wmode = args.app.at("bf16-weights");
   if (wmode == "off") be::set_weight_cache_mode(be::WeightCacheMode::off);
   else if (wmode == "plain") be::set_weight_cache_mode(be::WeightCacheMode::plain);
@@ -428,7 +429,7 @@ int main(int argc, char** argv) {
         {"peak-seconds", "seconds per GEMM peak measurement", "0.3", true},
         {"gemm-only", "only measure the GEMM peaks (no model steps)", "0", false},
         {"fp32-engine", "fp32 GEMM library: openblas | onednn | auto (OpenBLAS gemm, oneDNN grouped)", "openblas", true},
-        {"grouped", "grouped GEMM variant: auto | serial | omp_loop", "auto", true},
+        {"grouped", "grouped GEMM variant: auto | serial | omp_loop | batched", "auto", true},
         {"bf16-weights", "bf16 weight copies: off | plain | blocked", "plain", true},
     };
     fm::ParsedArgs args = fm::parse_args(argc, argv, kUsage, opts);

@@ -2,6 +2,7 @@
 // variants against a naive double-precision reference.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -188,6 +189,55 @@ TEST(grouped_gemm, fp32_onednn_and_automatic_omp_loop_with_empty_groups) {
     for (bool ta : {false, true})
       for (bool tb : {false, true})
         check_grouped(be::Precision::fp32, be::GroupedVariant::omp_loop, e, ta, tb, kFp32Tol);
+}
+
+// Equal row counts at constant strides: the batched variant runs them as one
+// oneDNN batched matmul (bf16 and oneDNN fp32); it must agree with the
+// reference and be bit-identical to the per-problem loop. Unequal row counts
+// (check_grouped's) fall back to the loop.
+TEST(grouped_gemm, batched_variant_equal_problems_and_fallback) {
+  if (be::cpu_isa() == "none") GTEST_SKIP() << "no oneDNN";
+  std::vector<std::pair<be::Precision, be::Fp32Engine>> engines{{be::Precision::fp32, be::Fp32Engine::onednn}};
+  if (be::bf16_available()) engines.push_back({be::Precision::bf16, be::Fp32Engine::openblas});
+  for (auto [p, e] : engines) {
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) check_grouped(p, be::GroupedVariant::batched, e, ta, tb, p == be::Precision::bf16 ? kBf16Tol : kFp32Tol);
+    EngineScope s;
+    be::set_precision(p);
+    be::set_fp32_engine(e);
+    const int64_t count = 12, M = 16, N = 24, K = 40;
+    Mat A(count * K, M, 0, 1), B(count * K, N, 0, 2), C0(count * M, N, 0, 3);  // A stored transposed per problem
+    for (float beta : {0.0f, 1.0f}) {
+      std::vector<float> loop(C0.v), batched(C0.v);
+      std::vector<int64_t> rows(count, M);
+      std::vector<const float*> pa(count), pb(count);
+      std::vector<float*> pl(count), pbt(count);
+      for (int64_t g = 0; g < count; ++g) {
+        pa[g] = A.v.data() + g * K * M;
+        pb[g] = B.v.data() + g * K * N;
+        pl[g] = loop.data() + g * M * N;
+        pbt[g] = batched.data() + g * M * N;
+      }
+      be::set_grouped_variant(be::GroupedVariant::omp_loop);
+      be::grouped_gemm(true, false, count, rows.data(), N, K, 1.0f, pa.data(), M, pb.data(), N, beta, pl.data(), N);
+      be::set_grouped_variant(be::GroupedVariant::batched);
+      be::grouped_gemm(true, false, count, rows.data(), N, K, 1.0f, pa.data(), M, pb.data(), N, beta, pbt.data(), N,
+                       be::Epilogue::none);
+      for (size_t i = 0; i < loop.size(); ++i)
+        ASSERT_EQ(batched[i], loop[i]) << "precision " << int(p) << " beta " << beta << " at " << i;
+      for (int64_t g = 0; g < count; ++g) {
+        std::vector<double> ref, absref;
+        std::vector<float> c0g(C0.v.begin() + g * M * N, C0.v.begin() + (g + 1) * M * N);
+        Mat Ag(K, M, 0, 0), Bg(K, N, 0, 0);
+        std::copy(A.v.begin() + g * K * M, A.v.begin() + (g + 1) * K * M, Ag.v.begin());
+        std::copy(B.v.begin() + g * K * N, B.v.begin() + (g + 1) * K * N, Bg.v.begin());
+        ref_gemm(true, false, M, N, K, 1.0, Ag, Bg, beta, c0g, N, ref, absref);
+        const double tol = p == be::Precision::bf16 ? kBf16Tol : kFp32Tol;
+        for (int64_t i = 0; i < M * N; ++i)
+          ASSERT_LT(std::fabs(batched[g * M * N + i] - ref[i]), tol * (absref[i] + 1e-30)) << "problem " << g;
+      }
+    }
+  }
 }
 
 TEST(grouped_gemm, bf16_omp_loop_and_serial_with_empty_groups) {

@@ -99,7 +99,9 @@ void set_precision(Precision p) {
 Precision precision() { return g_precision; }
 
 std::string engine_description() {
-  std::string grouped = g_grouped == GroupedVariant::serial ? "serial" : "OpenMP loop of 1-thread GEMMs";
+  std::string grouped = g_grouped == GroupedVariant::serial     ? "serial"
+                        : g_grouped == GroupedVariant::batched  ? "batched oneDNN matmul where shapes allow, else OpenMP loop"
+                                                                : "OpenMP loop of 1-thread GEMMs";
   if (is_bf16())
     return "oneDNN matmul, " + detail::dnnl_isa_name() + " (bf16 inputs, fp32 accumulate); grouped: " + grouped;
   if (g_fp32_engine == Fp32Engine::onednn)
@@ -161,6 +163,22 @@ void gemm_fp32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
   blas_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);  // always fp32
 }
 
+namespace {
+// Every problem has the same M > 0 and A, B, C advance by constant strides
+// (in floats, >= 0): the problems form one batched matmul.
+bool uniform_strides(int64_t count, const int64_t* M, const float* const* A, const float* const* B,
+                     float* const* C, int64_t* sa, int64_t* sb, int64_t* sc) {
+  if (M[0] <= 0) return false;
+  *sa = A[1] - A[0];
+  *sb = B[1] - B[0];
+  *sc = C[1] - C[0];
+  if (*sa < 0 || *sb < 0 || *sc <= 0) return false;
+  for (int64_t g = 1; g < count; ++g)
+    if (M[g] != M[0] || A[g] - A[g - 1] != *sa || B[g] - B[g - 1] != *sb || C[g] - C[g - 1] != *sc) return false;
+  return true;
+}
+}  // namespace
+
 void grouped_gemm(bool ta, bool tb, int64_t count, const int64_t* M, int64_t N, int64_t K, float alpha,
                   const float* const* A, int64_t lda, const float* const* B, int64_t ldb, float beta,
                   float* const* C, int64_t ldc, Epilogue ep) {
@@ -168,10 +186,18 @@ void grouped_gemm(bool ta, bool tb, int64_t count, const int64_t* M, int64_t N, 
   FINEMOE_PROFILE("grouped_gemm");
   const bool relu = ep == Epilogue::relu;
   const int nthr = omp_get_max_threads();
-  GroupedVariant v = g_grouped;
-  if (v == GroupedVariant::automatic)
-    v = (count >= 2 * nthr && nthr > 1 && !omp_in_parallel()) ? GroupedVariant::omp_loop : GroupedVariant::serial;
   const bool dnnl = use_dnnl_grouped();
+  GroupedVariant v = g_grouped;
+  if (v == GroupedVariant::batched && dnnl && K > 0 && count >= 2 && !omp_in_parallel()) {
+    int64_t sa = 0, sb = 0, sc = 0;
+    if (uniform_strides(count, M, A, B, C, &sa, &sb, &sc)) {
+      detail::dnnl_batched_gemm(is_bf16(), ta, tb, count, M[0], N, K, alpha, A[0], sa, lda, B[0], sb, ldb, beta, C[0],
+                                sc, ldc, relu);
+      return;
+    }
+  }
+  if (v == GroupedVariant::automatic || v == GroupedVariant::batched)
+    v = (count >= 2 * nthr && nthr > 1 && !omp_in_parallel()) ? GroupedVariant::omp_loop : GroupedVariant::serial;
   if (v == GroupedVariant::serial || K == 0) {
     for (int64_t g = 0; g < count; ++g) {
       if (dnnl && K > 0 && M[g] > 0)

@@ -58,6 +58,10 @@ void dnnl_gemm(bool, bool, bool, int64_t, int64_t, int64_t, float, const float*,
 void dnnl_prepare(bool, bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, int64_t, float,
                   int64_t, bool) {}
 int64_t dnnl_cache_size() { return 0; }
+void dnnl_batched_gemm(bool, bool, bool, int64_t, int64_t, int64_t, int64_t, float, const float*, int64_t, int64_t,
+                       const float*, int64_t, int64_t, float, float*, int64_t, int64_t, bool) {
+  throw Error("oneDNN GEMM requested but this build has no oneDNN (install libdnnl-dev and rebuild)");
+}
 void dnnl_set_weight_cache_mode(WeightCacheMode) {}
 WeightCacheMode dnnl_weight_cache_mode() { return WeightCacheMode::off; }
 void dnnl_register_weights(const float*, int64_t) {}
@@ -123,12 +127,47 @@ struct Entry {
   // One slot per OpenMP thread number (a thread only ever uses its own slot;
   // concurrent calls come from different threads of the grouped GEMM loop).
   int n_slots = 0;
-  std::unique_ptr<std::unique_ptr<Bound>[]> slots;
+  std::unique_ptr<std::unique_ptr<Bound>[]> slots;  // the pointers are written lazily by their own thread
 };
 
 std::mutex g_mu;
 std::map<Key, std::shared_ptr<const Entry>> g_cache;
 constexpr size_t kMaxCache = 8192;  // token choice makes M vary; bound the cache
+
+// A matmul primitive (cached by the callers) with alpha as output scale, beta
+// as a sum post-op and the ReLU as an eltwise post-op; user scratchpad.
+std::shared_ptr<Entry> make_entry(const memory::desc& a_md, const memory::desc& b_md, const memory::desc& c_md,
+                                  float alpha, float beta, bool relu, const std::string& what) {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
+  if (beta != 0.0f || relu) {
+    dnnl::post_ops po;
+    if (beta != 0.0f) po.append_sum(beta);
+    if (relu) po.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+    attr.set_post_ops(po);
+  }
+  auto e = std::make_shared<Entry>();
+  try {
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, engine());
+    e->prim = dnnl::matmul(pd);
+    e->scratch_md = pd.scratchpad_desc();
+    e->scratch_bytes = e->scratch_md.get_size();
+    e->b_md = pd.weights_desc();
+  } catch (const dnnl::error& err) {
+    throw Error(std::string("oneDNN matmul creation failed (") + err.what() + ") for " + what);
+  }
+  e->a_md = a_md;
+  e->c_md = c_md;
+  e->n_slots = std::max(omp_get_max_threads(), omp_get_num_procs());
+  e->slots.reset(new std::unique_ptr<Bound>[size_t(e->n_slots)]);
+  return e;
+}
+
+// (bf16, trans_a, trans_b, count, M, N, K, stride_a, lda, stride_b, ldb, stride_c, ldc, alpha, beta, relu)
+using BKey = std::tuple<bool, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                        int64_t, int64_t, float, float, bool>;
+std::map<BKey, std::shared_ptr<const Entry>> g_bcache;  // guarded by g_mu
 
 // b_blocked: B is described as format_tag::any and the primitive picks its
 // layout (e->b_md); B must then come from the weight cache in that layout.
@@ -147,30 +186,8 @@ std::shared_ptr<const Entry> get_entry(bool bf16, bool ta, bool tb, int64_t M, i
   memory::desc b_md = b_blocked ? memory::desc({K, N}, dt, memory::format_tag::any)
                                 : memory::desc({K, N}, dt, tb ? memory::dims{1, ldb} : memory::dims{ldb, 1});
   memory::desc c_md({M, N}, memory::data_type::f32, memory::dims{ldc, 1});
-  dnnl::primitive_attr attr;
-  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
-  if (beta != 0.0f || relu) {
-    dnnl::post_ops po;
-    if (beta != 0.0f) po.append_sum(beta);
-    if (relu) po.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
-    attr.set_post_ops(po);
-  }
-  auto e = std::make_shared<Entry>();
-  try {
-    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, engine());
-    e->prim = dnnl::matmul(pd);
-    e->scratch_md = pd.scratchpad_desc();
-    e->scratch_bytes = e->scratch_md.get_size();
-    e->b_md = pd.weights_desc();
-  } catch (const dnnl::error& err) {
-    throw Error(std::string("oneDNN matmul creation failed (") + err.what() + ") for M=" + std::to_string(M) +
-                " N=" + std::to_string(N) + " K=" + std::to_string(K));
-  }
-  e->a_md = a_md;
-  e->c_md = c_md;
-  e->n_slots = std::max(omp_get_max_threads(), omp_get_num_procs());
-  e->slots.reset(new std::unique_ptr<Bound>[size_t(e->n_slots)]);
+  auto e = make_entry(a_md, b_md, c_md, alpha, beta, relu,
+                      "M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K));
   g_cache.emplace(key, e);
   return e;
 }
@@ -218,6 +235,17 @@ void pack_bf16(uint16_t* dst, const float* src, int64_t rows, int64_t cols, int6
   const bool par = rows * cols >= (1 << 15) && !omp_in_parallel();
 #pragma omp parallel for schedule(static) if (par)
   for (int64_t r = 0; r < rows; ++r) to_bf16_row(dst + r * cols, src + r * ld, cols);
+}
+
+// The same for `count` such matrices `stride` floats apart, packed one after
+// another (problem g at dst + g·rows·cols): one parallel loop over all rows.
+void pack_bf16_strided(uint16_t* dst, const float* src, int64_t count, int64_t rows, int64_t cols, int64_t ld,
+                       int64_t stride) {
+  const int64_t total = count * rows;
+  const bool par = total * cols >= (1 << 15) && !omp_in_parallel();
+#pragma omp parallel for schedule(static) if (par)
+  for (int64_t r = 0; r < total; ++r)
+    to_bf16_row(dst + r * cols, src + (r / rows) * stride + (r % rows) * ld, cols);
 }
 
 // ---- bf16 weight cache ----------------------------------------------------
@@ -297,6 +325,48 @@ const void* cached_weight(const float* p, int64_t rows, int64_t cols, int64_t ld
   return c->data.data();
 }
 
+// Runs a cached primitive on these buffers with the calling thread's stream
+// and scratchpad.
+void execute(const Entry& e, void* a_ptr, void* b_ptr, float* C) {
+  thread_local Buffer<unsigned char> ws_scratch;
+  void* scratch = e.scratch_bytes ? grow(ws_scratch, e.scratch_bytes) : nullptr;
+  auto& s = thread_stream();
+  const int tid = omp_get_thread_num();
+  if (tid < e.n_slots) {  // steady state: no heap allocation on our side
+    auto& slot = e.slots[size_t(tid)];
+    if (!slot) {
+      auto& eng = engine();
+      slot = std::make_unique<Bound>();
+      Bound& bd = *slot;
+      bd.a = memory(e.a_md, eng, nullptr);
+      bd.b = memory(e.b_md, eng, nullptr);
+      bd.c = memory(e.c_md, eng, nullptr);
+      bd.args[0] = {DNNL_ARG_SRC, bd.a.get()};
+      bd.args[1] = {DNNL_ARG_WEIGHTS, bd.b.get()};
+      bd.args[2] = {DNNL_ARG_DST, bd.c.get()};
+      bd.nargs = 3;
+      if (e.scratch_bytes) {
+        bd.scratch = memory(e.scratch_md, eng, nullptr);
+        bd.args[bd.nargs++] = {DNNL_ARG_SCRATCHPAD, bd.scratch.get()};
+      }
+    }
+    Bound& bd = *slot;
+    bd.a.set_data_handle(a_ptr);
+    bd.b.set_data_handle(b_ptr);
+    bd.c.set_data_handle(C);
+    if (scratch) bd.scratch.set_data_handle(scratch);
+    dnnl::error::wrap_c_api(dnnl_primitive_execute(e.prim.get(), s.get(), bd.nargs, bd.args),
+                            "oneDNN matmul execution failed");
+  } else {  // more threads than when the primitive was created: plain path
+    auto& eng = engine();
+    memory am(e.a_md, eng, a_ptr), bm(e.b_md, eng, b_ptr), cm(e.c_md, eng, C);
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}};
+    if (scratch) args.emplace(DNNL_ARG_SCRATCHPAD, memory(e.scratch_md, eng, scratch));
+    e.prim.execute(s, args);
+  }
+  s.wait();
+}
+
 }  // namespace
 
 bool dnnl_built() { return true; }
@@ -348,7 +418,6 @@ void dnnl_gemm(bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, flo
                int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, bool relu) {
   if (M == 0 || N == 0) return;
   thread_local Buffer<uint16_t> ws_a, ws_b;
-  thread_local Buffer<unsigned char> ws_scratch;
   void* a_ptr = const_cast<float*>(A);
   void* b_ptr = const_cast<float*>(B);
   std::shared_ptr<const Entry> e;
@@ -369,42 +438,57 @@ void dnnl_gemm(bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, flo
     }
   }
   if (!e) e = get_entry(bf16, ta, tb, M, N, K, alpha, lda, ldb, beta, ldc, false, relu);
-  void* scratch = e->scratch_bytes ? grow(ws_scratch, e->scratch_bytes) : nullptr;
-  auto& s = thread_stream();
-  const int tid = omp_get_thread_num();
-  if (tid < e->n_slots) {  // steady state: no heap allocation on our side
-    auto& slot = e->slots[size_t(tid)];
-    if (!slot) {
-      auto& eng = engine();
-      slot = std::make_unique<Bound>();
-      Bound& bd = *slot;
-      bd.a = memory(e->a_md, eng, nullptr);
-      bd.b = memory(e->b_md, eng, nullptr);
-      bd.c = memory(e->c_md, eng, nullptr);
-      bd.args[0] = {DNNL_ARG_SRC, bd.a.get()};
-      bd.args[1] = {DNNL_ARG_WEIGHTS, bd.b.get()};
-      bd.args[2] = {DNNL_ARG_DST, bd.c.get()};
-      bd.nargs = 3;
-      if (e->scratch_bytes) {
-        bd.scratch = memory(e->scratch_md, eng, nullptr);
-        bd.args[bd.nargs++] = {DNNL_ARG_SCRATCHPAD, bd.scratch.get()};
-      }
+  execute(*e, a_ptr, b_ptr, C);
+}
+
+void dnnl_batched_gemm(bool bf16, bool ta, bool tb, int64_t count, int64_t M, int64_t N, int64_t K, float alpha,
+                       const float* A, int64_t stride_a, int64_t lda, const float* B, int64_t stride_b, int64_t ldb,
+                       float beta, float* C, int64_t stride_c, int64_t ldc, bool relu) {
+  if (count == 0 || M == 0 || N == 0) return;
+  thread_local Buffer<uint16_t> ws_a, ws_b;
+  const int64_t ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
+  void* a_ptr = const_cast<float*>(A);
+  void* b_ptr = const_cast<float*>(B);
+  if (bf16) {  // dense bf16 copies: problem g at g·rows·cols, leading dim = cols
+    uint16_t* pa = grow(ws_a, size_t(count * ar * ac));
+    pack_bf16_strided(pa, A, count, ar, ac, lda, stride_a);
+    a_ptr = pa;
+    lda = ac;
+    stride_a = ar * ac;
+    // The stacked weights of all problems as one cached matrix, when they are
+    // one contiguous block (the experts' W1 / W2 tensors).
+    const void* w = nullptr;
+    if (WeightCacheMode(g_wmode.load()) == WeightCacheMode::plain && stride_b == br * ldb)
+      w = cached_weight(B, count * br, bc, ldb, tb, nullptr, true);
+    if (w) {
+      b_ptr = const_cast<void*>(w);
+    } else {
+      uint16_t* pb = grow(ws_b, size_t(count * br * bc));
+      pack_bf16_strided(pb, B, count, br, bc, ldb, stride_b);
+      b_ptr = pb;
     }
-    Bound& bd = *slot;
-    bd.a.set_data_handle(a_ptr);
-    bd.b.set_data_handle(b_ptr);
-    bd.c.set_data_handle(C);
-    if (scratch) bd.scratch.set_data_handle(scratch);
-    dnnl::error::wrap_c_api(dnnl_primitive_execute(e->prim.get(), s.get(), bd.nargs, bd.args),
-                            "oneDNN matmul execution failed");
-  } else {  // more threads than when the primitive was created: plain path
-    auto& eng = engine();
-    memory am(e->a_md, eng, a_ptr), bm(e->b_md, eng, b_ptr), cm(e->c_md, eng, C);
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}};
-    if (scratch) args.emplace(DNNL_ARG_SCRATCHPAD, memory(e->scratch_md, eng, scratch));
-    e->prim.execute(s, args);
+    ldb = bc;
+    stride_b = br * bc;
   }
-  s.wait();
+  BKey key{bf16, ta, tb, count, M, N, K, stride_a, lda, stride_b, ldb, stride_c, ldc, alpha, beta, relu};
+  std::shared_ptr<const Entry> e;
+  {
+    std::lock_guard<std::mutex> lock(g_mu);
+    auto it = g_bcache.find(key);
+    if (it != g_bcache.end()) e = it->second;
+  }
+  if (!e) {
+    const auto dt = bf16 ? memory::data_type::bf16 : memory::data_type::f32;
+    memory::desc a_md({count, M, K}, dt, ta ? memory::dims{stride_a, 1, lda} : memory::dims{stride_a, lda, 1});
+    memory::desc b_md({count, K, N}, dt, tb ? memory::dims{stride_b, 1, ldb} : memory::dims{stride_b, ldb, 1});
+    memory::desc c_md({count, M, N}, memory::data_type::f32, memory::dims{stride_c, ldc, 1});
+    e = make_entry(a_md, b_md, c_md, alpha, beta, relu, "batched M=" + std::to_string(M) + " N=" +
+                                                            std::to_string(N) + " K=" + std::to_string(K));
+    std::lock_guard<std::mutex> lock(g_mu);
+    if (g_bcache.size() >= kMaxCache) g_bcache.clear();
+    g_bcache.emplace(key, e);
+  }
+  execute(*e, a_ptr, b_ptr, C);
 }
 
 void dnnl_set_weight_cache_mode(WeightCacheMode m) {

@@ -30,6 +30,14 @@ void dnnl_gemm(bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, flo
 // cache (so that the parallel loop that follows only reads it).
 void dnnl_prepare(bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* B,
                   int64_t lda, int64_t ldb, float beta, int64_t ldc, bool relu = false);
+// `count` problems of the same shape whose operands lie at constant strides
+// (problem g: A + g·stride_a, B + g·stride_b, C + g·stride_c) as ONE batched
+// matmul primitive, threaded by oneDNN. Call from serial code only. B
+// stacked contiguously inside a registered weight range uses one cached bf16
+// copy of the whole stack (plain weight-cache mode).
+void dnnl_batched_gemm(bool bf16, bool ta, bool tb, int64_t count, int64_t M, int64_t N, int64_t K, float alpha,
+                       const float* A, int64_t stride_a, int64_t lda, const float* B, int64_t stride_b, int64_t ldb,
+                       float beta, float* C, int64_t stride_c, int64_t ldc, bool relu);
 int64_t dnnl_cache_size();
 // The bf16 weight cache behind backend::register_weights & co.
 void dnnl_set_weight_cache_mode(WeightCacheMode m);
