@@ -225,6 +225,22 @@ TEST(grouped_gemm, batched_variant_equal_problems_and_fallback) {
                        be::Epilogue::none);
       for (size_t i = 0; i < loop.size(); ++i)
         ASSERT_EQ(batched[i], loop[i]) << "precision " << int(p) << " beta " << beta << " at " << i;
+      // ... and with the ReLU epilogue (a post-op of the batched primitive)
+      std::vector<float> loop_relu(C0.v), batched_relu(C0.v);
+      for (int64_t g = 0; g < count; ++g) {
+        pl[g] = loop_relu.data() + g * M * N;
+        pbt[g] = batched_relu.data() + g * M * N;
+      }
+      be::set_grouped_variant(be::GroupedVariant::omp_loop);
+      be::grouped_gemm(true, false, count, rows.data(), N, K, 1.0f, pa.data(), M, pb.data(), N, beta, pl.data(), N,
+                       be::Epilogue::relu);
+      be::set_grouped_variant(be::GroupedVariant::batched);
+      be::grouped_gemm(true, false, count, rows.data(), N, K, 1.0f, pa.data(), M, pb.data(), N, beta, pbt.data(), N,
+                       be::Epilogue::relu);
+      for (size_t i = 0; i < loop.size(); ++i) {
+        ASSERT_EQ(batched_relu[i], loop_relu[i]) << "relu, precision " << int(p) << " beta " << beta << " at " << i;
+        ASSERT_EQ(batched_relu[i], loop[i] > 0.0f ? loop[i] : 0.0f) << "relu at " << i;
+      }
       for (int64_t g = 0; g < count; ++g) {
         std::vector<double> ref, absref;
         std::vector<float> c0g(C0.v.begin() + g * M * N, C0.v.begin() + (g + 1) * M * N);
