@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 
+#include "finemoe/backend.hpp"
 #include "finemoe/comm.hpp"
 #include "finemoe/config.hpp"
 #include "finemoe/params.hpp"
@@ -30,6 +31,11 @@ struct AdamWStepOptions {
   bool zero_grads = false;
 };
 void adamw_update(ParamStore& store, const AdamWParams& hp, int64_t t, const AdamWStepOptions& opts = {});
+
+// Registers every parameter buffer of `store` with the bf16 weight cache
+// (backend.hpp) for the lifetime of the returned object; adamw_update then
+// starts a new epoch after each update.
+backend::RegisteredWeights register_parameters(const ParamStore& store);
 
 // Global L2 norm of all gradients across the process grid (replicated part
 // counted once, expert shards summed over the EP group).

@@ -267,9 +267,7 @@ int run(const fm::ParsedArgs& args) {
     hp.eps = cfg.train.eps;
     hp.weight_decay = cfg.train.weight_decay;
     store.zero_grads();  // each update below leaves the gradients zero, as in moe-train
-    const be::RegisteredWeights registered{
-        {store.params(fm::ParamClass::replicated).data(), int64_t(store.params(fm::ParamClass::replicated).size())},
-        {store.params(fm::ParamClass::expert).data(), int64_t(store.params(fm::ParamClass::expert).size())}};
+    const be::RegisteredWeights registered = fm::register_parameters(store);
     for (int64_t s = 0; s < warmup + steps; ++s) {
       if (s == warmup) {
         fm::profile::reset();

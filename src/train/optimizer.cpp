@@ -39,6 +39,12 @@ void adamw_update(ParamStore& store, const AdamWParams& hp, int64_t t, const Ada
   backend::weights_updated();  // bf16 copies of the old weights are stale now
 }
 
+backend::RegisteredWeights register_parameters(const ParamStore& store) {
+  const Buffer<float>& rep = store.params(ParamClass::replicated);
+  const Buffer<float>& exp = store.params(ParamClass::expert);
+  return backend::RegisteredWeights{{rep.data(), int64_t(rep.size())}, {exp.data(), int64_t(exp.size())}};
+}
+
 namespace {
 double sum_squares(const Buffer<float>& b) { return deterministic_sum_squares(b.data(), int64_t(b.size())); }
 }  // namespace

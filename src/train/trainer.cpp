@@ -251,9 +251,7 @@ TrainResult train(const Config& cfg_in) {
   const int64_t warmup = cfg.warmup_steps();
   store.zero_grads();  // from here on each optimizer update leaves them zero
   // bf16 GEMMs convert each weight once per optimizer step (backend.hpp).
-  const backend::RegisteredWeights registered{
-      {store.params(ParamClass::replicated).data(), int64_t(store.params(ParamClass::replicated).size())},
-      {store.params(ParamClass::expert).data(), int64_t(store.params(ParamClass::expert).size())}};
+  const backend::RegisteredWeights registered = register_parameters(store);
   while (state.step < cfg.train.steps) {
     const int64_t s = state.step;
     loader.load(s, tokens.data(), targets.data());

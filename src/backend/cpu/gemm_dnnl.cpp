@@ -51,16 +51,19 @@ bool dnnl_built() { return false; }
 std::string dnnl_isa_name() { return "none"; }
 bool dnnl_native_bf16() { return false; }
 bool dnnl_amx() { return false; }
+[[noreturn]] void no_dnnl() {
+  throw Error("oneDNN GEMM requested but this build has no oneDNN (install libdnnl-dev and rebuild)");
+}
 void dnnl_gemm(bool, bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
                float, float*, int64_t, bool) {
-  throw Error("oneDNN GEMM requested but this build has no oneDNN (install libdnnl-dev and rebuild)");
+  no_dnnl();
 }
 void dnnl_prepare(bool, bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, int64_t, float,
                   int64_t, bool) {}
 int64_t dnnl_cache_size() { return 0; }
 void dnnl_batched_gemm(bool, bool, bool, int64_t, int64_t, int64_t, int64_t, float, const float*, int64_t, int64_t,
                        const float*, int64_t, int64_t, float, float*, int64_t, int64_t, bool) {
-  throw Error("oneDNN GEMM requested but this build has no oneDNN (install libdnnl-dev and rebuild)");
+  no_dnnl();
 }
 void dnnl_set_weight_cache_mode(WeightCacheMode) {}
 WeightCacheMode dnnl_weight_cache_mode() { return WeightCacheMode::off; }
@@ -230,15 +233,9 @@ void to_bf16_row(uint16_t* dst, const float* src, int64_t n) {
   to_bf16_row_scalar(dst, src, n);
 }
 
-// Packs a rows x cols fp32 matrix with leading dim ld into dense bf16.
-void pack_bf16(uint16_t* dst, const float* src, int64_t rows, int64_t cols, int64_t ld) {
-  const bool par = rows * cols >= (1 << 15) && !omp_in_parallel();
-#pragma omp parallel for schedule(static) if (par)
-  for (int64_t r = 0; r < rows; ++r) to_bf16_row(dst + r * cols, src + r * ld, cols);
-}
-
-// The same for `count` such matrices `stride` floats apart, packed one after
-// another (problem g at dst + g·rows·cols): one parallel loop over all rows.
+// Packs `count` rows x cols fp32 matrices (leading dim ld, `stride` floats
+// apart) into dense bf16, one after another (matrix g at dst + g·rows·cols):
+// one parallel loop over all rows.
 void pack_bf16_strided(uint16_t* dst, const float* src, int64_t count, int64_t rows, int64_t cols, int64_t ld,
                        int64_t stride) {
   const int64_t total = count * rows;
@@ -246,6 +243,21 @@ void pack_bf16_strided(uint16_t* dst, const float* src, int64_t count, int64_t r
 #pragma omp parallel for schedule(static) if (par)
   for (int64_t r = 0; r < total; ++r)
     to_bf16_row(dst + r * cols, src + (r / rows) * stride + (r % rows) * ld, cols);
+}
+
+// One rows x cols matrix.
+void pack_bf16(uint16_t* dst, const float* src, int64_t rows, int64_t cols, int64_t ld) {
+  pack_bf16_strided(dst, src, 1, rows, cols, ld, 0);
+}
+
+// The calling thread's grow-only bf16 operand workspaces (A and B), shared by
+// the single and the batched GEMM.
+struct OperandWorkspace {
+  Buffer<uint16_t> a, b;
+};
+OperandWorkspace& operand_workspace() {
+  thread_local OperandWorkspace ws;
+  return ws;
 }
 
 // ---- bf16 weight cache ----------------------------------------------------
@@ -273,6 +285,14 @@ bool in_weights(const float* p, int64_t rows, int64_t cols, int64_t ld) {
   return false;
 }
 
+// A dense bf16 copy of a stored rows x cols B operand, described as op(B)[K,N]
+// (the blocked layouts describe op(B)): B itself, or with trans_b Bᵀ, by its
+// strides.
+memory::desc dense_as_op_b(int64_t rows, int64_t cols, bool tb) {
+  return tb ? memory::desc({cols, rows}, memory::data_type::bf16, memory::dims{1, cols})
+            : memory::desc({rows, cols}, memory::data_type::bf16, memory::dims{cols, 1});
+}
+
 // The bf16 copy of the stored rows x cols (leading dim ld) fp32 matrix at p,
 // in layout `want` (blocked mode) or dense (want == nullptr), converted now if
 // missing or older than the current epoch and `may_convert`. nullptr: p is not
@@ -296,13 +316,9 @@ const void* cached_weight(const float* p, int64_t rows, int64_t cols, int64_t ld
     auto fresh = std::make_unique<WeightCopy>();
     fresh->md = want ? *want : memory::desc({rows, cols}, memory::data_type::bf16, memory::dims{cols, 1});
     fresh->data.resize(fresh->md.get_size());
-    if (want) {
-      memory::desc plain({rows, cols}, memory::data_type::bf16, memory::dims{cols, 1});
-      // The blocked md describes op(B)[K,N]; the plain copy is the stored
-      // matrix, which is B or, with trans_b, Bᵀ: describe it by its strides.
-      memory::desc src = tb ? memory::desc({cols, rows}, memory::data_type::bf16, memory::dims{1, cols}) : plain;
-      fresh->to_blocked = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), src, engine(), *want));
-    }
+    if (want)
+      fresh->to_blocked =
+          dnnl::reorder(dnnl::reorder::primitive_desc(engine(), dense_as_op_b(rows, cols, tb), engine(), *want));
     g_wbytes += int64_t(fresh->data.size());
     variants.push_back(std::move(fresh));
     c = variants.back().get();
@@ -313,9 +329,7 @@ const void* cached_weight(const float* p, int64_t rows, int64_t cols, int64_t ld
     static Buffer<uint16_t> tmp;  // only touched under g_wmu
     if (tmp.size() < size_t(rows * cols)) tmp.resize(size_t(rows * cols));
     pack_bf16(tmp.data(), p, rows, cols, ld);
-    memory::desc src = tb ? memory::desc({cols, rows}, memory::data_type::bf16, memory::dims{1, cols})
-                          : memory::desc({rows, cols}, memory::data_type::bf16, memory::dims{cols, 1});
-    memory sm(src, engine(), tmp.data()), dm(c->md, engine(), c->data.data());
+    memory sm(dense_as_op_b(rows, cols, tb), engine(), tmp.data()), dm(c->md, engine(), c->data.data());
     auto& s = thread_stream();
     c->to_blocked.execute(s, sm, dm);
     s.wait();
@@ -417,13 +431,13 @@ void dnnl_prepare(bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, 
 void dnnl_gemm(bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, bool relu) {
   if (M == 0 || N == 0) return;
-  thread_local Buffer<uint16_t> ws_a, ws_b;
+  OperandWorkspace& ws = operand_workspace();
   void* a_ptr = const_cast<float*>(A);
   void* b_ptr = const_cast<float*>(B);
   std::shared_ptr<const Entry> e;
   if (bf16) {
     const int64_t ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
-    uint16_t* pa = grow(ws_a, size_t(ar * ac));
+    uint16_t* pa = grow(ws.a, size_t(ar * ac));
     pack_bf16(pa, A, ar, ac, lda);
     a_ptr = pa;
     lda = ac;
@@ -431,7 +445,7 @@ void dnnl_gemm(bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, flo
             weight_operand(ta, tb, M, N, K, alpha, lda, B, ldb, beta, ldc, relu, !omp_in_parallel(), &e)) {
       b_ptr = const_cast<void*>(w);
     } else {
-      uint16_t* pb = grow(ws_b, size_t(br * bc));
+      uint16_t* pb = grow(ws.b, size_t(br * bc));
       pack_bf16(pb, B, br, bc, ldb);
       b_ptr = pb;
       ldb = bc;
@@ -445,12 +459,12 @@ void dnnl_batched_gemm(bool bf16, bool ta, bool tb, int64_t count, int64_t M, in
                        const float* A, int64_t stride_a, int64_t lda, const float* B, int64_t stride_b, int64_t ldb,
                        float beta, float* C, int64_t stride_c, int64_t ldc, bool relu) {
   if (count == 0 || M == 0 || N == 0) return;
-  thread_local Buffer<uint16_t> ws_a, ws_b;
+  OperandWorkspace& ws = operand_workspace();
   const int64_t ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
   void* a_ptr = const_cast<float*>(A);
   void* b_ptr = const_cast<float*>(B);
   if (bf16) {  // dense bf16 copies: problem g at g·rows·cols, leading dim = cols
-    uint16_t* pa = grow(ws_a, size_t(count * ar * ac));
+    uint16_t* pa = grow(ws.a, size_t(count * ar * ac));
     pack_bf16_strided(pa, A, count, ar, ac, lda, stride_a);
     a_ptr = pa;
     lda = ac;
@@ -463,7 +477,7 @@ void dnnl_batched_gemm(bool bf16, bool ta, bool tb, int64_t count, int64_t M, in
     if (w) {
       b_ptr = const_cast<void*>(w);
     } else {
-      uint16_t* pb = grow(ws_b, size_t(count * br * bc));
+      uint16_t* pb = grow(ws.b, size_t(count * br * bc));
       pack_bf16_strided(pb, B, count, br, bc, ldb, stride_b);
       b_ptr = pb;
     }
