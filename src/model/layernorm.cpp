@@ -14,6 +14,7 @@
 #include "finemoe/ops.hpp"
 #include "finemoe/profile.hpp"
 #include "model/omp_util.hpp"
+#include "model/vec8.hpp"
 
 namespace finemoe::ops {
 
@@ -59,20 +60,16 @@ inline double row_sqdev(const float* x, double m, int64_t d) {
 // Σ g·w and Σ g·w·(x - m)·rs in float, kLanes partial sums as two 8-float
 // vectors each (GCC vector extensions: GCC would vectorise the plain lane
 // loops across blocks, with costly shuffles).
-typedef float v8sf __attribute__((vector_size(32)));
-inline v8sf load8(const float* p) {
-  v8sf v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
+using vec8::load8;
+using vec8::v8f;
 struct DotSums {
   float g, gx;
 };
 inline DotSums row_dot_sums(const float* g, const float* w, const float* x, float m, float rs, int64_t d) {
-  v8sf ag0 = {}, ag1 = {}, ax0 = {}, ax1 = {};
+  v8f ag0 = {}, ag1 = {}, ax0 = {}, ax1 = {};
   int64_t i = 0;
   for (; i + kLanes <= d; i += kLanes) {
-    const v8sf dxh0 = load8(g + i) * load8(w + i), dxh1 = load8(g + i + 8) * load8(w + i + 8);
+    const v8f dxh0 = load8(g + i) * load8(w + i), dxh1 = load8(g + i + 8) * load8(w + i + 8);
     ag0 += dxh0;
     ag1 += dxh1;
     ax0 += dxh0 * ((load8(x + i) - m) * rs);

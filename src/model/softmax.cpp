@@ -14,21 +14,13 @@
 
 #include "finemoe/ops.hpp"
 #include "finemoe/profile.hpp"
+#include "model/vec8.hpp"
 
 namespace finemoe::ops {
 
 namespace {
 
-typedef float v8f __attribute__((vector_size(32)));
-typedef int32_t v8i __attribute__((vector_size(32)));
-
-inline v8f load8(const float* p) {
-  v8f v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-inline void store8(float* p, v8f v) { std::memcpy(p, &v, sizeof v); }
-inline v8f splat(float x) { return v8f{x, x, x, x, x, x, x, x}; }
+using namespace vec8;
 inline float hsum(v8f v) {  // fixed pairwise order
   return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
 }
