@@ -9,7 +9,11 @@ PACKAGES=(
   libopenmpi-dev openmpi-bin
   libhdf5-openmpi-dev hdf5-tools
   libboost-program-options-dev
-  libopenblas-dev libdnnl-dev
+  libopenblas-dev
+  # oneDNN's CMake config (dnnl-config.cmake) calls find_package(OpenCL), but
+  # libdnnl-dev only *recommends* ocl-icd-opencl-dev, and we install without
+  # recommends: name it, or configure fails on a fresh machine.
+  libdnnl-dev ocl-icd-opencl-dev
   libceres-dev libeigen3-dev
   libgtest-dev googletest libbenchmark-dev
   gnuplot slurm-wlm
