@@ -14,9 +14,11 @@
 // keys [0, r1): the rest of those rows is masked. That does 5/8 of the full
 // work at T = 4·kRowBlock and tends to 1/2 for long sequences. Dropped terms
 // are the trailing exact zeros of each sum (or products never read), so every
-// computed element is the same sum in the same order as before (but see
-// kMaxBlockedKeys). dV and dK
-// (output rows are keys) keep the full products.
+// computed element is the same sum mathematically; the BLAS may still sum it
+// in another order for the other shapes (bit-identical with OpenBLAS's
+// SkylakeX kernels, last-bit differences with its Zen/Haswell kernels; see
+// kMaxBlockedKeys and the test AttentionCausalBlocksMatchFullProducts).
+// dV and dK (output rows are keys) keep the full products.
 #include <algorithm>
 #include <cmath>
 #include <vector>

@@ -109,36 +109,103 @@ TEST(Cli, UnwritableRunDirIsAClearError) {
 }
 
 // ---------------------------------------------------------------- Parallel ---
-// Loss curves on 2 and 4 ranks match 1 rank. Differences come only from fp32
-// reassociation (gradient sums in another order): measured at most 1.4e-7
-// nats over these 20 steps for every grid, routing and G; tolerance 1e-6.
-constexpr double kRankTolerance = 1e-6;
+// Loss curves on 2 and 4 ranks (EP 2 and 4, DP 2, EP 2 x DP 2) against 1 rank.
+// These are NOT bit-identical, and not by construction: every GEMM runs on a
+// rank-local batch (M = 256 tokens on 1 rank, 128 or 64 on 2 or 4), and BLAS
+// kernels pick their blocking, and with it the fp32 summation order, from the
+// shapes (OpenBLAS's Haswell/Zen kernels do; its Sandybridge kernels happened
+// to give bit-identical first steps here). Gradients are also summed over
+// ranks in another order. Two effects then act on those last-bit differences:
+//
+// 1. Continuous ones: reassociation itself (~1e-8 nats), plus ReLU units whose
+//    pre-activation sits within an ulp of 0 switching their derivative, which
+//    Adam's normalised step turns into a visible but small weight change.
+//    Measured over 20 steps, every grid below, OpenBLAS Zen (default),
+//    Haswell and Sandybridge kernels on AMD EPYC Zen 2 (AVX2): max 7.7e-6
+//    nats, in the token-choice all-experts config with DP 2.
+// 2. Discrete routing flips. Near initialisation the router is almost uniform
+//    (probabilities 1/(E*G) +- 1e-7), so expert choice's top-capacity cut and
+//    token choice's top-k often separate tokens whose probabilities differ by
+//    one ulp or tie exactly; a last-bit change flips who is selected, and
+//    that token then sees another expert's output (~1e-4 nats of mean loss per
+//    flip, measured 1.2e-4 at step 1 on a Zen 5 with OpenBLAS Haswell
+//    kernels). Traced here by dumping every expert's selected set per group:
+//    the first differing set between 1 rank and EP 2 was at step 4, at a cut
+//    where the 1-rank probabilities tied exactly (0.0865123793 twice) and the
+//    2-rank ones differed in the last bit. The tie rule (lower token index)
+//    is deterministic; the flip comes from the inputs, not from the rule.
+//    Measured max over 20 steps: 3.0e-3 nats (Zen kernels), 1.5e-3 (Zen 5,
+//    Haswell kernels); mean over the 20 steps at most 4.6e-4.
+//
+// So the plumbing (dispatcher, all-to-all, gradient reduction, data split) is
+// checked tightly on configs that have NO routing decision — expert choice
+// with E = 1 (capacity = group: every expert takes every token), token choice
+// with top_k = E*G and capacity factor 1 (every token to every expert, none
+// dropped) and the dense FFN — and the real routings are checked to track the
+// 1-rank curve within what flips explain.
+constexpr double kRankToleranceContinuous = 1e-4;  // 13x the measured 7.7e-6
+// A misrouted or missing block of tokens, or a missing gradient reduction,
+// moves the loss by >= 1e-2 within a few steps; flips move it <= 3e-3.
+constexpr double kRankToleranceWithFlipsStep = 1e-2;
+constexpr double kRankToleranceWithFlipsMean = 2e-3;  // 4x the measured 4.6e-4
 
-TEST(Parallel, RankCountsMatchOneRank) {
-  const double tol = kRankTolerance;
-  for (std::string routing : {"expert_choice", "token_choice"}) {
+struct RankGrid {
+  int ranks, ep;
+};
+constexpr RankGrid kGrids[] = {{2, 2}, {4, 4}, {4, 2}, {2, 1}};
+
+// Trains `steps` steps of `config` on 1 rank and on each grid; returns
+// the per-grid |loss - loss_1rank| per step.
+std::vector<std::pair<std::string, std::vector<double>>> rank_differences(const std::string& config, int steps,
+                                                                          bool dp_only = false) {
+  std::vector<std::pair<std::string, std::vector<double>>> out;
+  const std::string ref_dir = temp_dir("p1");
+  Result r1 = run(train_cmd(1, tiny_args(ref_dir, steps) + config));
+  EXPECT_EQ(r1.code, 0) << r1.out;
+  const auto ref = train_losses(ref_dir);
+  for (auto g : kGrids) {
+    if (dp_only && g.ep != 1) continue;
+    const std::string dir = temp_dir("pn");
+    Result r = run(train_cmd(g.ranks, tiny_args(dir, steps) + config + " --parallel.expert_parallel " +
+                                          std::to_string(g.ep)));
+    EXPECT_EQ(r.code, 0) << r.out;
+    const auto l = train_losses(dir);
+    EXPECT_EQ(l.size(), ref.size()) << config;
+    std::vector<double> diff;
+    for (size_t i = 0; i < std::min(l.size(), ref.size()); ++i) diff.push_back(std::fabs(l[i] - ref[i]));
+    out.emplace_back(config + " ranks=" + std::to_string(g.ranks) + " EP=" + std::to_string(g.ep), diff);
+  }
+  return out;
+}
+
+TEST(Parallel, RankCountsMatchOneRankWithoutRoutingDecisions) {
+  const std::pair<const char*, bool> configs[] = {
+      {" --model.ffn dense", true},
+      {" --moe.routing expert_choice --moe.experts 1 --moe.granularity 4", false},
+      {" --moe.routing token_choice --moe.granularity 4 --moe.top_k 16 --moe.capacity_factor 1", false},
+  };
+  for (const auto& [config, dp_only] : configs)
+    for (const auto& [what, diff] : rank_differences(config, 20, dp_only)) {
+      ASSERT_EQ(diff.size(), 20u) << what;
+      for (size_t i = 0; i < diff.size(); ++i)
+        EXPECT_LE(diff[i], kRankToleranceContinuous) << what << " step " << i + 1;
+    }
+}
+
+TEST(Parallel, RankCountsTrackOneRankThroughRoutingFlips) {
+  for (std::string routing : {"expert_choice", "token_choice"})
     for (int G : {1, 4}) {
-      const std::string common = " --moe.routing " + routing + " --moe.granularity " + std::to_string(G);
-      const std::string ref_dir = temp_dir("p1");
-      Result r1 = run(train_cmd(1, tiny_args(ref_dir, 20) + common));
-      ASSERT_EQ(r1.code, 0) << r1.out;
-      const auto ref = train_losses(ref_dir);
-      struct Grid {
-        int ranks, ep;
-      } grids[] = {{2, 2}, {4, 4}, {4, 2}, {2, 1}};
-      for (auto g : grids) {
-        const std::string dir = temp_dir("pn");
-        Result r = run(train_cmd(g.ranks, tiny_args(dir, 20) + common + " --parallel.expert_parallel " +
-                                              std::to_string(g.ep)));
-        ASSERT_EQ(r.code, 0) << r.out;
-        const auto l = train_losses(dir);
-        ASSERT_EQ(l.size(), ref.size());
-        for (size_t i = 0; i < l.size(); ++i)
-          EXPECT_NEAR(l[i], ref[i], tol) << routing << " G=" << G << " ranks=" << g.ranks << " EP=" << g.ep
-                                         << " step " << i + 1;
+      const std::string config = " --moe.routing " + routing + " --moe.granularity " + std::to_string(G);
+      for (const auto& [what, diff] : rank_differences(config, 20)) {
+        ASSERT_EQ(diff.size(), 20u) << what;
+        double mean = 0;
+        for (size_t i = 0; i < diff.size(); ++i) {
+          EXPECT_LE(diff[i], kRankToleranceWithFlipsStep) << what << " step " << i + 1;
+          mean += diff[i] / double(diff.size());
+        }
+        EXPECT_LE(mean, kRankToleranceWithFlipsMean) << what;
       }
     }
-  }
 }
 
 TEST(Parallel, SameRankCountIsBitIdentical) {
@@ -197,10 +264,12 @@ TEST(Restart, Bf16ResumeIsBitExact) {
 }
 
 // Checkpoint on 4 ranks with EP 4, resume on 2 (EP 2) and 1: the following
-// steps match the 4-rank continuation within the Parallel tolerance.
+// steps match the 4-rank continuation within the Parallel tolerance for
+// configs without routing decisions (E = 1: every expert takes every token),
+// so a wrong reshard cannot hide behind routing flips.
 TEST(Restart, ReshardOntoOtherRankCounts) {
   const std::string base = temp_dir("rsh");
-  const std::string extra = " --moe.granularity 4 --train.checkpoint_every 6";
+  const std::string extra = " --moe.experts 1 --moe.granularity 4 --train.checkpoint_every 6";
   ASSERT_EQ(run(train_cmd(4, tiny_args(base, 12) + extra + " --parallel.expert_parallel 4")).code, 0);
   const auto ref = train_losses(base);
   const std::string ck6 = base + "/checkpoints/step_0000006.h5";
@@ -212,7 +281,7 @@ TEST(Restart, ReshardOntoOtherRankCounts) {
     const auto l = train_losses(dir);
     ASSERT_EQ(l.size(), 6u);
     for (size_t i = 0; i < 6; ++i)
-      EXPECT_NEAR(l[i], ref[6 + i], kRankTolerance) << "ranks " << ranks << " step " << 7 + i;
+      EXPECT_NEAR(l[i], ref[6 + i], kRankToleranceContinuous) << "ranks " << ranks << " step " << 7 + i;
   }
 }
 
