@@ -74,7 +74,10 @@ TEST(MoELayer, DenseEquivalenceWhenEqualsOneExpert) {
   Problem p = make_problem(s, T, 7);
   LayerRun r = run_layer(p);
 
-  // The same GEMMs on the whole batch, as a dense FFN computes them.
+  // The same GEMMs on the whole batch, as a dense FFN computes them. Bitwise
+  // by construction: the one expert's rows are all T tokens in token order,
+  // so its grouped GEMM is the same BLAS call (same shapes, same operands) as
+  // these, on the same machine and thread count.
   const int64_t dff = 4 * d;
   std::vector<float> h(size_t(T * dff)), y(size_t(T * d));
   backend::gemm(false, false, T, dff, d, 1.0f, p.x.data(), d, p.w1.data(), dff, 0.0f, h.data(), dff);

@@ -208,6 +208,9 @@ TEST(Parallel, RankCountsTrackOneRankThroughRoutingFlips) {
     }
 }
 
+// Bitwise by construction: the same binary, machine, rank and thread counts
+// run every BLAS call with the same shapes, every OpenMP loop in a fixed
+// partition with fixed-order sums, and Comm reduces in rank order.
 TEST(Parallel, SameRankCountIsBitIdentical) {
   const std::string a = temp_dir("bi_a"), b = temp_dir("bi_b");
   const std::string args = " --moe.granularity 4 --parallel.expert_parallel 2";
@@ -219,7 +222,10 @@ TEST(Parallel, SameRankCountIsBitIdentical) {
 
 // ---------------------------------------------------------------- Restart ----
 // 2k steps straight vs k steps, stop, resume k: identical loss rows and
-// byte-identical final weights and moments.
+// byte-identical final weights and moments. Bitwise by construction: same
+// binary, machine, rank and thread counts (so the same arithmetic, as in
+// SameRankCountIsBitIdentical), and the checkpoint holds the complete state
+// (fp32 weights, moments, step, RNG and data positions) exactly.
 //
 // The first half is not a k-step run (a different steps setting would change
 // the schedule): it is the same 2k-step config with checkpoint_every k, rolled
@@ -306,6 +312,8 @@ TEST(Restart, DivergenceStopsWithStatusFailed) {
 }
 
 // ---------------------------------------------------------------- Preemption -
+// The resumed curve equals the straight one bitwise for the reasons given at
+// expect_resume_bit_exact (same binary, machine, ranks, threads; full state).
 TEST(Preemption, SigusrCheckpointsExits75AndResumesSameCurve) {
   for (int ranks : {1, 2}) {
     const std::string straight = temp_dir("pre_a"), dir = temp_dir("pre_b");
