@@ -246,7 +246,7 @@ Analysis run_analysis(const AnalyzeOptions& o) {
     std::string spec = o.optimal;
     if (spec.empty()) {
       char b[128];
-      if (op.has_range) std::snprintf(b, sizeof b, "log:%.6g:%.6g:8", op.F_min, 10 * op.F_max);
+      if (op.has_range) std::snprintf(b, sizeof b, "log:%.17g:%.17g:8", op.F_min, 10 * op.F_max);
       else std::snprintf(b, sizeof b, "log:1e18:1e25:8");
       spec = b;
     }
@@ -256,7 +256,7 @@ Analysis run_analysis(const AnalyzeOptions& o) {
       if (op.has_range) {
         char b[160] = "";
         auto add = [&](const char* what, double x, double mx) {
-          if (x > 10 * mx) std::snprintf(b + std::strlen(b), sizeof b - std::strlen(b), "%s%s %.3gx", b[0] ? ", " : "", what, x / mx);
+          if (x > 10 * (1 + 1e-6) * mx) std::snprintf(b + std::strlen(b), sizeof b - std::strlen(b), "%s%s %.3gx", b[0] ? ", " : "", what, x / mx);
         };
         add("F", F, op.F_max);
         add("N", row.best.N_total, op.N_max);
