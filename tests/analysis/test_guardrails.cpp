@@ -117,3 +117,39 @@ TEST(Guardrails, CBelowTheFloorIsFlagged) {
   for (const auto& s : r.guard.suggestions) says_fix = says_fix || s.find("--fix-c entropy") != std::string::npos;
   EXPECT_TRUE(says_fix);
 }
+
+// The flags reach fit.json (machine-readable), report.md and the terminal.
+TEST(Guardrails, FlagsAreWrittenToFitJsonAndReport) {
+  const fs::path dir = temp_dir("guard_out");
+  std::mt19937_64 rng(7);
+  std::normal_distribution<double> noise(0.0, 0.01);
+  int k = 0;
+  for (int64_t nb : {4, 8})
+    for (double D : {2e9, 8e9, 3.2e10})
+      for (int64_t G : {1, 2, 4}) {
+        FixtureRun f;
+        f.n_blocks = nb;
+        f.d_model = 64 * nb;
+        f.G = G;
+        f.D = D;
+        f.final_eval = paper_law().loss(finemoe::law_N(64.0 * nb, nb, 64), D, G) * std::exp(noise(rng));
+        f.entropy_rate = 0.9;  // known floor: the suggestion for c names --fix-c entropy
+        write_run(dir / "runs", "r" + std::to_string(k++), f);
+      }
+  const fs::path out = dir / "out";
+  ASSERT_EQ(run_cli({(dir / "runs").string(), "--out", out.string(), "--bootstrap", "20", "--threads", "2",
+                     "--no-plots", "-q"}),
+            finemoe::kExitOk);
+  std::ifstream jf(out / "fit.json");
+  const std::string json((std::istreambuf_iterator<char>(jf)), {});
+  EXPECT_NE(json.find("\"flagged\": true"), std::string::npos) << json.substr(0, 2000);
+  EXPECT_NE(json.find("\"kind\": \"not_identified\""), std::string::npos);
+  EXPECT_NE(json.find("\"coefficients_without_prior\""), std::string::npos);
+  std::ifstream rf(out / "report.md");
+  const std::string md((std::istreambuf_iterator<char>(rf)), {});
+  EXPECT_NE(md.find("**Flags**"), std::string::npos);
+  EXPECT_NE(md.find("more model sizes"), std::string::npos);
+  EXPECT_NE(md.find("`--fix-c entropy`"), std::string::npos);
+  EXPECT_NE(md.find("**not_identified"), std::string::npos);  // in the coefficient table's flags column
+  fs::remove_all(dir);
+}
