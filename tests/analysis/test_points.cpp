@@ -261,3 +261,41 @@ TEST(Optimal, ExtrapolatedRowsAndDefaultBudgetsFollowTheRuns) {
   EXPECT_NE(a.optimal.dense_note.find("the same data"), std::string::npos);
   fs::remove_all(dir);
 }
+
+// A runs directory and a CSV of other runs fit together like one directory.
+TEST(Points, MixWithARunsDirectory) {
+  const fs::path dir = temp_dir("points_mix");
+  write_grid(dir / "runs");
+  const std::string csv = (dir / "all.csv").string(), part = (dir / "part.csv").string();
+  AnalyzeOptions o = quiet_options(dir / "out");
+  o.runs_dir = (dir / "runs").string();
+  o.boot.replicates = 0;
+  o.write_points = csv;
+  const Analysis full = run_analysis(o);
+  // Move the runs r20..r35 from the directory into a CSV of their own.
+  std::ifstream in(csv);
+  std::ofstream outp(part);
+  std::string line;
+  std::getline(in, line);
+  outp << line << '\n';
+  int moved = 0;
+  while (std::getline(in, line)) {
+    const int id = std::stoi(line.substr(1, line.find(',') - 1));
+    if (id >= 20) {
+      outp << line << '\n';
+      fs::remove_all(dir / "runs" / ("r" + std::to_string(id)));
+      ++moved;
+    }
+  }
+  outp.close();
+  ASSERT_EQ(moved, 16);
+  o.write_points.clear();
+  o.points = part;
+  const Analysis mixed = run_analysis(o);
+  ASSERT_EQ(mixed.runs.runs.size(), 36u);
+  EXPECT_EQ(mixed.runs.runs.back().final_source, "points");
+  ASSERT_TRUE(mixed.fits[0].fit.ok);
+  const auto a = law_values(full.fits[0].fit.law), b = law_values(mixed.fits[0].fit.law);
+  for (size_t k = 0; k < a.size(); ++k) EXPECT_NEAR(b[k], a[k], 1e-6 * std::fabs(a[k]) + 1e-9) << k;
+  fs::remove_all(dir);
+}
