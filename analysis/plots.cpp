@@ -195,7 +195,7 @@ void plot_loss_vs_n(Plotter& p, const FitReport& f) {
       const std::string file = "lvn_" + std::to_string(k) + ".dat";
       p.data(file, os.str());
       char title[96];
-      std::snprintf(title, sizeof title, "%s ~ %.2g, %s", iso_flop ? "F" : "D", std::pow(10.0, double(bin) / 4),
+      std::snprintf(title, sizeof title, "%s ≈ %.2g, %s", iso_flop ? "F" : "D", std::pow(10.0, double(bin) / 4),
                     g_label(G).c_str());
       body << (k ? ", " : "") << "'" << file << "' using 1:2 with points pt " << 5 + 2 * (pt % 4) << " lc "
            << colour << " title '" << title << "', '" << file << "' using 1:3 with lines lc " << colour

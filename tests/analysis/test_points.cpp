@@ -299,3 +299,38 @@ TEST(Points, MixWithARunsDirectory) {
   for (size_t k = 0; k < a.size(); ++k) EXPECT_NEAR(b[k], a[k], 1e-6 * std::fabs(a[k]) + 1e-9) << k;
   fs::remove_all(dir);
 }
+
+// The plot scripts (written even without gnuplot): a panel per model size,
+// one loss-vs-N series per budget, dashed extrapolated rows.
+TEST(Plots, PanelsPerSizeSeriesPerBudgetDashedExtrapolation) {
+  const fs::path dir = temp_dir("plots");
+  const double F_max = write_grid(dir / "runs");
+  AnalyzeOptions o = quiet_options(dir / "out");
+  o.runs_dir = (dir / "runs").string();
+  o.boot.replicates = 0;
+  o.plots = true;
+  o.gnuplot = "/bin/true";  // scripts only: the test does not depend on gnuplot
+  char budgets[64];
+  std::snprintf(budgets, sizeof budgets, "%.9g,%.9g", 2 * F_max, 20 * F_max);
+  o.optimal = budgets;
+  Analysis a = run_analysis(o);
+  write_outputs(a);
+  const fs::path pl = dir / "out" / "plots";
+  const std::string curves = slurp(pl / "loss_curves.gp");
+  EXPECT_NE(curves.find("set multiplot layout 2,3"), std::string::npos);  // 4 sizes
+  for (int64_t nb : {4, 6, 8, 11}) {
+    char t[64];
+    std::snprintf(t, sizeof t, "set title 'N = %.3g'", finemoe::law_N(64.0 * nb, nb, 64));
+    EXPECT_NE(curves.find(t), std::string::npos) << t;
+  }
+  EXPECT_NE(curves.find("title 'G=16'"), std::string::npos);
+  EXPECT_NE(curves.find("finals_0_0.dat"), std::string::npos);  // final evals overlaid
+  EXPECT_NE(slurp(pl / "finals_0_0.dat").find(' '), std::string::npos);
+  const std::string lvn = slurp(pl / "loss_vs_n.gp");
+  EXPECT_NE(lvn.find("token budget (D bin)"), std::string::npos);  // the grid has 3 D values, 12 F values
+  EXPECT_NE(lvn.find("D ≈ 3.2e+10, G=16"), std::string::npos);
+  const std::string og = slurp(pl / "optimal_g.gp");
+  EXPECT_NE(og.find("optimal_extrapolated.dat' using 1:2 with linespoints pt 6 lw 2 dt 2"), std::string::npos);
+  EXPECT_NE(slurp(pl / "optimal_extrapolated.dat").find(' '), std::string::npos);
+  fs::remove_all(dir);
+}
