@@ -6,17 +6,20 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <set>
 
 #include "finemoe/error.hpp"
+#include "points.hpp"
 
 namespace finemoe::analysis {
 namespace {
 
 FILE* human(const AnalyzeOptions& o) { return o.json ? stderr : stdout; }
 
-FitReport make_fit(const std::string& label, std::vector<FitPoint> pts, FitOptions fo, const AnalyzeOptions& o) {
+FitReport make_fit(const std::string& label, std::vector<FitPoint> pts, FitOptions fo, const AnalyzeOptions& o,
+                   double entropy_rate) {
   FitReport r;
   r.label = label;
   r.options = fo;
@@ -33,6 +36,7 @@ FitReport make_fit(const std::string& label, std::vector<FitPoint> pts, FitOptio
     r.holdout = holdout_fit(r.points, o.holdout, fo, o.boot.seed);
     r.has_holdout = true;
   }
+  r.guard = check_fit(r.points, fo, r.fit, r.has_bootstrap ? &r.boot : nullptr, entropy_rate);
   return r;
 }
 
@@ -54,10 +58,17 @@ void print_fit(FILE* f, const FitReport& r) {
     if (names[k] == "c" && r.options.fix_c) std::fprintf(f, " (fixed)");
     else if (r.has_bootstrap && r.boot.succeeded > 1)
       std::fprintf(f, " 95%% [%.5g, %.5g]", r.boot.intervals[k].lo, r.boot.intervals[k].hi);
+    for (const auto& fl : r.guard.flags)
+      if (fl.param == names[k]) std::fprintf(f, "  [%s]", fl.kind.c_str());
     std::fprintf(f, "\n");
   }
   if (r.has_bootstrap)
     std::fprintf(f, "    bootstrap: %d/%d refits succeeded\n", r.boot.succeeded, r.boot.requested);
+  if (r.guard.flags.empty())
+    std::fprintf(f, "    guardrails: no flags (solver bounds, L2 prior%s%s)\n", r.has_bootstrap ? ", bootstrap widths" : "",
+                 ", entropy floor where known");
+  for (const auto& fl : r.guard.flags) std::fprintf(f, "    FLAG %s: %s\n", fl.kind.c_str(), fl.message.c_str());
+  for (const auto& sg : r.guard.suggestions) std::fprintf(f, "    to identify: %s\n", sg.c_str());
   if (r.has_holdout) {
     if (r.holdout.ok)
       std::fprintf(f, "    holdout %s: %d runs held out, RMSE %.4g nats, MARE %.3g%%\n", r.holdout.rule.c_str(),
@@ -73,16 +84,50 @@ Analysis run_analysis(const AnalyzeOptions& o) {
   Analysis a;
   a.options = o;
   FILE* out = human(o);
+  const bool have_runs = !o.runs_dir.empty() || !o.points.empty();
   if (!o.runs_dir.empty()) {
     a.runs = collect_runs(o.runs_dir, o.collect);
     if (!o.quiet) {
       std::fprintf(out, "runs: %zu usable, %zu skipped under %s\n", a.runs.runs.size(), a.runs.skipped.size(),
                    o.runs_dir.c_str());
       for (const auto& s : a.runs.skipped) std::fprintf(out, "  skipped %s: %s\n", s.path.c_str(), s.reason.c_str());
-      const double h = a.runs.mean_entropy_rate();
-      if (std::isfinite(h))
-        std::fprintf(out, "data entropy rate (true irreducible loss, compare with the fitted c): %.4f nats/token\n", h);
     }
+  }
+  if (!o.points.empty()) {
+    RunSet p = read_points_csv(o.points);
+    if (!o.quiet) std::fprintf(out, "points: %zu runs from %s\n", p.runs.size(), o.points.c_str());
+    append_runs(a.runs, std::move(p));
+  }
+  if (!o.quiet) {
+    size_t from_eval = 0;
+    for (const auto& r : a.runs.runs) from_eval += r.final_source == "eval";
+    if (!o.runs_dir.empty())
+      std::fprintf(out, "final losses: %zu of %zu runs from their final evaluation on the fixed held-out set%s\n",
+                   from_eval, a.runs.runs.size(),
+                   o.collect.final_from_eval ? "" : " (--final-loss train: train window for all)");
+    for (const auto& r : a.runs.runs)
+      if (!r.warning.empty()) std::fprintf(out, "  warning: %s: %s\n", r.name.c_str(), r.warning.c_str());
+  }
+  const double entropy = a.runs.mean_entropy_rate();
+  if (!o.quiet && std::isfinite(entropy))
+    std::fprintf(out, "data entropy rate (true irreducible loss, compare with the fitted c): %.4f nats/token\n", entropy);
+  if (!o.write_points.empty()) {
+    write_points_csv(a.runs, o.write_points);
+    if (!o.quiet) std::fprintf(out, "fit points written to %s\n", o.write_points.c_str());
+  }
+  AnalyzeOptions oc = o;  // o with c fixed at the floor under --fix-c entropy
+  if (o.fix_c_entropy) {
+    if (!std::isfinite(entropy))
+      throw ConfigError("--fix-c entropy: no run carries data_entropy_rate (shard data or --points); give a value");
+    oc.fit.fix_c = true;
+    oc.fit.c_value = entropy;
+    char b[256];
+    std::snprintf(b, sizeof b,
+                  "c fixed at the data's entropy rate %.4f nats/token (--fix-c entropy); the gap a finite context "
+                  "window adds above it is not estimated and not included",
+                  entropy);
+    a.c_note = b;
+    if (!o.quiet) std::fprintf(out, "%s\n", b);
   }
 
   // Split the runs: dense ones, MoE ones of the chosen E (and G <= max_g).
@@ -117,26 +162,26 @@ Analysis run_analysis(const AnalyzeOptions& o) {
   if (!o.quiet)
     for (const auto& n : a.notes) std::fprintf(out, "  not in the MoE fit: %s\n", n.c_str());
 
-  if (!o.runs_dir.empty()) {
+  if (have_runs) {
     if (!moe.empty() || dense.empty()) {
-      FitOptions fo = o.fit;
+      FitOptions fo = oc.fit;
       fo.form = o.form == "fine" ? LawForm::Fine
                 : o.form == "chinchilla" ? LawForm::Chinchilla
                 : by_g.size() >= 2 ? LawForm::Fine : LawForm::Chinchilla;
-      a.fits.push_back(make_fit("moe", moe, fo, o));
+      a.fits.push_back(make_fit("moe", moe, fo, o, entropy));
     }
     if (!dense.empty()) {
-      FitOptions fo = o.fit;
+      FitOptions fo = oc.fit;
       fo.form = LawForm::Chinchilla;
-      a.fits.push_back(make_fit("dense", dense, fo, o));
+      a.fits.push_back(make_fit("dense", dense, fo, o, entropy));
     }
     if (o.slice_g)
       for (const auto& [G, pts] : by_g) {
-        FitOptions fo = o.fit;
+        FitOptions fo = oc.fit;
         fo.form = LawForm::Chinchilla;
         char label[32];
         std::snprintf(label, sizeof label, "G=%g", G);
-        a.fits.push_back(make_fit(label, pts, fo, o));
+        a.fits.push_back(make_fit(label, pts, fo, o, entropy));
       }
     for (const auto& f : a.fits) print_fit(out, f);
   }
@@ -159,31 +204,84 @@ Analysis run_analysis(const AnalyzeOptions& o) {
     op.options.E = o.expansion > 0 ? o.expansion : 64;
     have_law = true;
   }
-  if (o.dense_law == "paper") {
+  // Dense comparison: only against dense runs of the same data unless asked.
+  const bool paper_moe = o.law == "paper" || o.law == "paper-rounded";
+  bool dense_fit_ok = false;
+  for (const auto& f : a.fits)
+    if (f.label == "dense" && f.fit.ok) op.dense = f.fit.law, dense_fit_ok = true;
+  if (o.dense_law == "fit" || (o.dense_law == "auto" && dense_fit_ok)) {
+    op.has_dense = dense_fit_ok;
+    op.dense_name = "fit";
+    op.dense_note = dense_fit_ok ? "against the dense law fitted on this analysis' dense runs (the same data)"
+                                 : "no compute multiplier: --dense-law fit, but no dense law could be fitted";
+  } else if (o.dense_law == "paper" || (o.dense_law == "auto" && paper_moe)) {
     op.dense = paper_dense_law(), op.has_dense = true, op.dense_name = "paper";
-  } else if (o.dense_law == "fit") {
-    for (const auto& f : a.fits)
-      if (f.label == "dense" && f.fit.ok) op.dense = f.fit.law, op.has_dense = true, op.dense_name = "fit";
-    if (!op.has_dense && !o.quiet) std::fprintf(out, "no dense fit: compute multiplier not reported\n");
-  } else if (o.dense_law != "none") {
+    op.dense_note = paper_moe ? "against the paper's dense law (web text, the corpus of the paper's MoE law)"
+                              : "against the paper's dense law for web text (c = 0.47): ANOTHER CORPUS than these "
+                                "runs, so the multiplier mixes two data sets (asked for with --dense-law paper)";
+  } else if (o.dense_law == "auto" || o.dense_law == "none") {
+    op.dense_note = o.dense_law == "none" ? "no compute multiplier (--dense-law none)"
+                                          : "no compute multiplier: no dense runs of the same data to fit a dense law "
+                                            "on (add dense runs, or --dense-law paper to compare with another corpus)";
+  } else {
     op.dense = parse_law(o.dense_law, "--dense-law");
     op.has_dense = true;
     op.dense_name = o.dense_law;
+    op.dense_note = "against the dense law given with --dense-law";
   }
+  if (!op.has_dense) op.dense = Law{};
+  if (!o.quiet && have_law) std::fprintf(out, "dense comparison: %s\n", op.dense_note.c_str());
+  // The range of the fitted runs (main MoE fit's points).
+  for (const auto& f : a.fits)
+    if (f.label == "moe" && f.fit.ok && !f.points.empty()) {
+      op.has_range = true;
+      op.F_min = 1e300;
+      for (const auto& p : f.points) {
+        if (p.F > 0) op.F_min = std::min(op.F_min, p.F), op.F_max = std::max(op.F_max, p.F);
+        op.N_max = std::max(op.N_max, p.N), op.D_max = std::max(op.D_max, p.D);
+      }
+      if (!(op.F_max > 0)) op.has_range = false;
+    }
   if (have_law && (!o.optimal.empty() || o.law == "fit")) {
-    const auto budgets = parse_budgets(o.optimal.empty() ? "log:1e18:1e25:8" : o.optimal);
-    for (double F : budgets) op.rows.push_back(optimal_for_budget(op.law, F, op.options, op.has_dense ? &op.dense : nullptr));
+    std::string spec = o.optimal;
+    if (spec.empty()) {
+      char b[128];
+      if (op.has_range) std::snprintf(b, sizeof b, "log:%.17g:%.17g:8", op.F_min, 10 * op.F_max);
+      else std::snprintf(b, sizeof b, "log:1e18:1e25:8");
+      spec = b;
+    }
+    const auto budgets = parse_budgets(spec);
+    for (double F : budgets) {
+      OptimalRow row = optimal_for_budget(op.law, F, op.options, op.has_dense ? &op.dense : nullptr);
+      if (op.has_range) {
+        char b[160] = "";
+        auto add = [&](const char* what, double x, double mx) {
+          if (x > 10 * (1 + 1e-6) * mx) std::snprintf(b + std::strlen(b), sizeof b - std::strlen(b), "%s%s %.3gx", b[0] ? ", " : "", what, x / mx);
+        };
+        add("F", F, op.F_max);
+        add("N", row.best.N_total, op.N_max);
+        add("D", row.best.D, op.D_max);
+        row.extrapolated = b[0] != 0;
+        row.extrapolated_why = b;
+      }
+      op.rows.push_back(row);
+    }
     op.present = true;
     {
       std::fprintf(out, "compute-optimal (law %s, E = %g, d_model = %g*n_blocks):\n", op.law_name.c_str(),
                    op.options.E, op.options.aspect);
-      std::fprintf(out, "  %-9s %8s %8s %10s %10s %4s %10s %8s %7s %9s\n", "budget", "n_blocks", "d_model",
-                   "N_active", "N_total", "G", "D", "D/N_act", "loss", "x_dense");
+      if (op.has_range)
+        std::fprintf(out, "  fitted runs reach F %.3g, N %.3g, D %.3g; rows beyond 10x of any are marked EXTRAPOLATED\n",
+                     op.F_max, op.N_max, op.D_max);
+      std::fprintf(out, "  %-9s %8s %8s %10s %10s %4s %10s %8s %7s %9s %9s\n", "budget", "n_blocks", "d_model",
+                   "N_active", "N_total", "G", "D", "D/N_act", "loss", "x_dense", "x_dns_G1");
       for (const auto& r : op.rows) {
         const auto& b = r.best;
-        std::fprintf(out, "  %-9.3g %8.2f %8.1f %10.4g %10.4g %4g %10.4g %8.2f %7.4f %9.3g%s\n", b.budget, b.n_blocks,
-                     b.d_model, b.N_active, b.N_total, b.G, b.D, b.tokens_per_active, b.loss, r.multiplier,
-                     b.at_range_edge ? "  (at search edge)" : "");
+        std::fprintf(out, "  %-9.3g %8.2f %8.1f %10.4g %10.4g %4g %10.4g %8.2f %7.4f %9.3g %9.3g%s%s\n", b.budget,
+                     b.n_blocks, b.d_model, b.N_active, b.N_total, b.G, b.D, b.tokens_per_active, b.loss,
+                     op.has_dense ? r.multiplier : NAN, op.has_dense ? r.multiplier_g1 : NAN,
+                     b.at_range_edge ? "  (at search edge)" : "",
+                     r.extrapolated ? ("  EXTRAPOLATED (" + r.extrapolated_why + " beyond the runs)").c_str() : "");
       }
     }
   } else if (!o.optimal.empty() && !have_law && !o.quiet) {

@@ -7,13 +7,17 @@
 
 #include "bootstrap.hpp"
 #include "fit.hpp"
+#include "guardrails.hpp"
 #include "optimal.hpp"
 #include "runs.hpp"
 
 namespace finemoe::analysis {
 
 struct AnalyzeOptions {
-  std::string runs_dir;               // positional; optional with --law + --optimal
+  std::string runs_dir;               // positional; optional with --points, or --law + --optimal
+  std::string points;                 // --points FILE.csv (points.hpp), mixable with runs_dir
+  std::string write_points;           // --write-points FILE.csv: the collected fit points
+  bool fix_c_entropy = false;         // --fix-c entropy: c = the runs' data_entropy_rate
   std::string out_dir = "moe-analysis";
   CollectOptions collect;
   FitOptions fit;                     // huber δ, fix-c, solver, l2
@@ -24,8 +28,8 @@ struct AnalyzeOptions {
   BootstrapOptions boot;
   std::string holdout;                // "", largest-n, largest-d, random:FRAC
   std::string law = "fit";            // fit | paper | paper-rounded | a=..,alpha=..
-  std::string dense_law = "paper";    // paper | fit | none | a=..,alpha=..,b=..,beta=..,c=..
-  std::string optimal;                // budgets; "" = log:1e18:1e25:8 when a law exists
+  std::string dense_law = "auto";     // auto | paper | fit | none | a=..,alpha=..,b=..,beta=..,c=..
+  std::string optimal;                // budgets; "" = the runs' range and one decade beyond (log:1e18:1e25:8 without runs)
   OptimalOptions opt;
   bool json = false;                  // fit.json to stdout, human text to stderr
   bool plots = true;
@@ -42,6 +46,7 @@ struct FitReport {
   BootstrapResult boot;
   bool has_holdout = false;
   HoldoutResult holdout;
+  Guardrails guard;                   // flags on this fit (guardrails.hpp)
 };
 
 struct OptimalReport {
@@ -49,14 +54,19 @@ struct OptimalReport {
   std::string law_name, dense_name;
   Law law, dense;
   bool has_dense = false;
+  std::string dense_note;             // what the dense comparison is against (report sentence)
   OptimalOptions options;
   std::vector<OptimalRow> rows;
+  // The fitted runs' range; rows beyond 10x of it are marked extrapolated.
+  bool has_range = false;
+  double F_min = 0, F_max = 0, N_max = 0, D_max = 0;
 };
 
 struct Analysis {
   AnalyzeOptions options;
   RunSet runs;
   std::vector<std::string> notes;     // runs collected but left out of a fit, and why
+  std::string c_note;                 // how c was fixed, when it was
   std::vector<FitReport> fits;
   OptimalReport optimal;
 };

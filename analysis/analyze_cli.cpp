@@ -1,6 +1,7 @@
 // Command line of moe-analyze (Boost.Program_options directly: the trainer's
 // config schema does not apply to an offline analysis tool).
 #include <boost/program_options.hpp>
+#include <cstdlib>
 #include <sstream>
 #include <thread>
 
@@ -13,13 +14,17 @@ namespace finemoe::analysis {
 namespace {
 
 const char* kUsage = R"(moe-analyze RUNS_DIR [options]
+moe-analyze --points FILE.csv [RUNS_DIR] [options]
 moe-analyze --law paper --optimal 1e18,1e20,1e22 [options]
 
 Fits scaling laws over a directory of finished finemoe runs and computes
 compute-optimal configurations.
 
-Runs: every metrics.h5 under RUNS_DIR (recursive). A run's final loss is the
-mean of its last K logged train losses; N, N_active, F/token come from the
+Runs: every metrics.h5 under RUNS_DIR (recursive), plus the rows of a
+--points CSV. A run's final loss is its final evaluation on the fixed held-out
+set (train.final_eval_tokens; metrics.h5 final_eval_loss); runs without one
+fall back, with a warning each, to the mean of the last K logged train losses.
+N, N_active, F/token come from the
 shared counting code (d_model, n_blocks, E, G attributes); D is the token count
 of the last row. Runs not 'completed', unreadable, with NaN in the window or
 missing attributes are listed with the reason and skipped. Runs with attribute
@@ -38,10 +43,16 @@ F = (12 d^2 * 6 + d*E*G*14) * n_blocks * D; for each budget and each G the
 loss is minimised over continuous n_blocks, then over G. The multiplier is the
 dense compute (F = 6 N D, dense law) reaching the MoE optimum, divided by F.
 
+Guardrails (terminal, report.md, fit.json "flags"): coefficients on a solver
+bound, set by the L2 prior (moved > 1 % by a lambda = 0 refit), with bootstrap
+intervals wider than a decade (a, b, g, c) or +-50 % (exponents), with a
+bimodal bootstrap distribution, or c below the data's entropy rate; optimal
+rows more than 10x beyond the runs' F, N or D are marked extrapolated.
+
 Outputs in --out: fit.json, runs.csv, optimal.csv, report.md, plots/*.png|svg.
 Exit status: 0 when a law was fitted or an optimal table was computed from a
-given law; 3 when nothing could be fitted (the message says why); 2 for a bad
-command line.)";
+given law; 3 when nothing could be fitted or a --points CSV is unusable (the
+message names the file, line and column); 2 for a bad command line.)";
 
 }  // namespace
 
@@ -52,11 +63,14 @@ bool parse_analyze_args(int argc, const char* const* argv, AnalyzeOptions& o, st
   d.add_options()
     ("help,h", "show this help and exit")
     ("out", po::value<std::string>(), "output directory [default: moe-analysis]")
-    ("final-window", po::value<int64_t>(), "K: final loss = mean of the last K logged train losses [default: 10% of the rows, at least 1]")
+    ("final-loss", po::value<std::string>(), "eval: a run's final loss is its final evaluation on the fixed held-out set (metrics.h5 final_eval_*), falling back to the train window with a warning per run; train: always the train window [default: eval]")
+    ("final-window", po::value<int64_t>(), "K: train-window final loss = mean of the last K logged train losses [default: 10% of the rows, at least 1]")
+    ("points", po::value<std::string>(), "also fit the runs of FILE.csv: columns N, D, loss; optional G, E, N_active, F, run, weight, dense (see docs/analysis.md)")
+    ("write-points", po::value<std::string>(), "write the collected fit points as a --points CSV to FILE")
     ("cooldown-points", po::value<int>(), "points taken from each cooldown-branch run, final one included [default: 4]")
     ("include-running", "also use runs whose status is not 'completed' (their curves are not finished: not valid law points)")
     ("form", po::value<std::string>(), "law of the main fit: auto | fine | chinchilla; auto = fine when the MoE runs have several G [default: auto]")
-    ("fix-c", po::value<double>(), "fix the irreducible loss c to VALUE (> 0) instead of fitting it")
+    ("fix-c", po::value<std::string>(), "fix the irreducible loss c instead of fitting it: VALUE (> 0), or 'entropy' = the runs' data_entropy_rate (the true floor; the extra loss of a finite context window is not included)")
     ("huber-delta", po::value<double>(), "Huber delta on log-loss residuals: 0.1 paper, 1e-3 Chinchilla [default: 0.1]")
     ("solver", po::value<std::string>(), "lm (Levenberg-Marquardt, bounded) | bfgs (Ceres line search, as the paper) [default: lm]")
     ("l2", po::value<double>(), "weight of the L2 penalty on the log-space parameters [default: 1e-8]")
@@ -67,10 +81,10 @@ bool parse_analyze_args(int argc, const char* const* argv, AnalyzeOptions& o, st
     ("bootstrap-fraction", po::value<double>(), "runs per replicate, as a fraction of all runs, drawn with replacement [default: 0.8]")
     ("threads", po::value<int>(), "threads for bootstrap refits [default: all cores]")
     ("seed", po::value<uint64_t>(), "seed of bootstrap and random holdout [default: 1]")
-    ("holdout", po::value<std::string>(), "refit without some runs, report their RMSE/MARE: largest-n | largest-d | random:FRAC")
+    ("holdout", po::value<std::string>(), "refit without some runs, report their RMSE/MARE: largest-n | largest-d | random:FRAC | n-above:X | d-above:X | f-above:X (test on runs whose final N, D or FLOPs exceed X)")
     ("law", po::value<std::string>(), "law of the optimal table: fit | paper (E=64, more digits, c=0.472: reproduces Table 2) | paper-rounded (Table 1) | a=..,alpha=..,b=..,beta=..,g=..,gamma=..,c=.. [default: fit]")
-    ("dense-law", po::value<std::string>(), "dense law of the compute multiplier: paper (a 16.3, alpha .126, b 26.7, beta .127, c .47) | fit (the dense runs' fit) | none | a=..,alpha=..,b=..,beta=..,c=.. [default: paper]")
-    ("optimal", po::value<std::string>(), "budgets in FLOPs: 1e18,1e20,... or log:FMIN:FMAX:COUNT [default: log:1e18:1e25:8 when a law is available]")
+    ("dense-law", po::value<std::string>(), "dense law of the compute multiplier: auto | fit (the dense runs' fit: same data) | paper (a 16.3, alpha .126, b 26.7, beta .127, c .47: web text, another corpus) | none | a=..,alpha=..,b=..,beta=..,c=.. [default: auto = fit when dense runs were fitted, paper with --law paper, else none]")
+    ("optimal", po::value<std::string>(), "budgets in FLOPs: 1e18,1e20,... or log:FMIN:FMAX:COUNT [default: 8 budgets from the smallest run's FLOPs to 10x the largest; log:1e18:1e25:8 without runs]")
     ("aspect", po::value<double>(), "d_model / n_blocks of the optimal shapes [default: 64]")
     ("granularities", po::value<std::string>(), "G candidates of the allocation [default: 1,2,4,...,256]")
     ("json", "print fit.json to stdout (human-readable lines go to stderr)")
@@ -110,11 +124,28 @@ bool parse_analyze_args(int argc, const char* const* argv, AnalyzeOptions& o, st
   s("law", o.law);
   s("dense-law", o.dense_law);
   s("optimal", o.optimal);
+  s("points", o.points);
+  s("write-points", o.write_points);
+  if (vm.count("final-loss")) {
+    const std::string v = vm["final-loss"].as<std::string>();
+    if (v != "eval" && v != "train") throw ConfigError("--final-loss: expected eval or train, got '" + v + "'");
+    o.collect.final_from_eval = v == "eval";
+  }
   s("gnuplot", o.gnuplot);
   if (vm.count("final-window")) o.collect.final_window = vm["final-window"].as<int64_t>();
   if (vm.count("cooldown-points")) o.collect.cooldown_points = vm["cooldown-points"].as<int>();
   o.collect.include_running = vm.count("include-running") > 0;
-  if (vm.count("fix-c")) o.fit.fix_c = true, o.fit.c_value = vm["fix-c"].as<double>();
+  if (vm.count("fix-c")) {
+    const std::string v = vm["fix-c"].as<std::string>();
+    if (v == "entropy") {
+      o.fix_c_entropy = true;
+    } else {
+      char* end = nullptr;
+      o.fit.fix_c = true;
+      o.fit.c_value = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end != '\0') throw ConfigError("--fix-c: expected a number > 0 or 'entropy', got '" + v + "'");
+    }
+  }
   if (vm.count("huber-delta")) o.fit.huber_delta = vm["huber-delta"].as<double>();
   if (vm.count("l2")) o.fit.l2 = vm["l2"].as<double>();
   if (vm.count("solver")) {
@@ -164,9 +195,11 @@ bool parse_analyze_args(int argc, const char* const* argv, AnalyzeOptions& o, st
   if (o.collect.cooldown_points < 1) throw ConfigError("--cooldown-points: must be >= 1");
   if (!(o.opt.aspect > 0)) throw ConfigError("--aspect: must be > 0");
   if (o.expansion < 0) throw ConfigError("--expansion: must be > 0");
-  if (o.runs_dir.empty() && (o.law == "fit" || o.optimal.empty()))
-    throw ConfigError("no RUNS_DIR given: pass a directory of runs, or a law and budgets "
+  if (o.runs_dir.empty() && o.points.empty() && (o.law == "fit" || o.optimal.empty()))
+    throw ConfigError("no RUNS_DIR given: pass a directory of runs, --points FILE.csv, or a law and budgets "
                       "(e.g. --law paper --optimal 1e20)");
+  if (o.fix_c_entropy && o.runs_dir.empty() && o.points.empty())
+    throw ConfigError("--fix-c entropy: needs runs that carry data_entropy_rate");
   return true;
 }
 

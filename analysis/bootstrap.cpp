@@ -129,8 +129,18 @@ HoldoutResult holdout_fit(const std::vector<FitPoint>& pts, const std::string& r
     size_t k = std::max<size_t>(1, size_t(std::lround(frac * double(ids.size()))));
     k = std::min(k, ids.size() - (ids.size() > 1 ? 1 : 0));
     test.insert(ids.begin(), ids.begin() + k);
+  } else if (rule.rfind("n-above:", 0) == 0 || rule.rfind("d-above:", 0) == 0 || rule.rfind("f-above:", 0) == 0) {
+    // Threshold: train on the runs whose final N (D, F) is <= X, test on those above.
+    char* end = nullptr;
+    const double x = std::strtod(rule.c_str() + 8, &end);
+    if (rule.size() == 8 || *end != '\0' || !std::isfinite(x) || !(x > 0))
+      throw ConfigError("--holdout: " + rule.substr(0, 8) + "X needs a number X > 0, got '" + rule + "'");
+    const char k = rule[0];
+    for (const auto& [id, p] : final_pt)
+      if ((k == 'n' ? p.N : k == 'd' ? p.D : p.F) > x) test.insert(id);
   } else {
-    throw ConfigError("--holdout: expected largest-n, largest-d or random:FRAC, got '" + rule + "'");
+    throw ConfigError("--holdout: expected largest-n, largest-d, random:FRAC, n-above:X, d-above:X or f-above:X, got '" +
+                      rule + "'");
   }
   std::vector<FitPoint> train;
   for (const auto& [id, v] : groups) {

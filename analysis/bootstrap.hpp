@@ -48,7 +48,9 @@ struct HoldoutResult {
   double rmse = 0, mare = 0;  // on held-out points, loss units / relative
 };
 
-// rule: "largest-n" | "largest-d" | "random:FRAC". Throws ConfigError on a bad rule.
+// rule: "largest-n" | "largest-d" | "random:FRAC" | "n-above:X" | "d-above:X" |
+// "f-above:X" (held out: runs whose final N, D or training FLOPs exceed X).
+// Throws ConfigError on a bad rule.
 HoldoutResult holdout_fit(const std::vector<FitPoint>& pts, const std::string& rule, const FitOptions& fo,
                           uint64_t seed);
 

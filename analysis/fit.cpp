@@ -135,7 +135,8 @@ double solve_from(const std::vector<FitPoint>& pts, const FitOptions& o, Theta& 
   ceres::Problem::Options po;
   ceres::Problem problem(po);
   for (const auto& p : pts) {
-    auto* loss = new ceres::HuberLoss(o.huber_delta);
+    ceres::LossFunction* loss = new ceres::HuberLoss(o.huber_delta);
+    if (p.weight != 1.0) loss = new ceres::ScaledLoss(loss, p.weight, ceres::TAKE_OWNERSHIP);
     if (fine)
       problem.AddResidualBlock(FineLawResidual::create(p.N, p.D, p.G, p.loss), loss, t.core, t.gran, t.lc);
     else
@@ -248,7 +249,7 @@ void evaluate_law(const Law& law, const std::vector<FitPoint>& pts, double delta
     se += (pred - p.loss) * (pred - p.loss);
     sel += lr * lr;
     are += std::fabs(pred - p.loss) / p.loss;
-    obj += huber(lr, delta);
+    obj += p.weight * huber(lr, delta);
   }
   const double n = std::max<size_t>(pts.size(), 1);
   r.rmse = std::sqrt(se / n);

@@ -15,7 +15,9 @@ namespace finemoe::analysis {
 
 struct FitPoint {
   double N = 0, D = 0, G = 1, loss = 0;
-  int group = 0;  // which run the point comes from (unit of bootstrap/holdout)
+  int group = 0;       // which run the point comes from (unit of bootstrap/holdout)
+  double F = 0;        // training FLOPs of the point (extrapolation checks, f-above holdout); 0 unknown
+  double weight = 1;   // multiplies the point's Huber term (--points 'weight' column)
 };
 
 enum class LawForm { Fine, Chinchilla };

@@ -101,6 +101,9 @@ OptimalRow optimal_for_budget(const Law& law, double F, const OptimalOptions& o,
     row.dense_loss = dense_optimal_loss(*dense, F);
     row.dense_compute = dense_compute_for_loss(*dense, row.best.loss);
     row.multiplier = row.dense_compute / F;
+    row.multiplier_g1 = std::numeric_limits<double>::quiet_NaN();
+    for (const auto& p : row.per_g)
+      if (p.G == 1) row.multiplier_g1 = dense_compute_for_loss(*dense, p.loss) / F;
   }
   return row;
 }

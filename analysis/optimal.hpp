@@ -31,6 +31,9 @@ struct OptimalRow {
   double dense_loss = 0;              // dense-law optimal loss at the same F
   double dense_compute = 0;           // dense F needed to reach best.loss (inf if unreachable)
   double multiplier = 0;              // dense_compute / budget
+  double multiplier_g1 = 0;           // the same for the best G = 1 (vanilla MoE) shape; NaN without a G = 1 candidate
+  bool extrapolated = false;          // budget, N or D more than 10x beyond the fitted runs
+  std::string extrapolated_why;       // which of them, e.g. "F 120x, N 15x"
 };
 
 OptimalPoint optimal_for_g(const Law& law, double F, double G, const OptimalOptions& o);

@@ -60,6 +60,17 @@ void json_fit(JsonWriter& w, const Analysis& a, const FitReport& r) {
     }
     w.end_object().end_object();
   }
+  if (r.fit.ok) {
+    w.boolean("flagged", !r.guard.flags.empty());
+    w.begin_array("flags");
+    for (const auto& f : r.guard.flags)
+      w.begin_object().str("kind", f.kind).str("param", f.param).str("message", f.message).end_object();
+    w.end_array();
+    w.begin_array("suggestions");
+    for (const auto& sg : r.guard.suggestions) w.str(sg);
+    w.end_array();
+    if (r.guard.prior_checked) json_law(w, "coefficients_without_prior", r.guard.no_prior.law, fine);
+  }
   if (r.has_holdout) {
     const auto& h = r.holdout;
     w.begin_object("holdout").str("rule", h.rule).boolean("ok", h.ok);
@@ -96,11 +107,12 @@ std::string runs_csv(const Analysis& a) {
   std::ostringstream os;
   os.precision(10);
   os << "name,path,status,d_model,n_blocks,E,G,dense,cooldown_branch,N,N_active,D,flops_per_token,F,final_loss,"
-        "window,rows\n";
+        "window,rows,final_source,final_stderr\n";
   for (const auto& r : a.runs.runs)
     os << r.name << ',' << r.path << ',' << r.status << ',' << r.d_model << ',' << r.n_blocks << ',' << r.E << ','
        << r.G << ',' << int(r.dense) << ',' << int(r.cooldown) << ',' << r.N << ',' << r.N_active << ',' << r.D
-       << ',' << r.flops_per_token << ',' << r.F << ',' << r.final_loss << ',' << r.window << ',' << r.rows << '\n';
+       << ',' << r.flops_per_token << ',' << r.F << ',' << r.final_loss << ',' << r.window << ',' << r.rows << ',' << r.final_source << ','
+       << r.final_stderr << '\n';
   return os.str();
 }
 
@@ -108,14 +120,14 @@ std::string optimal_csv(const Analysis& a) {
   std::ostringstream os;
   os.precision(10);
   os << "budget,n_blocks,d_model,N_active,N_total,G,D,tokens_per_active_param,loss,dense_optimal_loss,"
-        "dense_compute_to_match,compute_multiplier\n";
+        "dense_compute_to_match,compute_multiplier,compute_multiplier_g1,extrapolated,extrapolated_by\n";
   for (const auto& r : a.optimal.rows) {
     const auto& b = r.best;
     os << b.budget << ',' << b.n_blocks << ',' << b.d_model << ',' << b.N_active << ',' << b.N_total << ',' << b.G
        << ',' << b.D << ',' << b.tokens_per_active << ',' << b.loss << ',';
-    if (a.optimal.has_dense) os << r.dense_loss << ',' << r.dense_compute << ',' << r.multiplier;
-    else os << ",,";
-    os << '\n';
+    if (a.optimal.has_dense) os << r.dense_loss << ',' << r.dense_compute << ',' << r.multiplier << ',' << r.multiplier_g1;
+    else os << ",,,";
+    os << ',' << int(r.extrapolated) << ',' << r.extrapolated_why << '\n';
   }
   return os.str();
 }
@@ -138,6 +150,22 @@ std::string report_md(const Analysis& a, const std::vector<std::string>& plots) 
     for (const auto& n : a.notes) os << "- not in the MoE fit: " << n << "\n";
     if (!a.notes.empty()) os << "\n";
   }
+  if (!a.options.points.empty()) os << "Points file: `" << a.options.points << "`.\n\n";
+  if (!a.runs.runs.empty()) {
+    size_t from_eval = 0, warned = 0;
+    for (const auto& r : a.runs.runs) from_eval += r.final_source == "eval", warned += !r.warning.empty();
+    os << "Final losses: " << from_eval << " of " << a.runs.runs.size()
+       << " runs from their final evaluation on the fixed held-out set (`train.final_eval_tokens`)";
+    os << (a.options.collect.final_from_eval ? "" : " (`--final-loss train`: the train window for every run)") << ".";
+    if (warned) {
+      os << " **Warning**, " << warned << " run(s) fall back to the mean of their last train-batch losses "
+         << "(single-batch noise):\n\n";
+      for (const auto& r : a.runs.runs)
+        if (!r.warning.empty()) os << "- `" << r.name << "`: " << r.warning << "\n";
+    }
+    os << "\n\n";
+  }
+  if (!a.c_note.empty()) os << a.c_note << ".\n\n";
   for (const auto& f : a.fits) {
     os << "## Fit `" << f.label << "` (" << form_name(f.options.form) << ")\n\n";
     if (!f.fit.ok) {
@@ -149,7 +177,7 @@ std::string report_md(const Analysis& a, const std::vector<std::string>& plots) 
                   "MARE %.3g%%.\n\n",
                   f.points.size(), f.options.huber_delta, solver_name(f.options.solver), f.options.l2,
                   f.fit.objective, f.fit.rmse, 100 * f.fit.mare);
-    os << buf << "| coefficient | value | 95% interval |\n|---|---|---|\n";
+    os << buf << "| coefficient | value | 95% interval | flags |\n|---|---|---|---|\n";
     const auto names = law_param_names();
     const auto vals = law_values(f.fit.law);
     for (size_t k = 0; k < names.size(); ++k) {
@@ -160,8 +188,25 @@ std::string report_md(const Analysis& a, const std::vector<std::string>& plots) 
         std::snprintf(buf, sizeof buf, "[%.4g, %.4g]", f.boot.intervals[k].lo, f.boot.intervals[k].hi);
         ci = buf;
       }
-      std::snprintf(buf, sizeof buf, "| %s | %.5g | %s |\n", names[k].c_str(), vals[k], ci.c_str());
+      std::string fl;
+      for (const auto& g : f.guard.flags)
+        if (g.param == names[k]) fl += (fl.empty() ? "" : ", ") + g.kind;
+      std::snprintf(buf, sizeof buf, "| %s | %.5g | %s | %s |\n", names[k].c_str(), vals[k], ci.c_str(),
+                    fl.empty() ? "–" : ("**" + fl + "**").c_str());
       os << buf;
+    }
+    if (f.guard.flags.empty()) {
+      os << "\nGuardrails: no flags (no coefficient on a solver bound or set by the L2 prior"
+         << (f.has_bootstrap ? ", bootstrap intervals within a decade / ±50 %, no bimodal distribution" : "")
+         << (std::isfinite(a.runs.mean_entropy_rate()) && !f.options.fix_c ? ", c not below the data's entropy rate" : "")
+         << ").\n";
+    } else {
+      os << "\n**Flags** — these numbers are not supported by the runs:\n\n";
+      for (const auto& g : f.guard.flags) os << "- `" << g.kind << "` " << g.message << "\n";
+      if (!f.guard.suggestions.empty()) {
+        os << "\nWhat would identify them:\n\n";
+        for (const auto& sg : f.guard.suggestions) os << "- " << sg << "\n";
+      }
     }
     if (f.has_bootstrap)
       os << "\nBootstrap: " << f.boot.succeeded << "/" << f.boot.requested << " refits on "
@@ -182,15 +227,31 @@ std::string report_md(const Analysis& a, const std::vector<std::string>& plots) 
        << "`, E = " << op.options.E << ", d_model = " << op.options.aspect << "·n_blocks";
     if (op.has_dense) os << "; dense law `" << op.dense_name << "`: `" << law_to_string(op.dense) << "`";
     os << ". Table: [optimal.csv](optimal.csv).\n\n";
+    os << "Dense compute multiplier: " << op.dense_note << ".\n\n";
+    size_t n_extra = 0;
+    for (const auto& r : op.rows) n_extra += r.extrapolated;
+    if (op.has_range) {
+      std::snprintf(buf, sizeof buf,
+                    "The fitted runs reach F = %.3g FLOPs, N = %.3g, D = %.3g tokens. %zu of %zu rows lie more than 10× "
+                    "beyond them (marked *extrapolated*): those rows are the law's extrapolation, not supported by "
+                    "runs.\n\n",
+                    op.F_max, op.N_max, op.D_max, n_extra, op.rows.size());
+      os << buf;
+    } else {
+      os << "No runs were fitted: the table is the given law's, with no data range to compare.\n\n";
+    }
     os << "| budget (FLOPs) | n_blocks | d_model | N_active | N_total | G | D (tokens) | D/N_active | loss | dense "
-          "compute multiplier |\n|---|---|---|---|---|---|---|---|---|---|\n";
+          "compute multiplier | same, G = 1 | range |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for (const auto& r : op.rows) {
       const auto& b = r.best;
-      char mult[32] = "–";
-      if (op.has_dense) std::snprintf(mult, sizeof mult, std::isfinite(r.multiplier) ? "%.3g×" : "unreachable", r.multiplier);
-      std::snprintf(buf, sizeof buf, "| %.3g | %.2f | %.0f | %.3g | %.3g | %g | %.4g | %.1f | %.4f | %s |\n",
+      char mult[32] = "–", mult1[32] = "–";
+      if (op.has_dense) {
+        std::snprintf(mult, sizeof mult, std::isfinite(r.multiplier) ? "%.3g×" : "unreachable", r.multiplier);
+        std::snprintf(mult1, sizeof mult1, std::isfinite(r.multiplier_g1) ? "%.3g×" : "–", r.multiplier_g1);
+      }
+      std::snprintf(buf, sizeof buf, "| %.3g | %.2f | %.0f | %.3g | %.3g | %g | %.4g | %.1f | %.4f | %s | %s | %s |\n",
                     b.budget, b.n_blocks, b.d_model, b.N_active, b.N_total, b.G, b.D, b.tokens_per_active, b.loss,
-                    mult);
+                    mult, mult1, r.extrapolated ? ("*extrapolated* (" + r.extrapolated_why + ")").c_str() : "data");
       os << buf;
     }
     os << "\n";
@@ -208,6 +269,8 @@ std::string fit_json(const Analysis& a) {
   JsonWriter w;
   w.begin_object();
   w.str("tool", "moe-analyze").num("format_version", 1).str("runs_dir", a.options.runs_dir);
+  w.str("points_file", a.options.points).str("final_loss", a.options.collect.final_from_eval ? "eval" : "train");
+  if (!a.c_note.empty()) w.str("c_fixed_note", a.c_note);
   w.num("final_window", double(a.options.collect.final_window));
   w.begin_array("fits");
   for (const auto& f : a.fits) json_fit(w, a, f);
@@ -218,6 +281,8 @@ std::string fit_json(const Analysis& a) {
     w.num("d_model", r.d_model).num("n_blocks", r.n_blocks).num("E", r.E).num("G", r.G);
     w.boolean("dense", r.dense).boolean("cooldown_branch", r.cooldown);
     w.num("N", r.N).num("N_active", r.N_active).num("D", r.D).num("F", r.F).num("final_loss", r.final_loss);
+    w.str("final_source", r.final_source).num("final_stderr", r.final_stderr);
+    if (!r.warning.empty()) w.str("warning", r.warning);
     w.num("window", double(r.window)).num("points", double(r.points.size())).end_object();
   }
   w.end_array();
@@ -235,6 +300,10 @@ std::string fit_json(const Analysis& a) {
       w.str("dense_law_name", op.dense_name);
       json_law(w, "dense_law", op.dense, false);
     }
+    w.str("dense_comparison", op.dense_note);
+    if (op.has_range)
+      w.begin_object("fitted_range").num("F_min", op.F_min).num("F_max", op.F_max).num("N_max", op.N_max)
+          .num("D_max", op.D_max).num("extrapolation_factor", 10).end_object();
     w.num("E", op.options.E).num("aspect", op.options.aspect);
     w.begin_array("rows");
     for (const auto& r : op.rows) {
@@ -242,7 +311,10 @@ std::string fit_json(const Analysis& a) {
       w.begin_object().num("budget", b.budget).num("n_blocks", b.n_blocks).num("d_model", b.d_model);
       w.num("N_active", b.N_active).num("N_total", b.N_total).num("G", b.G).num("D", b.D);
       w.num("tokens_per_active_param", b.tokens_per_active).num("loss", b.loss);
-      if (op.has_dense) w.num("dense_optimal_loss", r.dense_loss).num("dense_compute", r.dense_compute).num("multiplier", r.multiplier);
+      if (op.has_dense)
+        w.num("dense_optimal_loss", r.dense_loss).num("dense_compute", r.dense_compute).num("multiplier", r.multiplier)
+            .num("multiplier_g1", r.multiplier_g1);
+      w.boolean("extrapolated", r.extrapolated).str("extrapolated_by", r.extrapolated_why);
       w.begin_array("loss_per_G");
       for (const auto& p : r.per_g) w.begin_object().num("G", p.G).num("loss", p.loss).num("n_blocks", p.n_blocks).end_object();
       w.end_array().end_object();

@@ -79,24 +79,67 @@ const FitReport* main_fit(const Analysis& a) {
   return nullptr;
 }
 
-void plot_curves(Plotter& p, const Analysis& a) {
-  std::map<double, std::ostringstream> by_g;
-  for (const auto& r : a.runs.runs) {
-    auto& os = by_g[r.dense ? 0.0 : r.G];
-    for (size_t i = 0; i < r.curve_tokens.size(); ++i) os << r.curve_tokens[i] << ' ' << r.curve_loss[i] << '\n';
-    os << '\n';  // blank line: next run, same series
+// Colour of a granularity, the same in every panel: dense black, G = 1, 2, 4, ... by log2 G.
+int g_colour(double G, bool dense) { return dense ? 8 : 1 + int(std::lround(std::log2(std::max(G, 1.0)))) % 7; }
+
+// Light smoothing of a logged train curve: centred moving average over 5
+// logged rows (fewer at the ends), so single-batch noise does not hide the trend.
+std::vector<double> smooth5(const std::vector<double>& v) {
+  std::vector<double> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    const size_t lo = i >= 2 ? i - 2 : 0, hi = std::min(v.size() - 1, i + 2);
+    double s = 0;
+    for (size_t j = lo; j <= hi; ++j) s += v[j];
+    out[i] = s / double(hi - lo + 1);
   }
-  if (by_g.empty()) return;
+  return out;
+}
+
+// One panel per model size (N), colour by G; train loss smoothed (lines),
+// periodic evaluations (small circles) and the final evaluation on the fixed
+// held-out set (large filled circle) overlaid.
+void plot_curves(Plotter& p, const Analysis& a) {
+  std::map<double, std::vector<const RunInfo*>> by_n;
+  for (const auto& r : a.runs.runs)
+    if (!r.curve_tokens.empty()) by_n[r.N].push_back(&r);
+  if (by_n.empty()) return;
+  const int panels = int(by_n.size()), cols = std::min(panels, 3), rows = (panels + cols - 1) / cols;
   std::ostringstream body;
-  body << "set title 'Training loss by granularity'\nset xlabel 'tokens'\nset ylabel 'train loss (nats/token)'\n"
-          "set logscale x\nset format x '10^{%T}'\nset key top right\nplot ";
-  int k = 0;
-  for (auto& [G, os] : by_g) {
-    std::string file = "curves_" + std::to_string(k) + ".dat";
-    p.data(file, os.str());
-    body << (k ? ", " : "") << "'" << file << "' using 1:2 with lines lw 1.5 lc " << k + 1 << " title '"
-         << (G == 0 ? std::string("dense") : g_label(G)) << "'";
-    ++k;
+  body << "set multiplot layout " << rows << "," << cols
+       << " title 'Loss curves by model size: train loss (5-row moving average), evals (circles), final eval (filled)'\n"
+          "set logscale x\nset format x '10^{%T}'\nset xlabel 'tokens'\nset ylabel 'loss (nats/token)'\n"
+          "set key top right font ',8'\n";
+  int panel = 0;
+  for (const auto& [N, runs] : by_n) {
+    std::map<std::pair<bool, double>, std::ostringstream> train, evals, finals;
+    for (const RunInfo* r : runs) {
+      const auto key = std::make_pair(r->dense, r->dense ? 1.0 : r->G);
+      const auto sm = smooth5(r->curve_loss);
+      auto& t = train[key];
+      for (size_t i = 0; i < sm.size(); ++i) t << r->curve_tokens[i] << ' ' << sm[i] << '\n';
+      t << '\n';
+      auto& e = evals[key];
+      for (size_t i = 0; i < r->eval_tokens.size(); ++i) e << r->eval_tokens[i] << ' ' << r->eval_loss[i] << '\n';
+      if (r->final_source == "eval") finals[key] << r->D << ' ' << r->final_loss << '\n';
+    }
+    char title[96];
+    std::snprintf(title, sizeof title, "N = %.3g", N);
+    body << "set title '" << title << "'\nplot ";
+    int k = 0;
+    for (auto& [key, os] : train) {
+      const std::string tag = std::to_string(panel) + "_" + std::to_string(k);
+      const int c = g_colour(key.second, key.first);
+      p.data("curves_" + tag + ".dat", os.str());
+      p.data("evals_" + tag + ".dat", evals[key].str() + "\n");
+      p.data("finals_" + tag + ".dat", finals[key].str() + "\n");
+      body << (k ? ", " : "") << "'curves_" << tag << ".dat' using 1:2 with lines lw 1.5 lc " << c << " title '"
+           << (key.first ? std::string("dense") : g_label(key.second)) << "', 'evals_" << tag
+           << ".dat' using 1:2 with points pt 6 ps 0.7 lc " << c << " notitle, 'finals_" << tag
+           << ".dat' using 1:2 with points pt 7 ps 1.3 lc " << c << " notitle";
+      ++k;
+    }
+    body << "\n";
+    ++panel;
   }
   p.draw("loss_curves", body.str());
 }
@@ -120,52 +163,86 @@ void plot_fit(Plotter& p, const Analysis& a, const FitReport& f) {
   p.draw("fit_vs_observed", body.str());
 }
 
+// Loss vs N, one series per budget: iso-FLOP bins (quarter decades of F) when
+// the runs were sized by compute, else bins of D (quarter decades), whichever
+// gives fewer series; point type by G. Lines join the law's predictions at the
+// same (N, D, G) as the observed points.
 void plot_loss_vs_n(Plotter& p, const FitReport& f) {
-  // The D shared by most final points (a sweep grid has a few D values).
-  std::map<double, int> dcount;
-  double nmin = 1e300, nmax = 0;
-  for (const auto& q : f.points) dcount[q.D]++, nmin = std::min(nmin, q.N), nmax = std::max(nmax, q.N);
-  const double D0 = std::max_element(dcount.begin(), dcount.end(), [](auto& x, auto& y) { return x.second < y.second; })->first;
-  std::set<double> Gs;
-  for (const auto& q : f.points) Gs.insert(q.G);
+  auto bin_of = [](double x) { return std::lround(4 * std::log10(std::max(x, 1e-300))); };
+  std::set<long> fbins, dbins;
+  bool have_f = true;
+  for (const auto& q : f.points) {
+    dbins.insert(bin_of(q.D));
+    if (q.F > 0) fbins.insert(bin_of(q.F));
+    else have_f = false;
+  }
+  const bool iso_flop = have_f && fbins.size() <= dbins.size();
+  std::map<long, std::map<double, std::vector<size_t>>> series;  // bin -> G -> point indices
+  for (size_t i = 0; i < f.points.size(); ++i)
+    series[bin_of(iso_flop ? f.points[i].F : f.points[i].D)][f.points[i].G].push_back(i);
   std::ostringstream body;
-  char title[128];
-  std::snprintf(title, sizeof title, "Loss vs N at D = %.3g tokens", D0);
-  body << "set title '" << title << "'\nset xlabel 'N (parameters)'\nset ylabel 'loss (nats/token)'\nset logscale x\nset format x '10^{%T}'\n"
-          "set key top right\nplot ";
-  int k = 0;
-  for (double G : Gs) {
-    std::ostringstream law, obs;
-    for (int i = 0; i <= 60; ++i) {
-      double N = std::exp(std::log(nmin / 2) + (std::log(nmax * 2) - std::log(nmin / 2)) * i / 60.0);
-      law << N << ' ' << f.fit.law.loss(N, D0, G) << '\n';
+  body << "set title 'Loss vs N per " << (iso_flop ? "compute budget (iso-FLOP)" : "token budget (D bin)")
+       << ": points observed, lines the fitted law'\nset xlabel 'N (parameters)'\nset ylabel 'loss (nats/token)'\n"
+          "set logscale x\nset format x '10^{%T}'\nset key outside right font ',8'\nplot ";
+  int k = 0, colour = 0;
+  for (auto& [bin, by_g] : series) {
+    ++colour;
+    int pt = 0;
+    for (auto& [G, idx] : by_g) {
+      std::sort(idx.begin(), idx.end(), [&](size_t x, size_t y) { return f.points[x].N < f.points[y].N; });
+      std::ostringstream os;
+      for (size_t i : idx) os << f.points[i].N << ' ' << f.points[i].loss << ' ' << f.fit.predicted[i] << '\n';
+      const std::string file = "lvn_" + std::to_string(k) + ".dat";
+      p.data(file, os.str());
+      char title[96];
+      std::snprintf(title, sizeof title, "%s ≈ %.2g, %s", iso_flop ? "F" : "D", std::pow(10.0, double(bin) / 4),
+                    g_label(G).c_str());
+      body << (k ? ", " : "") << "'" << file << "' using 1:2 with points pt " << 5 + 2 * (pt % 4) << " lc "
+           << colour << " title '" << title << "', '" << file << "' using 1:3 with lines lc " << colour
+           << " notitle";
+      ++k, ++pt;
     }
-    for (const auto& q : f.points)
-      if (q.G == G && std::fabs(q.D - D0) <= 1e-6 * D0) obs << q.N << ' ' << q.loss << '\n';
-    std::string lf = "law_n_" + std::to_string(k) + ".dat", of = "obs_n_" + std::to_string(k) + ".dat";
-    p.data(lf, law.str());
-    p.data(of, obs.str() + "\n");
-    body << (k ? ", " : "") << "'" << lf << "' using 1:2 with lines lc " << k + 1 << " title '" << g_label(G)
-         << " law', '" << of << "' using 1:2 with points pt 7 lc " << k + 1 << " notitle";
-    ++k;
   }
   p.draw("loss_vs_n", body.str());
 }
 
+// Rows within 10x of the fitted runs solid, extrapolated ones dashed (the
+// dashed part starts at the last supported row so the line is continuous).
 void plot_optimal(Plotter& p, const Analysis& a) {
   const auto& op = a.optimal;
-  std::ostringstream os;
-  for (const auto& r : op.rows)
-    os << r.best.budget << ' ' << r.best.G << ' ' << r.best.loss << ' ' << (op.has_dense ? r.dense_loss : NAN) << '\n';
-  p.data("optimal.dat", os.str());
-  p.draw("optimal_g",
-         "set title 'Compute-optimal granularity (law " + op.law_name +
-             ")'\nset xlabel 'training FLOPs'\nset ylabel 'optimal G'\nset logscale x\nset format x '10^{%T}'\nset logscale y 2\n"
-             "set key top left\nplot 'optimal.dat' using 1:2 with linespoints pt 7 lw 2 title 'optimal G'\n");
+  std::ostringstream in, ex;
+  bool started = false;
+  const OptimalRow* last_in = nullptr;
+  for (const auto& r : op.rows) {
+    std::ostringstream line;
+    line << r.best.budget << ' ' << r.best.G << ' ' << r.best.loss << ' ' << (op.has_dense ? r.dense_loss : NAN) << '\n';
+    if (!r.extrapolated) {
+      in << line.str();
+      last_in = &r;
+    } else {
+      if (!started && last_in)
+        ex << last_in->best.budget << ' ' << last_in->best.G << ' ' << last_in->best.loss << ' '
+           << (op.has_dense ? last_in->dense_loss : NAN) << '\n';
+      started = true;
+      ex << line.str();
+    }
+  }
+  p.data("optimal.dat", in.str() + "\n");
+  p.data("optimal_extrapolated.dat", ex.str() + "\n");
+  const bool any_ex = started;
+  std::string g_plot = "plot 'optimal.dat' using 1:2 with linespoints pt 7 lw 2 lc 1 title 'optimal G'";
+  if (any_ex) g_plot += ", 'optimal_extrapolated.dat' using 1:2 with linespoints pt 6 lw 2 dt 2 lc 1 title 'extrapolated (>10x beyond the runs)'";
+  p.draw("optimal_g", "set title 'Compute-optimal granularity (law " + op.law_name +
+                          ")'\nset xlabel 'training FLOPs'\nset ylabel 'optimal G'\nset logscale x\nset format x '10^{%T}'\nset logscale y 2\n"
+                          "set key top left\n" + g_plot + "\n");
   std::string body = "set title 'Optimal loss: MoE vs dense'\nset xlabel 'training FLOPs'\nset ylabel 'loss (nats/token)'\n"
-                     "set logscale x\nset format x '10^{%T}'\nset key top right\nplot 'optimal.dat' using 1:3 with linespoints pt 7 lw 2 title "
+                     "set logscale x\nset format x '10^{%T}'\nset key top right\nplot 'optimal.dat' using 1:3 with linespoints pt 7 lw 2 lc 1 title "
                      "'MoE (optimal G)'";
-  if (op.has_dense) body += ", 'optimal.dat' using 1:4 with linespoints pt 5 lw 2 title 'dense'";
+  if (any_ex) body += ", 'optimal_extrapolated.dat' using 1:3 with linespoints pt 6 lw 2 dt 2 lc 1 title 'MoE, extrapolated'";
+  if (op.has_dense) {
+    body += ", 'optimal.dat' using 1:4 with linespoints pt 5 lw 2 lc 2 title 'dense (" + op.dense_name + ")'";
+    if (any_ex) body += ", 'optimal_extrapolated.dat' using 1:4 with linespoints pt 4 lw 2 dt 2 lc 2 title 'dense, extrapolated'";
+  }
   p.draw("moe_vs_dense", body + "\n");
 }
 

@@ -95,18 +95,39 @@ RunInfo run_from_metrics(const RunMetrics& m, const CollectOptions& o) {
                                 : std::max<int64_t>(1, int64_t(std::lround(0.1 * double(r.rows))));
   r.D = double(m.train.back().tokens);
   if (!(r.D > 0)) throw DataError("final token count is not positive");
-  r.final_loss = window_mean(m, r.rows - 1, r.window);
+  const FinalEval& fe = m.final_eval;
+  const bool eval_ok = m.has_final_eval && fe.step == m.train.back().step && std::isfinite(fe.loss) && fe.loss > 0;
+  if (o.final_from_eval && eval_ok) {
+    r.final_loss = fe.loss;
+    r.final_stderr = fe.stderr_loss;
+    r.final_source = "eval";
+  } else {
+    r.final_loss = window_mean(m, r.rows - 1, r.window);
+    r.final_stderr = std::numeric_limits<double>::quiet_NaN();
+    r.final_source = "train";
+    if (o.final_from_eval) {
+      std::ostringstream os;
+      if (m.has_final_eval)
+        os << "final evaluation is from step " << fe.step << ", not the last logged step " << m.train.back().step;
+      else
+        os << "no final evaluation in metrics.h5 (trained before train.final_eval_tokens existed, or with it 0)";
+      os << ": final loss = mean of the last " << r.window << " train-batch losses (single-batch noise)";
+      r.warning = os.str();
+    }
+  }
   if (!(r.final_loss > 0)) throw DataError("final loss is not positive");
   r.F = r.flops_per_token * r.D;
+  for (const auto& e : m.eval)
+    if (std::isfinite(e.loss)) r.eval_tokens.push_back(double(e.tokens)), r.eval_loss.push_back(e.loss);
   if (r.cooldown && o.cooldown_points > 1) {
     for (int k = 1; k < o.cooldown_points; ++k) {
       int64_t end = int64_t(std::lround(double(k) / o.cooldown_points * double(r.rows))) - 1;
       if (end < r.window - 1 || end >= r.rows - 1) continue;
       double D = double(m.train[end].tokens), L = window_mean(m, end, r.window);
-      if (D > 0 && L > 0) r.points.push_back(FitPoint{r.N, D, r.G, L, 0});
+      if (D > 0 && L > 0) r.points.push_back(FitPoint{r.N, D, r.G, L, 0, r.flops_per_token * D});
     }
   }
-  r.points.push_back(FitPoint{r.N, r.D, r.G, r.final_loss, 0});
+  r.points.push_back(FitPoint{r.N, r.D, r.G, r.final_loss, 0, r.F});
   const int64_t stride = std::max<int64_t>(1, r.rows / std::max(1, o.curve_max_points));
   for (int64_t i = 0; i < r.rows; i += stride) {
     if (!std::isfinite(m.train[i].loss)) continue;

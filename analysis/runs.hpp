@@ -1,8 +1,11 @@
 // Run collection: every metrics.h5 under a directory becomes a run with its
 // final loss, N, D, G, E and FLOPs (counting.hpp), or a skip with a reason.
 //
-// Final loss: mean of the last K logged train losses (K = final_window, or
-// 10 % of the rows when 0; at least 1). With a cosine schedule only the end of
+// Final loss: the run's final evaluation on the fixed held-out set
+// (metrics.h5 final_eval_*, train.final_eval_tokens) when it is there and was
+// taken at the last logged step; else (older runs, final_eval_tokens = 0, or
+// final_loss = "train") the mean of the last K logged train losses (K =
+// final_window, or 10 % of the rows when 0; at least 1), with a warning. With a cosine schedule only the end of
 // a run is a valid (N, D) point. Runs with attribute cooldown_branch = 1 were
 // cooled down to each of their logged points, so they may also contribute
 // `cooldown_points` − 1 intermediate points (same window rule, D = tokens at
@@ -22,6 +25,7 @@ struct CollectOptions {
   int cooldown_points = 4;    // points per cooldown-branch run (incl. the final one)
   bool include_running = false;  // use runs whose status is not "completed" (not default)
   int curve_max_points = 400;    // curve kept for plots, subsampled
+  bool final_from_eval = true;   // false: always the train window (--final-loss train)
 };
 
 struct RunInfo {
@@ -30,6 +34,10 @@ struct RunInfo {
   bool dense = false, cooldown = false;
   double N = 0, N_active = 0, D = 0, flops_per_token = 0, F = 0;
   double final_loss = 0;
+  std::string final_source;       // "eval" (final_eval_*), "train" (window) or "points" (a --points CSV)
+  double final_stderr = 0;        // standard error of final_loss; NaN when unknown (train window)
+  std::string warning;            // a reason to doubt this run's point (printed per run); "" none
+  std::vector<double> eval_tokens, eval_loss;  // periodic evaluations (plots)
   double entropy_rate = 0;  // the data's irreducible loss (nats/token); NaN if unknown (shards)
   int64_t rows = 0, window = 0;
   std::vector<double> curve_tokens, curve_loss;

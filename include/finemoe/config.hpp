@@ -51,6 +51,7 @@ struct TrainConfig {
   int64_t log_every = 10;
   int64_t eval_every = 0;         // 0: evaluate only at the end
   int64_t eval_tokens = 16384;
+  int64_t final_eval_tokens = 2097152;  // fixed held-out set scored at the end (0 = off); see final_eval.hpp
   int64_t checkpoint_every = 0;   // 0: checkpoint only at the end / on signal
   int64_t checkpoint_keep = 2;
   int64_t threads = 0;            // OpenMP threads per rank; 0 = runtime default

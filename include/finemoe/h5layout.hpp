@@ -45,6 +45,13 @@ constexpr const char* kAttrSeed = "seed";
 constexpr const char* kAttrEntropyFloor = "data_entropy_rate";// float64 nats/token, NaN if unknown
 constexpr const char* kAttrCooldown = "cooldown_branch";      // int 0/1: intermediate points valid
 constexpr const char* kAttrConfigIni = "config";              // string: the whole resolved config.ini
+// Final evaluation on the fixed held-out set (train.final_eval_tokens), written
+// once at the end of a run; moe-analyze fits on it. Absent in runs trained
+// before it existed or with train.final_eval_tokens = 0.
+constexpr const char* kAttrFinalEvalLoss = "final_eval_loss";      // float64 nats/token, mean over the set
+constexpr const char* kAttrFinalEvalStderr = "final_eval_stderr";  // float64: sd of per-sequence means / sqrt(sequences)
+constexpr const char* kAttrFinalEvalTokens = "final_eval_tokens";  // int64: tokens in the set
+constexpr const char* kAttrFinalEvalStep = "final_eval_step";      // int64: step the weights are from
 constexpr const char* kAttrConfigPrefix = "config.";          // plus one attribute per key, e.g. "config.moe.granularity"
 
 // ---- runs/NAME/checkpoints/step_NNNNNNN.h5 ----------------------------------

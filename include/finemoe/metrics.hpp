@@ -22,6 +22,11 @@ struct EvalRow {
   int64_t step = 0, tokens = 0;
   double loss = 0;
 };
+// The end-of-run evaluation on the fixed held-out set (final_eval.hpp).
+struct FinalEval {
+  int64_t step = 0, tokens = 0;
+  double loss = 0, stderr_loss = 0;  // mean nats/token and its standard error
+};
 
 class MetricsWriter {
  public:
@@ -34,6 +39,7 @@ class MetricsWriter {
   ~MetricsWriter();
   void append_train(const TrainRow& row);
   void append_eval(const EvalRow& row);
+  void set_final_eval(const FinalEval& fe);
   // One row: per block, tokens per expert, unserved fraction and entropy.
   void append_routing(int64_t step, const std::vector<RoutingStats>& per_block);
   void set_status(const std::string& status);  // running|completed|failed|preempted
@@ -53,6 +59,8 @@ struct RunMetrics {
   std::map<std::string, double> num_attrs;        // N, N_active, E, G, flops_per_token, ...
   std::vector<TrainRow> train;
   std::vector<EvalRow> eval;
+  bool has_final_eval = false;  // all four final_eval_* attributes present
+  FinalEval final_eval;
   std::vector<int64_t> routing_step;
   int64_t routing_blocks = 0, routing_experts = 0;
   std::vector<int64_t> routing_expert_load;        // [rows, blocks, experts]

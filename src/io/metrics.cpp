@@ -213,6 +213,11 @@ MetricsWriter::MetricsWriter(const std::string& path, const Config& cfg, const M
     m.truncate_group(kTrainSets, std::size(kTrainSets), hl::kTrainStep, resume_step);
     m.truncate_group(kEvalSets, std::size(kEvalSets), hl::kEvalStep, resume_step);
     m.truncate_group(kRoutingSets, std::size(kRoutingSets), hl::kRoutingStep, resume_step);
+    // A final evaluation belongs to the weights of the step it was taken at,
+    // which training is about to move: drop it (the new end writes its own).
+    for (const char* a : {hl::kAttrFinalEvalStep, hl::kAttrFinalEvalLoss, hl::kAttrFinalEvalStderr,
+                          hl::kAttrFinalEvalTokens})
+      if (H5Aexists(m.file, a) > 0 && H5Adelete(m.file, a) < 0) m.fail(std::string("cannot remove attribute ") + a);
   }
 
   const bool dense = cfg.dense();
@@ -262,6 +267,17 @@ void MetricsWriter::append_eval(const EvalRow& r) {
   m.append(hl::kEvalTokens, H5T_NATIVE_INT64, &r.tokens);
   m.append(hl::kEvalLoss, H5T_NATIVE_DOUBLE, &r.loss);
   m.append(hl::kEvalStep, H5T_NATIVE_INT64, &r.step);
+  m.flush();
+}
+
+void MetricsWriter::set_final_eval(const FinalEval& fe) {
+  Impl& m = *impl_;
+  // Step last: a reader takes the set only when all four are there.
+  if (!h5::write_attr_f64(m.file, hl::kAttrFinalEvalLoss, fe.loss) ||
+      !h5::write_attr_f64(m.file, hl::kAttrFinalEvalStderr, fe.stderr_loss) ||
+      !h5::write_attr_i64(m.file, hl::kAttrFinalEvalTokens, fe.tokens) ||
+      !h5::write_attr_i64(m.file, hl::kAttrFinalEvalStep, fe.step))
+    m.fail("cannot write the final_eval_* attributes");
   m.flush();
 }
 
@@ -385,6 +401,21 @@ RunMetrics read_metrics(const std::string& path) {
     } else {
       double v;
       if (h5::read_attr_f64(r.file, name, v)) out.num_attrs[name] = v;
+    }
+  }
+
+  {
+    auto get = [&](const char* k, double& v) {
+      auto it = out.num_attrs.find(k);
+      if (it == out.num_attrs.end()) return false;
+      v = it->second;
+      return true;
+    };
+    double loss, se, tokens, step;
+    if (get(hl::kAttrFinalEvalLoss, loss) && get(hl::kAttrFinalEvalStderr, se) &&
+        get(hl::kAttrFinalEvalTokens, tokens) && get(hl::kAttrFinalEvalStep, step)) {
+      out.has_final_eval = true;
+      out.final_eval = FinalEval{int64_t(step), int64_t(tokens), loss, se};
     }
   }
 

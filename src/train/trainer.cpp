@@ -19,6 +19,7 @@
 #include "finemoe/counting.hpp"
 #include "finemoe/data.hpp"
 #include "finemoe/error.hpp"
+#include "finemoe/final_eval.hpp"
 #include "finemoe/log.hpp"
 #include "finemoe/metrics.hpp"
 #include "finemoe/model.hpp"
@@ -336,6 +337,13 @@ TrainResult train(const Config& cfg_in) {
       result.steps_done = state.step;
       return result;
     }
+  }
+  if (cfg.train.final_eval_tokens > 0) {  // the run's final loss for scaling-law fits
+    double token_sd = 0;
+    const FinalEval fe = final_evaluate(cfg, model, *val_src, comm, state.step, &token_sd);
+    log::info("final eval step %lld | loss %.4f +- %.4f (standard error over %lld held-out tokens; per-token sd %.3f)",
+              (long long)fe.step, fe.loss, fe.stderr_loss, (long long)fe.tokens, token_sd);
+    if (metrics) metrics->set_final_eval(fe);
   }
   if (metrics) metrics->set_status("completed");
   log::info("done: %lld steps, %.4g tokens, final train loss %.4f, val loss %.4f", (long long)state.step,

@@ -26,6 +26,8 @@ struct FixtureRun {
   bool nan_at_end = false;
   bool dense = false;
   bool cooldown = false;
+  double entropy_rate = NAN;  // data_entropy_rate attribute (NaN: unknown, as for shards)
+  double final_eval = NAN;    // finite: a final evaluation at the last step with this loss
 };
 
 // Writes DIR/NAME/metrics.h5 and returns its path.
@@ -39,7 +41,7 @@ inline std::string write_run(const fs::path& dir, const std::string& name, const
   cfg.moe.granularity = f.G;
   const ModelCounts counts = count_model(cfg.shape());
   const std::string path = (dir / name / "metrics.h5").string();
-  MetricsWriter w(path, cfg, counts, std::nan(""), -1);
+  MetricsWriter w(path, cfg, counts, f.entropy_rate, -1);
   for (int i = 0; i < f.rows; ++i) {
     TrainRow r;
     r.step = i + 1;
@@ -51,6 +53,7 @@ inline std::string write_run(const fs::path& dir, const std::string& name, const
     w.append_train(r);
   }
   if (f.cooldown) w.set_attr("cooldown_branch", 1.0);
+  if (std::isfinite(f.final_eval)) w.set_final_eval(FinalEval{f.rows, 1 << 21, f.final_eval, 0.004});
   w.set_status(f.status);
   return path;
 }

@@ -120,6 +120,31 @@ TEST(Config, ImpossibleShapesNamed) {
   expect_invalid(c, "model.vocab_size");
 }
 
+// Expert choice gives each of the E*G experts floor(group/E) tokens: with E not
+// dividing the group, tokens get fewer than G expert slots on average while
+// the FLOP count assumes G. Token choice has no such rule.
+TEST(Config, ExpertChoiceGroupNotDivisibleByExpertsIsAnError) {
+  Config c;
+  c.moe.experts = 6;  // 256 = 6*42 + 4: 6*2*42/256 = 1.96875 slots per token at G = 2
+  c.moe.granularity = 2;
+  c.moe.group_size = 256;
+  try {
+    c.validate(1);
+    FAIL() << "group 256 with E = 6 accepted";
+  } catch (const ConfigError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("'moe.group_size'"), std::string::npos) << m;
+    EXPECT_NE(m.find("not a multiple of moe.experts = 6"), std::string::npos) << m;
+    EXPECT_NE(m.find("1.96875 expert slots"), std::string::npos) << m;
+    EXPECT_EQ(e.exit_code(), kExitUsage);
+  }
+  c.moe.routing = "token_choice";
+  EXPECT_NO_THROW(c.validate(1));
+  c.moe.routing = "expert_choice";
+  c.moe.experts = 8;
+  EXPECT_NO_THROW(c.validate(1));
+}
+
 TEST(Config, IniRoundTripAndShapeHash) {
   Config c;
   c.model.d_model = 192;

@@ -170,6 +170,30 @@ TEST(Metrics, RoundTripRowsAndAttributes) {
   EXPECT_EQ(std::system(("h5dump -H '" + path + "' > /dev/null 2>&1").c_str()), 0);
 }
 
+TEST(Metrics, FinalEvalRoundTripsAndResumeDropsIt) {
+  const std::string dir = iotest::fresh_dir("metrics_final_eval"), path = dir + "/metrics.h5";
+  const Config cfg = test_config();
+  const ModelCounts counts = count_model(cfg.shape());
+  {
+    MetricsWriter w(path, cfg, counts, 2.25, -1);
+    w.append_train(train_row(10));
+    EXPECT_FALSE(read_metrics(path).has_final_eval);  // not written yet
+    w.set_final_eval(FinalEval{10, 262144, 3.0123456789, 0.00321});
+    w.set_status("completed");
+  }
+  RunMetrics m = read_metrics(path);
+  ASSERT_TRUE(m.has_final_eval);
+  EXPECT_EQ(m.final_eval.step, 10);
+  EXPECT_EQ(m.final_eval.tokens, 262144);
+  EXPECT_EQ(m.final_eval.loss, 3.0123456789);
+  EXPECT_EQ(m.final_eval.stderr_loss, 0.00321);
+  EXPECT_EQ(m.num_attrs.at(hl::kAttrFinalEvalLoss), 3.0123456789);
+  // Resuming moves the weights on: the old final evaluation must not survive.
+  { MetricsWriter w(path, cfg, counts, 2.25, 10); }
+  EXPECT_FALSE(read_metrics(path).has_final_eval);
+  EXPECT_EQ(read_metrics(path).num_attrs.count(hl::kAttrFinalEvalLoss), 0u);
+}
+
 TEST(Metrics, WrongRoutingShapeIsAnError) {
   const std::string dir = iotest::fresh_dir("metrics_shape"), path = dir + "/metrics.h5";
   const Config cfg = test_config();

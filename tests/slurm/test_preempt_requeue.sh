@@ -27,6 +27,7 @@ steps = $STEPS
 batch_size = 16
 log_every = 10
 eval_tokens = 4096
+final_eval_tokens = 4096
 checkpoint_every = 0
 [parallel]
 expert_parallel = 1

@@ -24,6 +24,7 @@ group_size = 256
 batch_size = 16
 log_every = 5
 eval_tokens = 2048
+final_eval_tokens = 2048
 INI
 export OMP_NUM_THREADS=1
 FINEMOE_TRAIN=$TRAIN "$SWEEP" --spec "$WORK/spec.ini" --out "$WORK/runs" --slurm --jobs-dir "$JOBS" || fail "moe-sweep failed"

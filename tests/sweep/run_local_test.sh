@@ -19,6 +19,7 @@ vocab_size = 256
 [train]
 log_every = 5
 eval_tokens = 2048
+final_eval_tokens = 2048
 INI
 # 1. moe-sweep --local writes the configs and runs them all.
 "$SWEEP" --spec "$WORK/spec.ini" --out "$WORK/runs" --local --jobs-dir "$SRC/jobs" > "$WORK/first.log" 2>&1

@@ -54,7 +54,7 @@ void remove_temp_dirs() {
 std::string tiny_args(const std::string& run_dir, int steps) {
   return "--model.d_model 64 --model.n_blocks 2 --model.seq_len 32 --model.vocab_size 64 "
          "--train.batch_size 8 --moe.experts 4 --moe.group_size 64 --train.log_every 1 "
-         "--train.eval_tokens 256 --train.lr 3e-3 --train.lr_min 3e-4 --train.threads 1 --train.steps " +
+         "--train.eval_tokens 256 --train.final_eval_tokens 2048 --train.lr 3e-3 --train.lr_min 3e-4 --train.threads 1 --train.steps " +
          std::to_string(steps) + " --run.dir " + run_dir;
 }
 

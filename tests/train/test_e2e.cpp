@@ -14,6 +14,8 @@
 #include <thread>
 
 #include "e2e_util.hpp"
+#include "finemoe/config.hpp"
+#include "finemoe/data.hpp"
 #include "finemoe/metrics.hpp"
 
 using namespace e2e;
@@ -383,4 +385,41 @@ int main(int argc, char** argv) {
   const int rc = RUN_ALL_TESTS();
   if (rc == 0) remove_temp_dirs();
   return rc;
+}
+
+// The end-of-run evaluation (final_eval.hpp): stored in metrics.h5, on a set
+// that depends only on the data config, reduced over ranks.
+TEST(FinalEval, StoredInMetricsAndIndependentOfSeedBatchAndRanks) {
+  // The set: the validation stream does not depend on train.seed or batch_size.
+  finemoe::Config a, b;
+  b.train.seed = a.train.seed + 17;
+  b.train.batch_size = a.train.batch_size * 2;
+  std::vector<int32_t> ta(4096), tb(4096);
+  finemoe::make_val_source(a)->read(0, 4096, ta.data());
+  finemoe::make_val_source(b)->read(0, 4096, tb.data());
+  EXPECT_EQ(ta, tb);
+  b.data.seed = a.data.seed + 1;  // ...but does on the data config
+  finemoe::make_val_source(b)->read(0, 4096, tb.data());
+  EXPECT_NE(ta, tb);
+
+  double loss[2];
+  for (int ranks : {1, 2}) {
+    const std::string dir = temp_dir("final_eval");
+    Result r = run(train_cmd(ranks, tiny_args(dir, 6)));  // final_eval_tokens 2048 = 64 sequences of 32
+    ASSERT_EQ(r.code, 0) << r.out;
+    EXPECT_NE(r.out.find("final eval step 6 | loss"), std::string::npos) << r.out;
+    auto m = finemoe::read_metrics(dir + "/metrics.h5");
+    ASSERT_TRUE(m.has_final_eval);
+    EXPECT_EQ(m.final_eval.step, 6);
+    EXPECT_EQ(m.final_eval.tokens, 2048);
+    EXPECT_GT(m.final_eval.stderr_loss, 0.0);
+    EXPECT_LT(m.final_eval.stderr_loss, 0.2);
+    // Close to the periodic eval at the same step (other tokens, same weights).
+    ASSERT_FALSE(m.eval.empty());
+    EXPECT_NEAR(m.final_eval.loss, m.eval.back().loss, 5 * m.final_eval.stderr_loss + 0.05);
+    loss[ranks - 1] = m.final_eval.loss;
+  }
+  // 2 ranks evaluate half the set each: the same tokens, so the same loss up
+  // to the fp32 reassociation of 6 training steps on another rank count.
+  EXPECT_NEAR(loss[0], loss[1], 1e-3);
 }
