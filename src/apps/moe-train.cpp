@@ -33,6 +33,8 @@ int main(int argc, char** argv) {
   // in case the MPI library installed its own. A request that arrives before
   // the first step ends the run with 75 and nothing written (see below).
   finemoe::install_stop_signal_handlers();
+  // Before MPI_Init: the environment then shows only what the launcher set.
+  finemoe::exit_when_launcher_dies();
   finemoe::Comm::init(&argc, &argv);
   finemoe::install_stop_signal_handlers();
   int rank = 0;

@@ -9,6 +9,7 @@
 // printed exactly once, and that the run directory was not touched.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -290,6 +291,49 @@ TEST(Startup, StopSignalDuringLongStartupExits75WithoutCheckpoint) {
                                    "step, nothing written\n"), 1) << out;
   EXPECT_EQ(out.find("step      1/"), std::string::npos) << out;
   EXPECT_FALSE(fs::exists(dir)) << "a stop before the first step writes nothing";
+}
+
+// ---------------------------------------------------------------- Launcher ---
+// mpirun killed with -9: its ranks exit by themselves (status 1, from their
+// launcher watch) instead of training on, and writing checkpoints, until the
+// MPI runtime notices. This process becomes the ranks' subreaper so that it
+// inherits them when mpirun dies and can read how they ended.
+TEST(Startup, RanksExitWhenTheirLauncherIsKilled) {
+  ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+  const std::string dir = temp_dir("orphan") + "/run", log = dir + ".log";
+  // Silent after step 1 (no progress lines, no checkpoint lines): a rank that
+  // writes to its stdout, a pipe to the dead mpirun, dies of SIGPIPE at once,
+  // but between lines nothing else stopped it.
+  pid_t mpirun = spawn(train_cmd(2, tiny_args(dir, 100000) + " --train.log_every 1000000"), log);
+  bool running = false;
+  for (int i = 0; i < 1200 && !running; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    running = read_file(log).find("step      1/") != std::string::npos;
+  }
+  ASSERT_TRUE(running) << read_file(log);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // training, silently
+  const std::vector<pid_t> ranks = children(mpirun);
+  ASSERT_EQ(ranks.size(), 2u);
+  kill(mpirun, SIGKILL);
+  waitpid(mpirun, nullptr, 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (pid_t r : ranks) {
+    int st = 0;
+    pid_t got = 0;
+    for (int i = 0; i < 2000 && got == 0; ++i) {  // up to 20 s
+      got = waitpid(r, &st, WNOHANG);
+      if (got == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (got == 0) kill(r, SIGKILL);
+    ASSERT_EQ(got, r) << "rank " << r << " still running 20 s after its launcher died";
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 1)
+        << "rank " << r << " ended by " << (WIFSIGNALED(st) ? "signal " + std::to_string(WTERMSIG(st)) : "exit " + std::to_string(WEXITSTATUS(st)))
+        << ", not by its launcher watch";
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("ranks exited %.3f s after mpirun was killed\n", secs);
+  EXPECT_LT(secs, 5.0);
+  prctl(PR_SET_CHILD_SUBREAPER, 0);
 }
 
 int main(int argc, char** argv) {
