@@ -201,10 +201,16 @@ TrainResult train(const Config& cfg_in) {
       if (ec) throw Error("run.dir: cannot create '" + cfg.run.dir + "/checkpoints': " + ec.message());
     }
   });
-  if (cfg.run.resume == "auto")
-    resume_from = latest_checkpoint(cfg.run.dir);
-  else if (cfg.run.resume != "never")
-    resume_from = cfg.run.resume;
+  // Rank 0 reads LATEST and every rank loads what it names (one answer, even
+  // if reading it fails or it changes between the ranks' reads).
+  collective(comm, [&] {
+    if (comm.rank() != 0) return;
+    if (cfg.run.resume == "auto")
+      resume_from = latest_checkpoint(cfg.run.dir);
+    else if (cfg.run.resume != "never")
+      resume_from = cfg.run.resume;
+  });
+  comm.broadcast(resume_from, 0);
   if (!resume_from.empty()) {
     collective(comm, [&] { state = load_checkpoint(resume_from, store, cfg, comm); });
   }
