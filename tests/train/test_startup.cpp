@@ -259,14 +259,14 @@ TEST(Startup, StopSignalRightAfterLaunchTwoRanksExits75) {
   EXPECT_FALSE(fs::exists(dir + "/checkpoints/LATEST")) << out;
 }
 
-// A larger model (about 0.55 GiB of params, grads and AdamW moments; its
+// A larger model (140 MiB of params, grads and AdamW moments; its
 // allocation, initialisation and the data set-up take a second or more): the
 // signal is sent once the process has visibly allocated the model (resident
-// memory above 256 MiB), i.e. inside train()'s set-up, after the agreement
-// step and long before the first step.
+// memory above 128 MiB; about 50 MiB before), i.e. inside train()'s set-up,
+// after the agreement step and long before the first step.
 TEST(Startup, StopSignalDuringLongStartupExits75WithoutCheckpoint) {
   const std::string dir = temp_dir("siglong") + "/run", log = dir + ".log";
-  const std::string args = "--model.d_model 512 --model.n_blocks 2 --model.seq_len 64 --moe.experts 8 "
+  const std::string args = "--model.d_model 256 --model.n_blocks 2 --model.seq_len 64 --moe.experts 8 "
                            "--train.batch_size 4 --moe.group_size 64 --train.precision auto --train.threads 1 "
                            "--train.steps 5 --run.dir " + dir;
   pid_t pid = spawn(train_cmd(1, args), log);
@@ -279,7 +279,7 @@ TEST(Startup, StopSignalDuringLongStartupExits75WithoutCheckpoint) {
   };
   bool big = false;
   for (int i = 0; i < 60000 && !big; ++i) {
-    big = rss_kib() > 256 * 1024;
+    big = rss_kib() > 128 * 1024;
     if (!big) std::this_thread::sleep_for(std::chrono::microseconds(500));
   }
   ASSERT_TRUE(big) << read_file(log);
@@ -291,6 +291,53 @@ TEST(Startup, StopSignalDuringLongStartupExits75WithoutCheckpoint) {
                                    "step, nothing written\n"), 1) << out;
   EXPECT_EQ(out.find("step      1/"), std::string::npos) << out;
   EXPECT_FALSE(fs::exists(dir)) << "a stop before the first step writes nothing";
+}
+
+// A resumed run stopped during start-up, after its metrics file is open:
+// exit 75, status `preempted`, and nothing else changed (no new checkpoint,
+// LATEST and the checkpoint's bytes as they were, the same metrics rows).
+// The signal is sent while the process has the checkpoint open (its
+// /proc/PID/fd), i.e. during load_checkpoint, before the first step.
+TEST(Startup, StopSignalWhileResumingExits75StatusPreempted) {
+  const std::string dir = temp_dir("sigresume") + "/run", log = dir + ".log";
+  const std::string args = "--model.d_model 256 --model.n_blocks 2 --model.seq_len 64 --moe.experts 8 "
+                           "--train.batch_size 4 --moe.group_size 64 --train.threads 1 --train.eval_tokens 256 "
+                           "--run.dir " + dir;
+  Result first = run(train_cmd(1, args + " --train.steps 1"));
+  ASSERT_EQ(first.code, 0) << first.out;
+  const std::string latest = read_file(dir + "/checkpoints/LATEST");
+  ASSERT_FALSE(latest.empty());
+  std::string name = latest.substr(0, latest.find_first_of("\r\n"));
+  const std::string ckpt = dir + "/checkpoints/" + name, ckpt_bytes = read_file(ckpt);
+  const auto rows = train_steps(dir);
+
+  pid_t pid = spawn(train_cmd(1, args + " --train.steps 3"), log);
+  auto has_open = [&] {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec))
+      if (fs::read_symlink(e.path(), ec).filename() == name) return true;
+    return false;
+  };
+  bool loading = false;
+  for (int i = 0; i < 60000 && !loading; ++i) {
+    loading = has_open();
+    if (!loading) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  ASSERT_TRUE(loading) << read_file(log);
+  kill(pid, SIGUSR1);
+  EXPECT_EQ(wait_code(pid), 75) << read_file(log);
+  const std::string out = read_file(log);
+  EXPECT_NE(out.find("resumed from"), std::string::npos) << out;
+  EXPECT_EQ(count_occurrences(out, "stop signal received during start-up: exiting with code 75 before the first "
+                                   "step, no checkpoint needed"), 1) << out;
+  EXPECT_EQ(out.find("step      2/"), std::string::npos) << out;
+  EXPECT_EQ(run_status(dir), "preempted");
+  EXPECT_EQ(read_file(dir + "/checkpoints/LATEST"), latest);
+  EXPECT_EQ(read_file(ckpt), ckpt_bytes) << "checkpoint rewritten";
+  EXPECT_EQ(train_steps(dir), rows);
+  std::vector<std::string> ckpts;
+  for (const auto& e : fs::directory_iterator(dir + "/checkpoints")) ckpts.push_back(e.path().filename().string());
+  EXPECT_EQ(ckpts.size(), 2u) << "only the checkpoint and LATEST";
 }
 
 // ---------------------------------------------------------------- Launcher ---
