@@ -70,7 +70,8 @@ int main(int argc, char** argv) {
     }
     int sig = 0;
     start.stop = finemoe::stop_requested(&sig);
-    if (finemoe::agree_on_start(world, start) == finemoe::StartVerdict::stop) {
+    const bool stop = finemoe::agree_on_start(world, start) == finemoe::StartVerdict::stop;
+    if (stop && start.command == "train") {  // --help and --print-config just finish
       finemoe::log::info("stop signal received during start-up: exiting with code %d before the first step, "
                          "nothing written (rerun the same command to start)",
                          int(finemoe::kExitPreempted));
