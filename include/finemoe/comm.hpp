@@ -42,6 +42,9 @@ class Comm {
   int dp_rank() const { return dp_rank_; }
   int dp_size() const { return dp_size_; }
   int group_size(Group g) const;
+  // Ranks of this launch on this node (shared memory), for memory checks.
+  // Collective over the world: every rank must call it at the same point.
+  int ranks_on_this_node() const;
   int group_rank(Group g) const;
 
   // In-place deterministic sum over the group.
@@ -54,6 +57,11 @@ class Comm {
   void barrier() const;
   void broadcast(std::string& s, int root = 0) const;  // world
   void broadcast(std::vector<char>& bytes, int root = 0) const;
+  // Every rank's value, in rank order, on every rank (world). The fixed-size
+  // form needs the same `mine.size()` on every rank; the string form takes
+  // any length (lengths are exchanged first), so it cannot truncate.
+  std::vector<uint64_t> allgather(const std::vector<uint64_t>& mine) const;
+  std::vector<std::string> allgather(const std::string& mine) const;
 
   // Variable all-to-all inside a group. Counts are in elements, one per group
   // rank; displacements are the prefix sums (packed buffers).

@@ -45,6 +45,25 @@ struct ModelCounts {
 
 ModelCounts count_model(const ModelShape& s);
 
+// Bytes one rank cannot train without (the analytic minimum; workspaces, bf16
+// weight copies and the allocator's slack come on top):
+//   * 16 B per stored param: fp32 value, gradient and two AdamW moments, with
+//     the expert weights (8·d²·E per block) split over `expert_parallel` ranks;
+//   * 4 B per activation float that backward keeps, for `tokens` tokens: per
+//     block ln1 out, qkv (3d), attention output, the residual stream, ln2 out
+//     and the FFN output (8d in all), the FFN hidden activations (4d active per
+//     token, whatever G) and the attention probabilities (n_heads·seq_len); MoE
+//     blocks add the router probabilities (E·G) and the output norm (d); plus
+//     the embedding output, final LayerNorm (2d) and the vocabulary softmax (V).
+// moe-bench reports peak RSS against it; moe-train refuses a config whose
+// estimate exceeds the memory available before allocating anything.
+struct MemoryEstimate {
+  double param_bytes = 0;       // params + grads + AdamW moments
+  double activation_bytes = 0;  // what backward keeps
+  double total() const { return param_bytes + activation_bytes; }
+};
+MemoryEstimate train_memory_bytes(const ModelShape& s, int64_t n_heads, double tokens, int64_t expert_parallel = 1);
+
 // The law's formulas on their own, for analysis over (d, n_blocks, E, G).
 double law_N(double d_model, double n_blocks, double E);
 double law_N_active(double d_model, double n_blocks);

@@ -11,4 +11,17 @@ void install_stop_signal_handlers();
 bool stop_requested(int* sig = nullptr);
 void clear_stop_request();  // tests
 
+// When the process was started by an MPI launcher (mpirun/orted or srun: the
+// environment says so) and that parent dies (killed with -9, say), the ranks
+// would otherwise keep training, and writing checkpoints, until the MPI
+// runtime notices (1-4 s; measured 1.0 s for 2 ranks of input/tiny.ini). A
+// detached thread polls getppid() every `poll_ms` and, once the parent is
+// gone, prints one line and _exit()s at once without writing anything more:
+// what the user meant by killing the launcher. Checkpoints are atomic (a kill
+// mid-write leaves the previous one), so nothing is lost that a kill -9 of the
+// ranks themselves would not lose. A run started without a launcher (a
+// singleton, or `nohup moe-train &` whose shell exits) is not watched.
+// Returns whether a watch was started.
+bool exit_when_launcher_dies(int poll_ms = 100);
+
 }  // namespace finemoe

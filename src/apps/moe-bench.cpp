@@ -119,20 +119,10 @@ class Json {
   bool first_ = true;
 };
 
-// Bytes that a training step cannot do without: fp32 params, grads and two
-// AdamW moments (16 B/param) plus the activations backward needs, per token:
-// each block keeps ln1 out, qkv (3d), attention output, the residual stream,
-// ln2 out and the FFN output (8d in all), its FFN hidden activations (4d
-// active per token, whatever G) and the attention probabilities (H·T); MoE
-// blocks add router probabilities (E·G) and the output norm (d); plus the
-// embedding output, final LayerNorm (2d) and the softmax over the vocabulary (V).
-double analytic_min_bytes(const fm::Config& c, const fm::ModelCounts& counts) {
-  const double d = double(c.model.d_model), T = double(c.model.seq_len), H = double(c.n_heads());
-  const double tokens = double(c.train.batch_size) * T;
-  double per_block = 8 * d + 4 * d + H * T;
-  if (!c.dense()) per_block += double(c.n_experts()) + d;
-  const double per_token = double(c.model.n_blocks) * per_block + 2 * d + double(c.model.vocab_size);
-  return 16.0 * counts.total_params + 4.0 * per_token * tokens;
+// Bytes that a training step cannot do without: counting.hpp's estimate on one
+// rank for the whole batch.
+double analytic_min_bytes(const fm::Config& c) {
+  return fm::train_memory_bytes(c.shape(), c.n_heads(), double(c.train.batch_size) * double(c.model.seq_len)).total();
 }
 
 struct PeakSet {
@@ -398,7 +388,7 @@ int run(const fm::ParsedArgs& args) {
     j.num("non_gemm", 1e3 * (step_s - gemm_total) / double(steps));
     j.end();
     j.begin("memory");
-    const double min_b = analytic_min_bytes(cfg, counts);
+    const double min_b = analytic_min_bytes(cfg);
     j.num("peak_rss_bytes", double(rss_peak));
     j.num("baseline_rss_bytes", double(rss_base));
     j.num("analytic_min_bytes", min_b);

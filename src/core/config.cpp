@@ -5,7 +5,9 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <map>
 #include <functional>
 #include <sstream>
 
@@ -154,8 +156,51 @@ void apply_values(Config& c, const po::variables_map& vm) {
     if (vm.count(k.key)) k.set(c, vm[k.key].as<std::vector<std::string>>().back());
 }
 
+// Upper bounds of the numeric keys (see Config::validate).
+constexpr int64_t kMaxDModel = 65536;
+constexpr int64_t kMaxBlocks = 1024;
+constexpr int64_t kMaxSeqLen = 1 << 20;
+constexpr int64_t kMaxExperts = 4096;         // moe.experts and moe.granularity each
+constexpr int64_t kMaxSteps = 1000000000;
+constexpr int64_t kMaxBatch = 1 << 20;
+constexpr int64_t kMaxEvalTokens = int64_t(1) << 32;
+constexpr int64_t kMaxThreads = 4096;
+constexpr int64_t kMaxRegimes = 4096;
+constexpr int64_t kMaxDocLen = int64_t(1) << 30;
+
 void require(bool ok, const std::string& key, const std::string& what) {
   if (!ok) throw ConfigError("config key '" + key + "': " + what);
+}
+
+std::string trim(const std::string& s) {
+  const size_t a = s.find_first_not_of(" \t\r"), b = s.find_last_not_of(" \t\r");
+  return a == std::string::npos ? std::string() : s.substr(a, b - a + 1);
+}
+
+// boost's INI parser stores a key given twice as two values (the last would
+// silently win); in a file that is almost always a mistake. Same reading of
+// lines as boost: '#' starts a comment, "[section]" prefixes "section.".
+void reject_duplicate_keys(const std::string& text, const std::string& origin) {
+  std::map<std::string, int> first_line;
+  std::istringstream is(text);
+  std::string line, section;
+  for (int n = 1; std::getline(is, line); ++n) {
+    const size_t hash = line.find('#');
+    if (hash != std::string::npos) line.erase(hash);
+    line = trim(line);
+    if (line.empty()) continue;
+    if (line.front() == '[' && line.back() == ']') {
+      section = trim(line.substr(1, line.size() - 2)) + ".";
+      continue;
+    }
+    const size_t eq = line.find('=');
+    if (eq == std::string::npos) continue;  // boost reports the syntax error
+    const std::string key = section + trim(line.substr(0, eq));
+    auto [it, fresh] = first_line.emplace(key, n);
+    if (!fresh)
+      throw ConfigError(origin + ":" + std::to_string(n) + ": duplicate config key '" + key + "' (first set at line " +
+                        std::to_string(it->second) + ")");
+  }
 }
 
 }  // namespace
@@ -174,6 +219,7 @@ std::string config_help() {
 
 Config config_from_ini_text(const std::string& text, const std::string& origin) {
   Config c;
+  reject_duplicate_keys(text, origin);
   std::istringstream is(text);
   po::variables_map vm;
   try {
@@ -238,10 +284,16 @@ ParsedArgs parse_args(int argc, const char* const* argv, const std::string& usag
   if (out.help) return out;
   if (vm.count("config")) {
     const std::string path = vm["config"].as<std::string>();
+    // An ifstream opens a directory without complaint and reads nothing:
+    // that would train with the defaults.
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec))
+      throw ConfigError("--config: '" + path + "' is a directory, not a config file");
     std::ifstream f(path);
     if (!f) throw ConfigError("--config: cannot open config file '" + path + "'");
     std::stringstream ss;
     ss << f.rdbuf();
+    if (f.bad()) throw ConfigError("--config: cannot read config file '" + path + "'");
     out.config = config_from_ini_text(ss.str(), path);
   }
   apply_values(out.config, vm);  // CLI beats file
@@ -319,29 +371,43 @@ ModelShape Config::shape() const {
 
 void Config::validate(int world_size) const {
   require(model.d_model > 0, "model.d_model", "must be positive, got " + std::to_string(model.d_model));
+  // Upper bounds: far beyond any model this trainer can run, low enough that
+  // no product of them overflows and nothing spins silently for minutes (the
+  // memory check at start-up then judges what this machine can hold).
+  require(model.d_model <= kMaxDModel, "model.d_model", "must be at most " + std::to_string(kMaxDModel) + ", got " + std::to_string(model.d_model));
   require(model.head_dim > 0, "model.head_dim", "must be positive, got " + std::to_string(model.head_dim));
   require(model.d_model % model.head_dim == 0, "model.d_model",
           std::to_string(model.d_model) + " is not divisible by model.head_dim = " + std::to_string(model.head_dim));
-  require(model.n_blocks > 0, "model.n_blocks", "must be positive, got " + std::to_string(model.n_blocks));
-  require(model.seq_len > 1, "model.seq_len", "must be at least 2, got " + std::to_string(model.seq_len));
+  require(model.n_blocks > 0 && model.n_blocks <= kMaxBlocks, "model.n_blocks",
+          "must be in [1, " + std::to_string(kMaxBlocks) + "], got " + std::to_string(model.n_blocks));
+  require(model.seq_len > 1 && model.seq_len <= kMaxSeqLen, "model.seq_len",
+          "must be in [2, " + std::to_string(kMaxSeqLen) + "], got " + std::to_string(model.seq_len));
   require(model.vocab_size > 1 && model.vocab_size <= 65536, "model.vocab_size",
           "must be in [2, 65536] (uint16 token shards), got " + std::to_string(model.vocab_size));
   require(model.ffn == "moe" || model.ffn == "dense", "model.ffn", "must be 'moe' or 'dense', got '" + model.ffn + "'");
   require(model.init_scale > 0, "model.init_scale", "must be positive");
   if (!dense()) {
-    require(moe.experts > 0, "moe.experts", "must be positive, got " + std::to_string(moe.experts));
-    require(moe.granularity > 0, "moe.granularity", "must be positive, got " + std::to_string(moe.granularity));
+    require(moe.experts > 0 && moe.experts <= kMaxExperts, "moe.experts",
+            "must be in [1, " + std::to_string(kMaxExperts) + "], got " + std::to_string(moe.experts));
+    require(moe.granularity > 0 && moe.granularity <= kMaxExperts, "moe.granularity",
+            "must be in [1, " + std::to_string(kMaxExperts) + "], got " + std::to_string(moe.granularity));
     require(d_ff() % moe.granularity == 0, "moe.granularity",
             "d_ff = 4*d_model = " + std::to_string(d_ff()) + " is not divisible by G = " + std::to_string(moe.granularity));
     require(moe.routing == "expert_choice" || moe.routing == "token_choice", "moe.routing",
             "must be 'expert_choice' or 'token_choice', got '" + moe.routing + "'");
     require(moe.group_size > 0, "moe.group_size", "must be positive");
-    require(moe.capacity_factor > 0, "moe.capacity_factor", "must be positive");
+    // At E*G/top_k every expert can already take its whole group; more
+    // changes nothing (and 1e18 would overflow the capacity).
+    require(moe.capacity_factor > 0 && moe.capacity_factor <= double(n_experts()), "moe.capacity_factor",
+            "must be in (0, E*G = " + std::to_string(n_experts()) + "] (E*G/top_k already serves every token), got " +
+                fmt_double(moe.capacity_factor));
     require(moe.top_k >= 0 && top_k() <= n_experts(), "moe.top_k",
             "must be in [0, E*G = " + std::to_string(n_experts()) + "]");
   }
-  require(train.steps > 0, "train.steps", "must be positive");
-  require(train.batch_size > 0, "train.batch_size", "must be positive");
+  require(train.steps > 0 && train.steps <= kMaxSteps, "train.steps",
+          "must be in [1, " + std::to_string(kMaxSteps) + "], got " + std::to_string(train.steps));
+  require(train.batch_size > 0 && train.batch_size <= kMaxBatch, "train.batch_size",
+          "must be in [1, " + std::to_string(kMaxBatch) + "], got " + std::to_string(train.batch_size));
   require(train.batch_size % std::max(world_size, 1) == 0, "train.batch_size",
           std::to_string(train.batch_size) + " sequences do not split evenly over " + std::to_string(world_size) + " ranks");
   require(train.lr > 0, "train.lr", "must be positive");
@@ -350,30 +416,37 @@ void Config::validate(int world_size) const {
   require(train.weight_decay >= 0, "train.weight_decay", "must be non-negative");
   require(train.beta1 >= 0 && train.beta1 < 1, "train.beta1", "must be in [0, 1)");
   require(train.beta2 >= 0 && train.beta2 < 1, "train.beta2", "must be in [0, 1)");
-  require(train.eps > 0, "train.eps", "must be positive");
+  require(train.eps > 0 && train.eps <= 1, "train.eps", "must be in (0, 1]");
   require(train.grad_clip >= 0, "train.grad_clip", "must be non-negative");
   require(train.precision == "fp32" || train.precision == "bf16" || train.precision == "auto", "train.precision",
           "must be fp32, bf16 or auto, got '" + train.precision + "'");
   require(train.log_every > 0, "train.log_every", "must be positive");
   require(train.eval_every >= 0, "train.eval_every", "must be non-negative");
-  require(train.eval_tokens > 0, "train.eval_tokens", "must be positive");
-  require(train.final_eval_tokens >= 0, "train.final_eval_tokens", "must be non-negative (0 = no final evaluation)");
+  require(train.eval_tokens > 0 && train.eval_tokens <= kMaxEvalTokens, "train.eval_tokens",
+          "must be in [1, " + std::to_string(kMaxEvalTokens) + "], got " + std::to_string(train.eval_tokens));
+  require(train.final_eval_tokens >= 0 && train.final_eval_tokens <= kMaxEvalTokens, "train.final_eval_tokens",
+          "must be in [0, " + std::to_string(kMaxEvalTokens) + "] (0 = no final evaluation), got " +
+              std::to_string(train.final_eval_tokens));
   require(train.checkpoint_every >= 0, "train.checkpoint_every", "must be non-negative");
   require(train.checkpoint_keep >= 1, "train.checkpoint_keep", "must be at least 1");
-  require(train.threads >= 0, "train.threads", "must be non-negative");
+  require(train.threads >= 0 && train.threads <= kMaxThreads, "train.threads",
+          "must be in [0, " + std::to_string(kMaxThreads) + "], got " + std::to_string(train.threads));
   require(data.source == "synthetic" || data.source == "shards", "data.source",
           "must be 'synthetic' or 'shards', got '" + data.source + "'");
   if (data.source == "shards") require(!data.train_shards.empty(), "data.train_shards", "is required when data.source=shards");
-  require(data.synth_regimes > 0, "data.synth_regimes", "must be positive");
+  require(data.synth_regimes > 0 && data.synth_regimes <= kMaxRegimes, "data.synth_regimes",
+          "must be in [1, " + std::to_string(kMaxRegimes) + "], got " + std::to_string(data.synth_regimes));
   require(data.synth_regime_stay >= 0 && data.synth_regime_stay <= 1, "data.synth_regime_stay", "must be in [0, 1]");
   require(data.synth_order >= 1 && data.synth_order <= 4, "data.synth_order", "must be in [1, 4]");
   require(data.synth_zipf >= 0, "data.synth_zipf", "must be non-negative");
   require(data.synth_copy_prob >= 0 && data.synth_copy_prob < 1, "data.synth_copy_prob", "must be in [0, 1)");
   require(data.synth_branching >= 1 && data.synth_branching <= model.vocab_size, "data.synth_branching",
           "must be in [1, model.vocab_size]");
-  require(data.synth_doc_len >= 1, "data.synth_doc_len", "must be positive");
+  require(data.synth_doc_len >= 1 && data.synth_doc_len <= kMaxDocLen, "data.synth_doc_len",
+          "must be in [1, " + std::to_string(kMaxDocLen) + "], got " + std::to_string(data.synth_doc_len));
   require(data.synth_copy_distance >= 1 && data.synth_copy_distance <= 4096, "data.synth_copy_distance", "must be in [1, 4096]");
-  require(data.synth_copy_len >= 1, "data.synth_copy_len", "must be at least 1");
+  require(data.synth_copy_len >= 1 && data.synth_copy_len <= double(kMaxDocLen), "data.synth_copy_len",
+          "must be in [1, " + std::to_string(kMaxDocLen) + "]");
   if (data.source == "shards") require(!data.val_shards.empty(), "data.val_shards", "is required when data.source=shards (moe-data prepare writes val_*.bin)");
   require(parallel.expert_parallel >= 1, "parallel.expert_parallel", "must be at least 1");
   require(world_size % parallel.expert_parallel == 0, "parallel.expert_parallel",

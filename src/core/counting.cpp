@@ -38,4 +38,18 @@ ModelCounts count_model(const ModelShape& s) {
   return c;
 }
 
+MemoryEstimate train_memory_bytes(const ModelShape& s, int64_t n_heads, double tokens, int64_t expert_parallel) {
+  const ModelCounts c = count_model(s);
+  const double d = double(s.d_model), L = double(s.n_blocks), T = double(s.seq_len), V = double(s.vocab_size);
+  const double EP = double(expert_parallel < 1 ? 1 : expert_parallel);
+  const double expert_weights = s.dense ? 0.0 : L * 8.0 * d * d * double(s.expansion);
+  MemoryEstimate m;
+  m.param_bytes = 16.0 * (c.total_params - expert_weights + expert_weights / EP);
+  double per_block = 8 * d + 4 * d + double(n_heads) * T;
+  if (!s.dense) per_block += double(c.n_experts) + d;
+  const double per_token = L * per_block + 2 * d + V;
+  m.activation_bytes = 4.0 * per_token * tokens;
+  return m;
+}
+
 }  // namespace finemoe

@@ -2,6 +2,7 @@
 
 #include <mpi.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "finemoe/error.hpp"
@@ -83,6 +84,16 @@ Comm::~Comm() {
 int Comm::group_size(Group g) const { return g == Group::world ? size_ : g == Group::ep ? ep_size_ : dp_size_; }
 int Comm::group_rank(Group g) const { return g == Group::world ? rank_ : g == Group::ep ? ep_rank_ : dp_rank_; }
 
+int Comm::ranks_on_this_node() const {
+  if (size_ == 1) return 1;
+  MPI_Comm node = MPI_COMM_NULL;
+  check(MPI_Comm_split_type(impl_->world, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node), "Comm_split_type");
+  int n = 1;
+  MPI_Comm_size(node, &n);
+  MPI_Comm_free(&node);
+  return n;
+}
+
 const void* Comm::native(Group g) const {
   return g == Group::world ? &impl_->world : g == Group::ep ? &impl_->ep : &impl_->dp;
 }
@@ -159,6 +170,34 @@ void Comm::broadcast(std::string& s, int root) const {
   std::vector<char> b(s.begin(), s.end());
   broadcast(b, root);
   s.assign(b.begin(), b.end());
+}
+
+std::vector<uint64_t> Comm::allgather(const std::vector<uint64_t>& mine) const {
+  if (size_ == 1) return mine;
+  std::vector<uint64_t> all(mine.size() * size_t(size_));
+  check(MPI_Allgather(mine.data(), int(mine.size()), MPI_UINT64_T, all.data(), int(mine.size()), MPI_UINT64_T,
+                      impl_->world),
+        "Allgather");
+  return all;
+}
+
+std::vector<std::string> Comm::allgather(const std::string& mine) const {
+  if (size_ == 1) return {mine};
+  const std::vector<uint64_t> lens = allgather(std::vector<uint64_t>{mine.size()});
+  std::vector<int> counts(size_), displs(size_);
+  int64_t total = 0;
+  for (int r = 0; r < size_; ++r) {
+    counts[r] = int(lens[r]);
+    displs[r] = int(total);
+    total += int64_t(lens[r]);
+  }
+  std::vector<char> all(size_t(std::max<int64_t>(total, 1)));
+  check(MPI_Allgatherv(mine.data(), int(mine.size()), MPI_CHAR, all.data(), counts.data(), displs.data(), MPI_CHAR,
+                       impl_->world),
+        "Allgatherv");
+  std::vector<std::string> out(size_);
+  for (int r = 0; r < size_; ++r) out[r].assign(all.data() + displs[r], size_t(counts[r]));
+  return out;
 }
 
 void Comm::alltoallv(const float* send, const std::vector<int64_t>& send_counts, float* recv,

@@ -1,7 +1,13 @@
 #include "finemoe/signals.hpp"
 
+#include <unistd.h>
+
+#include <chrono>
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <initializer_list>
+#include <thread>
 
 namespace finemoe {
 namespace {
@@ -23,5 +29,28 @@ bool stop_requested(int* sig) {
 }
 
 void clear_stop_request() { g_signal = 0; }
+
+bool exit_when_launcher_dies(int poll_ms) {
+  // Open MPI (mpirun, orted), PMIx and PMI launchers (srun) set these.
+  bool launched = false;
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "SLURM_STEP_ID"})
+    launched = launched || std::getenv(var) != nullptr;
+  const pid_t parent = getppid();
+  if (!launched || parent <= 1) return false;
+  std::thread([parent, poll_ms] {
+    for (;;) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(poll_ms));
+      if (getppid() != parent) {
+        // stderr is usually a pipe to the dead launcher: write without dying of SIGPIPE.
+        std::signal(SIGPIPE, SIG_IGN);
+        std::fprintf(stderr, "error: the MPI launcher (parent process %d) is gone: exiting now, writing nothing more\n",
+                     int(parent));
+        std::fflush(stderr);
+        _exit(1);
+      }
+    }
+  }).detach();
+  return true;
+}
 
 }  // namespace finemoe

@@ -9,6 +9,8 @@
 #include <fstream>
 #include <limits>
 #include <memory>
+#include <new>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -128,17 +130,41 @@ TrainResult train(const Config& cfg_in) {
   backend::set_precision(prec);
 
   // ---- model -----------------------------------------------------------------
+  // Allocation can fail on one rank alone (less memory free on its node than
+  // the start-up estimate assumed): agree on it, and name the keys.
   ParamStore store(comm.ep_size(), comm.ep_rank());
-  declare_parameters(cfg, store);
-  store.finalize();
-  init_parameters(cfg, store, cfg.train.seed);
+  std::unique_ptr<Dispatcher> dispatcher;
+  std::optional<Transformer> model_storage;
+  collective(comm, [&] {
+    try {
+      declare_parameters(cfg, store);
+      store.finalize();
+      init_parameters(cfg, store, cfg.train.seed);
 #ifdef FINEMOE_HAVE_MPI_DISPATCHER
-  std::unique_ptr<Dispatcher> dispatcher = make_dispatcher(comm);
+      dispatcher = make_dispatcher(comm);  // keeps `comm`; talks to no rank yet
 #else
-  if (comm.ep_size() > 1) throw ConfigError("config key 'parallel.expert_parallel': this build has no MPI dispatcher");
-  std::unique_ptr<Dispatcher> dispatcher = make_local_dispatcher();
+      if (comm.ep_size() > 1)
+        throw ConfigError("config key 'parallel.expert_parallel': this build has no MPI dispatcher");
+      dispatcher = make_local_dispatcher();
 #endif
-  Transformer model(cfg, store, *dispatcher);
+    } catch (const std::bad_alloc&) {
+      throw Error("out of memory allocating the model (model.d_model " + std::to_string(cfg.model.d_model) +
+                  ", model.n_blocks " + std::to_string(cfg.model.n_blocks) + ", moe.experts " +
+                  std::to_string(cfg.moe.experts) + ", train.batch_size " + std::to_string(cfg.train.batch_size) +
+                  "): make the model or the batch smaller");
+    }
+  });
+  collective(comm, [&] {
+    try {
+      model_storage.emplace(cfg, store, *dispatcher);
+    } catch (const std::bad_alloc&) {
+      throw Error("out of memory allocating the model's activations (model.d_model " +
+                  std::to_string(cfg.model.d_model) + ", model.n_blocks " + std::to_string(cfg.model.n_blocks) +
+                  ", train.batch_size " + std::to_string(cfg.train.batch_size) + ", model.seq_len " +
+                  std::to_string(cfg.model.seq_len) + "): make the model or the batch smaller");
+    }
+  });
+  Transformer& model = *model_storage;
   const ModelCounts counts = count_model(cfg.shape());
 
   // ---- data ------------------------------------------------------------------
@@ -155,6 +181,16 @@ TrainResult train(const Config& cfg_in) {
   double entropy_err = 0;
   const double entropy = train_src->entropy_rate(&entropy_err);
 
+  // A stop requested during the set-up so far: nothing is written yet, so
+  // exit 75 with nothing to lose (the job script requeues).
+  if (comm.any(stop_requested())) {
+    log::info("stop signal received during start-up: exiting with code %d before the first step, nothing written",
+              int(kExitPreempted));
+    TrainResult stopped;
+    stopped.exit_code = kExitPreempted;
+    return stopped;
+  }
+
   // ---- run directory, resume -------------------------------------------------
   TrainState state;
   state.seed = cfg.train.seed;
@@ -166,10 +202,16 @@ TrainResult train(const Config& cfg_in) {
       if (ec) throw Error("run.dir: cannot create '" + cfg.run.dir + "/checkpoints': " + ec.message());
     }
   });
-  if (cfg.run.resume == "auto")
-    resume_from = latest_checkpoint(cfg.run.dir);
-  else if (cfg.run.resume != "never")
-    resume_from = cfg.run.resume;
+  // Rank 0 reads LATEST and every rank loads what it names (one answer, even
+  // if reading it fails or it changes between the ranks' reads).
+  collective(comm, [&] {
+    if (comm.rank() != 0) return;
+    if (cfg.run.resume == "auto")
+      resume_from = latest_checkpoint(cfg.run.dir);
+    else if (cfg.run.resume != "never")
+      resume_from = cfg.run.resume;
+  });
+  comm.broadcast(resume_from, 0);
   if (!resume_from.empty()) {
     collective(comm, [&] { state = load_checkpoint(resume_from, store, cfg, comm); });
   }
@@ -217,7 +259,7 @@ TrainResult train(const Config& cfg_in) {
   });
 
   const double peak = comm.allreduce_sum(measure_gemm_peak_flops(), Group::world);
-  install_stop_signal_handlers();
+  install_stop_signal_handlers();  // moe-train installed them at start; train() may run without it
 
   auto evaluate = [&]() {
     const int64_t batches = std::max<int64_t>(1, (cfg.train.eval_tokens + global_tokens - 1) / global_tokens);
@@ -244,6 +286,18 @@ TrainResult train(const Config& cfg_in) {
     return result;
   }
 
+  // A stop requested during start-up: the state equals the checkpoint it was
+  // resumed from (or the fresh init), so there is nothing to checkpoint.
+  if (comm.any(stop_requested())) {
+    log::info("stop signal received during start-up: exiting with code %d before the first step, no checkpoint "
+              "needed (requeue to resume from step %lld)",
+              int(kExitPreempted), (long long)state.step);
+    if (metrics) metrics->set_status("preempted");
+    result.exit_code = kExitPreempted;
+    result.steps_done = state.step;
+    return result;
+  }
+
   AdamWParams hp{cfg.train.lr, cfg.train.beta1, cfg.train.beta2, cfg.train.eps, cfg.train.weight_decay};
   auto t_log = Clock::now();
   int64_t tokens_since_log = 0, steps_since_log = 0;
@@ -265,8 +319,9 @@ TrainResult train(const Config& cfg_in) {
       std::string bad = first_nonfinite_grad(store);
       std::string where = std::isfinite(loss) ? "gradient of tensor '" + bad + "'" : "training loss";
       if (bad.empty() && std::isfinite(loss)) where = "gradient norm";
+      // Step numbers count from 1, as in the progress lines and metrics.h5.
       log::error("diverged at step %lld: NaN/Inf in %s (loss %g, grad norm %g); last good checkpoint kept",
-                 (long long)s, where.c_str(), loss, gnorm);
+                 (long long)(s + 1), where.c_str(), loss, gnorm);
       if (metrics) metrics->set_status("failed");
       result.exit_code = kExitDiverged;
       result.steps_done = s;

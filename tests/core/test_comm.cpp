@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include "finemoe/agreement.hpp"
 #include "finemoe/collective.hpp"
 #include "finemoe/comm.hpp"
 #include "finemoe/error.hpp"
@@ -85,6 +86,105 @@ TEST(Comm, OneRankFailingFailsEveryRankWithItsMessage) {
     EXPECT_EQ(e.exit_code(), kExitUsage);
   }
   EXPECT_NO_THROW(run_collectively(c, [] {}));
+}
+
+TEST(Comm, AllgatherInRankOrder) {
+  Comm c(1);
+  const auto fixed = c.allgather(std::vector<uint64_t>{uint64_t(c.rank()), 100u + uint64_t(c.rank())});
+  ASSERT_EQ(fixed.size(), size_t(2 * c.size()));
+  for (int r = 0; r < c.size(); ++r) {
+    EXPECT_EQ(fixed[size_t(2 * r)], uint64_t(r));
+    EXPECT_EQ(fixed[size_t(2 * r + 1)], 100u + uint64_t(r));
+  }
+  // Strings of different lengths, one empty.
+  const auto texts = c.allgather(c.rank() == 1 ? std::string() : std::string(size_t(c.rank() + 3), char('a' + c.rank())));
+  ASSERT_EQ(texts.size(), size_t(c.size()));
+  for (int r = 0; r < c.size(); ++r)
+    EXPECT_EQ(texts[size_t(r)], r == 1 ? std::string() : std::string(size_t(r + 3), char('a' + r)));
+  EXPECT_GE(c.ranks_on_this_node(), 1);
+  EXPECT_LE(c.ranks_on_this_node(), c.size());
+}
+
+TEST(Agreement, RankLists) {
+  EXPECT_EQ(format_rank_list({3}), "rank 3");
+  EXPECT_EQ(format_rank_list({0, 1, 2, 5, 7, 8}), "ranks 0-2, 5, 7-8");
+}
+
+namespace {
+StartStatus status(const std::string& steps, const std::string& seed) {
+  StartStatus s;
+  s.command = "train";
+  s.config = {{"train.steps", steps}, {"train.seed", seed}, {"run.dir", "runs/x"}};
+  return s;
+}
+}  // namespace
+
+TEST(Agreement, SameConfigProceedsAndStopIsShared) {
+  Comm c(1);
+  EXPECT_EQ(agree_on_start(c, status("2", "1")), StartVerdict::proceed);
+  StartStatus s = status("2", "1");
+  s.stop = c.rank() == c.size() - 1;  // a signal reached one rank only
+  EXPECT_EQ(agree_on_start(c, s), StartVerdict::stop);
+}
+
+TEST(Agreement, DifferingKeysListedWithTheirRanks) {
+  Comm c(1);
+  if (c.size() < 2) GTEST_SKIP() << "needs 2 ranks";
+  // The last rank differs in steps, every odd rank in the seed.
+  const int last = c.size() - 1;
+  StartStatus s = status(c.rank() == last ? "3" : "2", c.rank() % 2 ? "9" : "1");
+  try {
+    agree_on_start(c, s);
+    FAIL();
+  } catch (const CollectiveError& e) {
+    EXPECT_EQ(e.exit_code(), kExitUsage);
+    const std::string m = e.what();
+    EXPECT_NE(m.find("\n  train.steps: '2' on " + (last == 1 ? std::string("rank 0") : "ranks 0-" + std::to_string(last - 1)) +
+                     " | '3' on rank " + std::to_string(last)),
+              std::string::npos)
+        << m;
+    const std::string seed = c.size() == 2 ? "train.seed: '1' on rank 0 | '9' on rank 1"
+                                           : "train.seed: '1' on ranks 0, 2 | '9' on ranks 1, 3";
+    EXPECT_NE(m.find(seed), std::string::npos) << m;
+    EXPECT_EQ(m.find("run.dir"), std::string::npos) << m;
+  }
+}
+
+TEST(Agreement, FailuresReportedOnceWithTheirRanks) {
+  Comm c(1);
+  // Every rank fails alike: just the message.
+  StartStatus all = status("2", "1");
+  all.code = kExitUsage;
+  all.message = "config key 'moe.granularity': bad";
+  try {
+    agree_on_start(c, all);
+    FAIL();
+  } catch (const CollectiveError& e) {
+    EXPECT_EQ(std::string(e.what()), "config key 'moe.granularity': bad");
+    EXPECT_EQ(e.exit_code(), kExitUsage);
+  }
+  if (c.size() < 2) return;
+  // Rank 1 cannot read its file, the others are fine (and a stop is pending:
+  // failures win). The lowest failing rank's code; its message once.
+  StartStatus one = status("2", "1");
+  one.stop = true;
+  if (c.rank() == 1) {
+    one.code = kExitUsage;
+    one.message = "--config: cannot open config file 'a.ini'";
+  }
+  if (c.rank() >= 2) {  // on 4 ranks: 2 and 3 fail alike with another error
+    one.code = kExitFailure;
+    one.message = "other";
+  }
+  try {
+    agree_on_start(c, one);
+    FAIL();
+  } catch (const CollectiveError& e) {
+    const std::string want = "on rank 1 of " + std::to_string(c.size()) + ": --config: cannot open config file 'a.ini'" +
+                             (c.size() == 4 ? "\n  on ranks 2-3 of 4: other" : "");
+    EXPECT_EQ(std::string(e.what()), want);
+    EXPECT_EQ(e.exit_code(), kExitUsage);
+  }
 }
 
 int main(int argc, char** argv) {

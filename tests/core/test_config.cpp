@@ -6,6 +6,7 @@
 
 #include "finemoe/config.hpp"
 #include "finemoe/error.hpp"
+#include "finemoe/memory_check.hpp"
 
 using namespace finemoe;
 
@@ -172,4 +173,75 @@ TEST(Config, DerivedValues) {
   c.train.steps = 1000;
   c.train.warmup_frac = 0.01;
   EXPECT_EQ(c.warmup_steps(), 10);
+}
+
+// ---- input limits (issue 19) --------------------------------------------------
+// Expects `fn` to throw a ConfigError (exit 2) whose message holds every text.
+template <typename F>
+void expect_config_error(F&& fn, std::vector<std::string> texts) {
+  try {
+    fn();
+    FAIL() << "expected a ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.exit_code(), kExitUsage);
+    for (const auto& t : texts) EXPECT_NE(std::string(e.what()).find(t), std::string::npos) << t << " in: " << e.what();
+  }
+}
+
+TEST(Config, DuplicateIniKeyNamesKeyAndBothLines) {
+  const std::string text = "[model]\nd_model = 64\n# comment\n\n[train]\nsteps = 2\n[model]\n  d_model=128  # again\n";
+  expect_config_error([&] { config_from_ini_text(text, "dup.ini"); },
+                      {"dup.ini:8", "duplicate config key 'model.d_model'", "first set at line 2"});
+  const std::string f = write_tmp(text);
+  expect_config_error([&] { parse({"--config", f}); }, {f + ":8", "'model.d_model'", "line 2"});
+  std::remove(f.c_str());
+  // The same key name in two sections is not a duplicate; a repeated CLI key still is allowed.
+  EXPECT_NO_THROW(config_from_ini_text("[model]\nseq_len = 32\n[data]\nseed = 3\n[train]\nseed = 4\n", "ok.ini"));
+  EXPECT_EQ(config_from_ini_text("[data]\nseed = 3\n[train]\nseed = 4\n", "ok.ini").train.seed, 4u);
+}
+
+TEST(Config, ConfigNamingADirectoryIsRefused) {
+  expect_config_error([] { parse({"--config", "/tmp"}); }, {"'/tmp'", "is a directory"});
+}
+
+TEST(Config, NumericKeysHaveUpperBounds) {
+  struct Case {
+    std::string key, value;
+  } cases[] = {
+      {"model.d_model", "131072"},     {"model.n_blocks", "100000000"}, {"model.seq_len", "2000000"},
+      {"moe.experts", "100000"},       {"moe.granularity", "8192"},     {"train.steps", "2000000000"},
+      {"train.batch_size", "4194304"}, {"train.eval_tokens", "9000000000"}, {"train.threads", "100000"},
+      {"train.eps", "2"},              {"data.synth_regimes", "100000"}, {"data.synth_doc_len", "4000000000"},
+  };
+  for (const auto& c : cases) {
+    Config cfg;
+    set_config_value(cfg, c.key, c.value);
+    expect_invalid(cfg, c.key);
+  }
+  // capacity_factor: up to E*G (= 8 by default) is accepted, 1e18 is not.
+  Config ok;
+  ok.moe.routing = "token_choice";
+  ok.moe.capacity_factor = 8;
+  EXPECT_NO_THROW(ok.validate(1));
+  ok.moe.capacity_factor = 1e18;
+  expect_invalid(ok, "moe.capacity_factor");
+  // The bounds themselves are accepted.
+  Config edge;
+  edge.model.n_blocks = 1024;
+  EXPECT_NO_THROW(edge.validate(1));
+}
+
+TEST(Config, MemoryCheckNamesKeysAndBytes) {
+  Config c;  // d 128, 2 blocks, E 8: a few MiB
+  EXPECT_NO_THROW(check_memory_fits(c, 1, 1, uint64_t(1) << 30));
+  EXPECT_NO_THROW(check_memory_fits(c, 1, 1, 0));  // unknown: not checked
+  const double need = train_memory_bytes(c.shape(), c.n_heads(), double(c.train.batch_size * c.model.seq_len)).total();
+  const uint64_t avail = uint64_t(need) - 1;
+  expect_config_error([&] { check_memory_fits(c, 1, 1, avail); },
+                      {"'model.d_model' = 128", "'model.n_blocks' = 2", "'moe.experts' = 8", "'train.batch_size' = 16",
+                       std::to_string(avail) + " bytes", "available"});
+  // Two ranks on this node need twice the per-rank estimate.
+  EXPECT_NO_THROW(check_memory_fits(c, 1, 1, uint64_t(need) + 1));
+  expect_config_error([&] { check_memory_fits(c, 1, 2, uint64_t(need) + 1); }, {"x 2 ranks on this node"});
+  EXPECT_GT(available_memory_bytes(), 0u);
 }

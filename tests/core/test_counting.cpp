@@ -51,3 +51,29 @@ TEST(Counting, DenseConfigHasNoRouter) {
   EXPECT_EQ(k.n_experts, 1);
   EXPECT_DOUBLE_EQ(k.flops_per_token, 6.0 * k.N);
 }
+
+// The memory estimate by hand: d 64, 1 block, E 8, G 2, seq 16, vocab 100,
+// 1 head; 32 tokens. Stored params (count_model): per block 4d + 3d² + 3d +
+// d² + d + 8d²E + 2d (output norm) = 279,168, router 1·64·16 = 1024,
+// embeddings 100·64 + 16·64 + 64·100 = 13,824, final LN 128: 294,144.
+// Activations per token: 12d + H·T + E·G + d = 768 + 16 + 16 + 64 = 864 per
+// block, + 2d + V = 228: 1092 floats.
+TEST(Counting, TrainMemoryEstimateByHand) {
+  ModelShape s;
+  s.d_model = 64;
+  s.n_blocks = 1;
+  s.vocab_size = 100;
+  s.seq_len = 16;
+  s.expansion = 8;
+  s.granularity = 2;
+  s.dense = false;
+  ASSERT_DOUBLE_EQ(count_model(s).total_params, 294144.0);
+  MemoryEstimate m = train_memory_bytes(s, 1, 32);
+  EXPECT_DOUBLE_EQ(m.param_bytes, 16.0 * 294144);
+  EXPECT_DOUBLE_EQ(m.activation_bytes, 4.0 * 1092 * 32);
+  EXPECT_DOUBLE_EQ(m.total(), m.param_bytes + m.activation_bytes);
+  // EP 4 keeps a quarter of the expert weights (8·d²·E = 262,144) per rank.
+  MemoryEstimate ep = train_memory_bytes(s, 1, 32, 4);
+  EXPECT_DOUBLE_EQ(ep.param_bytes, 16.0 * (294144 - 262144 + 262144 / 4));
+  EXPECT_DOUBLE_EQ(ep.activation_bytes, m.activation_bytes);
+}
