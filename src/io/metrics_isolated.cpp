@@ -104,6 +104,17 @@ bool write_all(int fd, const std::string& s) {
 [[noreturn]] void child_main(const std::string& path, int fd) {
   struct rlimit no_core = {0, 0};
   ::setrlimit(RLIMIT_CORE, &no_core);  // a crash here must not leave a core file
+  // The default action for a crash: the parent reports it in one line, so no
+  // inherited handler (Open MPI prints a backtrace) may speak for the child.
+  for (int sig : {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL}) ::signal(sig, SIG_DFL);
+  // Nor may glibc's "free(): invalid pointer" of a crashing read reach the
+  // terminal: stdout/stderr go to /dev/null (HDF5's own stack is silenced).
+  const int null_fd = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+  if (null_fd >= 0) {
+    ::dup2(null_fd, 1);
+    ::dup2(null_fd, 2);
+    ::close(null_fd);
+  }
   auto send = [&](Out& o) {
     if (!write_all(fd, o.buf)) ::_exit(2);
   };

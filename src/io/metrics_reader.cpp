@@ -136,14 +136,19 @@ void PartReader::read_routing(RunMetrics& out) {
   out.routing_experts = int64_t(load_shape[2]);
 }
 
+// An attribute that exists but does not read is damage, not absence: the
+// resume must not reuse such a file in place (rewriting the attribute would
+// fail or crash), and the analysis must not take it for a missing one.
 void PartReader::read_attrs(RunMetrics& out) {
   for (const std::string& name : h5::attr_names(file_)) {
     if (h5::attr_is_string(file_, name)) {
       std::string s;
-      if (h5::read_attr_str(file_, name, s)) out.str_attrs[name] = s;
+      if (!h5::read_attr_str(file_, name, s)) fail("attribute " + name + " unreadable");
+      out.str_attrs[name] = s;
     } else {
       double v;
-      if (h5::read_attr_f64(file_, name, v)) out.num_attrs[name] = v;
+      if (!h5::read_attr_f64(file_, name, v)) fail("attribute " + name + " unreadable");
+      out.num_attrs[name] = v;
     }
   }
 }
