@@ -21,6 +21,7 @@
 #include "finemoe/metrics.hpp"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -56,6 +57,20 @@ bool is_int_set(const std::string& name) {
 
 bool path_exists(const std::string& p) { return ::access(p.c_str(), F_OK) == 0; }
 
+// The writer's file access: serial_fapl() without a raw-data chunk cache.
+// Why: with the cache, an append only changes the cached chunk, and H5Fflush
+// (libhdf5 1.10) reported success while the chunk never reached a full disk:
+// 2000 appended rows read back with the last 976 all zeros, and the first
+// error came at the final close. Without it every H5Dwrite writes its chunk
+// to the file at once, so ENOSPC fails that append (measured: see
+// io.MetricsFaults.DiskFullStopsTheWriterAndKeepsEveryEarlierRow). The cost
+// is a chunk read-modify-write per append, once per logged step.
+h5::Handle writer_fapl() {
+  h5::Handle fapl = serial_fapl();
+  H5Pset_cache(fapl, 0, 0, 0, 1.0);
+  return fapl;
+}
+
 // metrics.h5.corrupt, or metrics.h5.corrupt-2, -3, ... if taken: an older
 // damaged file is evidence too.
 std::string free_aside_name(const std::string& path) {
@@ -82,7 +97,19 @@ struct MetricsWriter::Impl {
 
   [[noreturn]] void fail(const std::string& what) {
     broken = true;
-    throw Error("metrics " + path + ": " + what + h5::detail_suffix());
+    throw Error("metrics " + path + ": " + what + os_detail());
+  }
+
+  // HDF5's innermost message; for a failed system call (sec2: "file write
+  // failed: time = ..., buf = 0x..., error message = 'No space left on
+  // device', ...") just the call and the OS reason.
+  static std::string os_detail() {
+    const std::string d = h5::detail();
+    const std::string key = "error message = '";
+    const size_t at = d.find(key), end = at == std::string::npos ? at : d.find('\'', at + key.size());
+    if (end != std::string::npos)
+      return " (HDF5: " + d.substr(0, d.find(':')) + ": " + d.substr(at + key.size(), end - at - key.size()) + ")";
+    return d.empty() ? std::string() : " (HDF5: " + d + ")";
   }
 
   void create_set(const std::string& name, std::vector<hsize_t> row_shape) {
@@ -119,7 +146,7 @@ struct MetricsWriter::Impl {
   }
 
   void create(const std::string& at) {
-    h5::Handle fapl = serial_fapl();
+    h5::Handle fapl = writer_fapl();
     file = h5::file(H5Fcreate(at.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl));
     if (!file.valid()) {
       path = at;
@@ -183,19 +210,20 @@ struct MetricsWriter::Impl {
   // After a failed write libhdf5 1.10 cannot close the file: its close
   // retries the failed metadata flush, fails again, and leaves a dangling id
   // on which MPI_Finalize (or the library's atexit) segfaults. So a broken
-  // file's descriptor is pointed at /dev/null first: the close's writes go
-  // nowhere, the id is released, and the disk keeps what the last successful
-  // flush wrote (which a resume salvages).
+  // file's descriptor is first pointed at an anonymous in-memory file
+  // (memfd; /dev/null fails the close's ftruncate): the close's writes go
+  // there, the id is released, and the disk keeps what the appends before the
+  // failure wrote (which a resume salvages).
   bool close_file() {
     if (!file.valid()) return true;
     if (!broken && H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) broken = true;
     if (broken) {
       void* handle = nullptr;
       if (H5Fget_vfd_handle(file, H5P_DEFAULT, &handle) >= 0 && handle) {
-        const int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
-        if (null_fd >= 0) {
-          ::dup2(null_fd, *static_cast<int*>(handle));
-          ::close(null_fd);
+        const int sink = ::memfd_create("finemoe-metrics-discard", MFD_CLOEXEC);
+        if (sink >= 0) {
+          ::dup2(sink, *static_cast<int*>(handle));
+          ::close(sink);
         }
       }
     }
@@ -260,7 +288,7 @@ void MetricsWriter::Impl::resume(int64_t resume_step) {
                     std::to_string(old.routing_blocks) + " blocks x " + std::to_string(old.routing_experts) +
                     " experts, the config " + std::to_string(n_blocks) + " x " + std::to_string(n_experts) +
                     " (another model in this run directory?); move the file away to start a new one");
-  h5::Handle fapl = serial_fapl();
+  h5::Handle fapl = writer_fapl();
   file = h5::file(H5Fopen(path.c_str(), H5F_ACC_RDWR, fapl));
   if (!file.valid()) {
     // It read cleanly, the OS allows writing (checked before), yet HDF5
