@@ -88,7 +88,10 @@ struct MetricsSalvage {
 // problem says so ("crashed the HDF5 library", "did not finish within"), and
 // the parts read before the crash are kept. Never blocks on a FIFO; never
 // throws for a bad file (Error only if no child process can be started).
-MetricsSalvage salvage_metrics(const std::string& path, double timeout_s = 60);
+// routing_values = false: the routing datasets are still read and checked in
+// full, but only their steps and shape come back (a health check of a large
+// file without copying its routing telemetry).
+MetricsSalvage salvage_metrics(const std::string& path, double timeout_s = 60, bool routing_values = true);
 
 // Strict and isolated: read_metrics' result and messages, but run in a child
 // process (what moe-analyze uses on every file). Throws DataError.

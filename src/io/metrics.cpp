@@ -270,18 +270,27 @@ struct MetricsWriter::Impl {
     counts[0] = nt, counts[1] = ne, counts[2] = nr;
   }
 
-  void resume(int64_t resume_step);
+  void resume(int64_t resume_step, int64_t file_size);
   void recover(const MetricsSalvage& s, int64_t resume_step);
 };
 
-void MetricsWriter::Impl::resume(int64_t resume_step) {
-  MetricsSalvage s = salvage_metrics(path);
+void MetricsWriter::Impl::resume(int64_t resume_step, int64_t file_size) {
+  // A read of a healthy file must never time out (that would be taken for
+  // damage): a minute plus a second per 10 MB, for slow shared file systems.
+  const double timeout_s = 60.0 + double(file_size) / 10e6;
+  // First a health check that brings back steps only; the full salvage (a
+  // second read) only for a damaged file.
+  MetricsSalvage s = salvage_metrics(path, timeout_s, /*routing_values=*/false);
   // Another layout, another model: not damage, and not ours to replace.
   if (s.format_version >= 0 && s.format_version != hl::kMetricsFormatVersion)
     throw DataError("metrics " + path + ": format_version " + std::to_string(s.format_version) +
                     ", this build writes " + std::to_string(hl::kMetricsFormatVersion) +
                     "; move the file away to start a new one");
-  if (!s.clean()) return recover(s, resume_step);
+  if (!s.clean()) {
+    MetricsSalvage full = salvage_metrics(path, timeout_s, true);
+    if (full.clean()) full.problem = s.problem;  // it failed once: damaged all the same
+    return recover(full, resume_step);
+  }
   const RunMetrics& old = s.metrics;
   if (old.routing_blocks != n_blocks || old.routing_experts != n_experts)
     throw DataError("metrics " + path + ": dataset " + hl::kRoutingExpertLoad + " has " +
@@ -293,7 +302,9 @@ void MetricsWriter::Impl::resume(int64_t resume_step) {
   if (!file.valid()) {
     // It read cleanly, the OS allows writing (checked before), yet HDF5
     // refuses a read-write open: damage in what only a writer looks at.
-    s.problem = "metrics " + path + ": cannot open for writing although it reads" + h5::detail_suffix();
+    const std::string problem = "metrics " + path + ": cannot open for writing although it reads" + h5::detail_suffix();
+    s = salvage_metrics(path, timeout_s, true);
+    s.problem = problem;
     return recover(s, resume_step);
   }
   size_t keep_train = keep_prefix(old.train, resume_step), keep_eval = keep_prefix(old.eval, resume_step);
@@ -358,7 +369,7 @@ MetricsWriter::MetricsWriter(const std::string& path, const Config& cfg, const M
   if (resume_step < 0 || fc.problem == io::FileProblem::missing)
     m.create(path);
   else
-    m.resume(resume_step);
+    m.resume(resume_step, fc.size);
 
   const bool dense = cfg.dense();
   bool ok = h5::write_attr_i32(m.file, hl::kAttrFormatVersion, hl::kMetricsFormatVersion) &&

@@ -15,12 +15,14 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 
 #include "finemoe/error.hpp"
@@ -101,7 +103,13 @@ bool write_all(int fd, const std::string& s) {
 
 // The child: read part by part, send each as soon as it is read. Attributes
 // last: their variable-length strings are where damaged files crash HDF5.
-[[noreturn]] void child_main(const std::string& path, int fd) {
+[[noreturn]] void child_main(const std::string& path, int fd, bool routing_values, double timeout_s, pid_t parent) {
+  // Never outlive the parent or the deadline, even if the read loops: the
+  // child shares the parent's open files (the run-directory lock among them).
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != parent) ::_exit(3);  // it died before the prctl
+  ::signal(SIGALRM, SIG_DFL);
+  ::alarm(unsigned(std::ceil(timeout_s)) + 5);
   struct rlimit no_core = {0, 0};
   ::setrlimit(RLIMIT_CORE, &no_core);  // a crash here must not leave a core file
   // The default action for a crash: the parent reports it in one line, so no
@@ -161,7 +169,12 @@ bool write_all(int fd, const std::string& s) {
       });
       part(kRouting, [&](Out& o) {
         RunMetrics m;
-        r.read_routing(m);
+        r.read_routing(m);  // read (and so checked) in full either way
+        if (!routing_values) {
+          m.routing_expert_load.clear();
+          m.routing_dropped.clear();
+          m.routing_entropy.clear();
+        }
         o.u64(uint64_t(m.routing_blocks));
         o.u64(uint64_t(m.routing_experts));
         o.vec(m.routing_step);
@@ -251,7 +264,7 @@ bool parse(const std::string& buf, MetricsSalvage& s, int* parts) {
 
 }  // namespace
 
-MetricsSalvage salvage_metrics(const std::string& path, double timeout_s) {
+MetricsSalvage salvage_metrics(const std::string& path, double timeout_s, bool routing_values) {
   MetricsSalvage s;
   s.metrics.path = path;
   // Cheap checks in this process: no child for a FIFO or a missing file.
@@ -263,6 +276,7 @@ MetricsSalvage salvage_metrics(const std::string& path, double timeout_s) {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) throw Error("metrics " + path + ": cannot create a pipe: " + std::strerror(errno));
   std::fflush(nullptr);  // nothing buffered may be written twice
+  const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
   if (pid < 0) {
     const int err = errno;
@@ -272,7 +286,7 @@ MetricsSalvage salvage_metrics(const std::string& path, double timeout_s) {
   }
   if (pid == 0) {
     ::close(fds[0]);
-    child_main(path, fds[1]);
+    child_main(path, fds[1], routing_values, timeout_s, parent);
   }
   ::close(fds[1]);
 
