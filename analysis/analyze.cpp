@@ -91,6 +91,9 @@ Analysis run_analysis(const AnalyzeOptions& o) {
       std::fprintf(out, "runs: %zu usable, %zu skipped under %s\n", a.runs.runs.size(), a.runs.skipped.size(),
                    o.runs_dir.c_str());
       for (const auto& s : a.runs.skipped) std::fprintf(out, "  skipped %s: %s\n", s.path.c_str(), s.reason.c_str());
+    } else if (!a.runs.skipped.empty()) {
+      std::fprintf(stderr, "moe-analyze: warning: %zu of %zu metrics.h5 files skipped (reasons in report.md and fit.json)\n",
+                   a.runs.skipped.size(), a.runs.skipped.size() + a.runs.runs.size());
     }
   }
   if (!o.points.empty()) {
@@ -307,9 +310,15 @@ int analyze_main(int argc, const char* const* argv) {
     if (!fitted && !given_law_table) {
       std::string why;
       if (a.runs.runs.empty())
+      {
         why = a.runs.skipped.empty() ? "no metrics.h5 found under '" + o.runs_dir + "'"
                                      : "none of the " + std::to_string(a.runs.skipped.size()) +
-                                           " metrics.h5 files is usable (see the reasons above)";
+                                           " metrics.h5 files is usable (reasons in report.md):";
+        // Name the files: under -q the per-file lines above are not printed.
+        const size_t shown = std::min<size_t>(a.runs.skipped.size(), 20);
+        for (size_t i = 0; i < shown; ++i) why += " " + a.runs.skipped[i].path;
+        if (shown < a.runs.skipped.size()) why += " and " + std::to_string(a.runs.skipped.size() - shown) + " more";
+      }
       else
         for (const auto& f : a.fits) why += (why.empty() ? "" : "; ") + f.label + ": " + f.fit.message;
       std::fprintf(stderr, "moe-analyze: nothing could be fitted: %s\n", why.c_str());

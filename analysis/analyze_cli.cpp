@@ -27,7 +27,9 @@ fall back, with a warning each, to the mean of the last K logged train losses.
 N, N_active, F/token come from the
 shared counting code (d_model, n_blocks, E, G attributes); D is the token count
 of the last row. Runs not 'completed', unreadable, with NaN in the window or
-missing attributes are listed with the reason and skipped. Runs with attribute
+missing attributes are listed with the reason and skipped (each file is read in
+a child process, so a damaged one that crashes or hangs the HDF5 library is
+skipped too; exit 0 while usable runs remain, 3 when none is usable). Runs with attribute
 cooldown_branch=1 also contribute intermediate points (--cooldown-points).
 
 Laws (loss L in nats/token, N = n_blocks*d^2*(8E+4), D tokens):

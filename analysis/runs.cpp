@@ -145,13 +145,17 @@ RunSet collect_runs(const std::string& dir, const CollectOptions& o) {
   if (ec) throw DataError("cannot read runs directory '" + dir + "': " + ec.message());
   for (; it != end; it.increment(ec)) {
     if (ec) break;
+    // Also FIFOs, directories, dangling links named metrics.h5: listed, then
+    // skipped with their reason by the reader (which never opens them).
     if (it->path().filename() == "metrics.h5") files.push_back(it->path());
   }
   std::sort(files.begin(), files.end());
   RunSet set;
   for (const auto& f : files) {
     try {
-      RunMetrics m = read_metrics(f.string());
+      // In a child process: a file damaged so that the HDF5 library crashes
+      // or loops on it costs one skip, never the whole analysis.
+      RunMetrics m = read_metrics_isolated(f.string(), o.read_timeout_s);
       RunInfo r = run_from_metrics(m, o);
       r.path = f.string();
       fs::path rel = fs::relative(f.parent_path(), dir, ec);

@@ -26,6 +26,7 @@ struct CollectOptions {
   bool include_running = false;  // use runs whose status is not "completed" (not default)
   int curve_max_points = 400;    // curve kept for plots, subsampled
   bool final_from_eval = true;   // false: always the train window (--final-loss train)
+  double read_timeout_s = 60;    // per metrics.h5; a read still running is killed and the file skipped
 };
 
 struct RunInfo {
@@ -59,8 +60,10 @@ struct RunSet {
 // One run from its metrics; throws DataError with the reason to skip it.
 RunInfo run_from_metrics(const RunMetrics& m, const CollectOptions& o);
 
-// Every metrics.h5 under dir (recursive, sorted). Bad files become skips;
-// only a missing/unreadable directory throws (DataError).
+// Every metrics.h5 under dir (recursive, sorted), each read in a child
+// process (read_metrics_isolated). Bad files — corrupt, crashing the HDF5
+// library, hanging, FIFOs, unreadable — become skips with their reason; only a
+// missing/unreadable directory throws (DataError).
 RunSet collect_runs(const std::string& dir, const CollectOptions& o);
 
 }  // namespace finemoe::analysis

@@ -33,6 +33,10 @@ class MetricsWriter {
   // resume_step < 0: create a fresh file (replacing any old one).
   // resume_step >= 0: open the existing file and drop rows with step >
   // resume_step, so the resumed curve continues exactly; creates it if absent.
+  // A corrupt file is moved to PATH.corrupt[-N] and its readable rows up to
+  // resume_step copied into a new file (logged). Errors, file untouched:
+  // Error (exit 1) if the OS refuses access; DataError (exit 3) if it is not
+  // a regular file, has another format_version or another routing shape.
   // Writes/refreshes all attributes; status becomes "running".
   MetricsWriter(const std::string& path, const Config& cfg, const ModelCounts& counts, double entropy_rate,
                 int64_t resume_step);
@@ -46,6 +50,9 @@ class MetricsWriter {
   void set_attr(const std::string& name, double value);
   void set_attr(const std::string& name, const std::string& value);
   void flush();
+  // Final flush and close, checked (Error naming the file on failure). The
+  // destructor does the same but can only warn.
+  void close();
 
  private:
   struct Impl;
@@ -67,8 +74,35 @@ struct RunMetrics {
   std::vector<double> routing_dropped, routing_entropy;  // [rows, blocks]
 };
 
-// Throws DataError naming the file and the problem (missing, not HDF5,
-// missing dataset, wrong format version) — never an HDF5 error stack.
+// Throws DataError naming the file and the problem (missing, not a regular
+// file, not HDF5, missing dataset, wrong format version) — never an HDF5
+// error stack. In-process: a file damaged so that the HDF5 library itself
+// crashes takes this process down; use read_metrics_isolated for files of
+// unknown health.
 RunMetrics read_metrics(const std::string& path);
+
+// What a tolerant read got out of a metrics.h5 that may be damaged.
+struct MetricsSalvage {
+  RunMetrics metrics;           // the parts that read cleanly; the others stay empty
+  int64_t format_version = -1;  // -1: unknown (missing or unreadable)
+  bool train_ok = false, eval_ok = false, routing_ok = false, attrs_ok = false;
+  std::string problem;          // the first failure, naming the file; "" if all of it read cleanly
+  bool clean() const { return problem.empty(); }
+};
+
+// Reads `path` in a forked child process that hands each part (train, eval,
+// routing rows, attributes) to this process as soon as it has read it. A
+// file that makes the HDF5 library crash or loop costs only the child: the
+// problem says so ("crashed the HDF5 library", "did not finish within"), and
+// the parts read before the crash are kept. Never blocks on a FIFO; never
+// throws for a bad file (Error only if no child process can be started).
+// routing_values = false: the routing datasets are still read and checked in
+// full, but only their steps and shape come back (a health check of a large
+// file without copying its routing telemetry).
+MetricsSalvage salvage_metrics(const std::string& path, double timeout_s = 60, bool routing_values = true);
+
+// Strict and isolated: read_metrics' result and messages, but run in a child
+// process (what moe-analyze uses on every file). Throws DataError.
+RunMetrics read_metrics_isolated(const std::string& path, double timeout_s = 60);
 
 }  // namespace finemoe

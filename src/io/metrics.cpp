@@ -1,4 +1,4 @@
-// metrics.h5 writer and reader (layout: h5layout.hpp).
+// metrics.h5 writer (layout: h5layout.hpp; reader: metrics_reader.cpp).
 //
 // Rank 0 only, serial file access (sec2 driver, earliest file format so that
 // a killed writer leaves no "file open for write" flag behind and any h5py /
@@ -6,20 +6,38 @@
 // Within a row the /step dataset is written LAST: a reader takes the shortest
 // dataset of a group as the row count, so a kill between datasets never shows
 // a half-written row.
+//
+// Every HDF5 write and flush is checked: a failure (disk full, I/O error) is
+// an Error naming the file, so the trainer stops (exit 1) instead of logging
+// rows that never reach the disk.
+//
+// Resume: the old file is first read in a child process (salvage_metrics), so
+// a file damaged enough to crash the HDF5 library never gets opened here.
+//  - healthy: opened read-write, rows after the checkpoint dropped in place;
+//  - truly corrupt: its readable rows up to the checkpoint are copied into a
+//    new file, the old one is kept as metrics.h5.corrupt[-N];
+//  - not ours to change (permission denied, not a regular file, another
+//    format_version, another model shape): an error, the file untouched.
 #include "finemoe/metrics.hpp"
 
-#include <sys/stat.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "finemoe/error.hpp"
 #include "finemoe/h5layout.hpp"
 #include "finemoe/log.hpp"
+#include "io/file_check.hpp"
 #include "io/h5util.hpp"
+#include "io/metrics_internal.hpp"
 
 #ifndef FINEMOE_GIT
 #define FINEMOE_GIT "unknown"
@@ -28,31 +46,45 @@
 namespace finemoe {
 
 namespace hl = h5layout;
+using namespace metrics_detail;
 
 namespace {
-
-const char* const kTrainSets[] = {hl::kTrainTokens,    hl::kTrainLoss, hl::kTrainLr, hl::kTrainGradNorm,
-                                  hl::kTrainTokensPerS, hl::kTrainMfu,  hl::kTrainStep};
-const char* const kEvalSets[] = {hl::kEvalTokens, hl::kEvalLoss, hl::kEvalStep};
-const char* const kRoutingSets[] = {hl::kRoutingExpertLoad, hl::kRoutingDroppedFraction, hl::kRoutingEntropy,
-                                    hl::kRoutingStep};
-
-bool file_exists(const std::string& p) {
-  struct stat st;
-  return ::stat(p.c_str(), &st) == 0;
-}
-
-// File access without HDF5's flock: moe-analyze and h5py may read a live
-// metrics.h5 while the trainer appends (and locks fail on some cluster FSs).
-h5::Handle serial_fapl() {
-  h5::Handle fapl = h5::plist(H5Pcreate(H5P_FILE_ACCESS));
-  H5Pset_file_locking(fapl, false, true);
-  return fapl;
-}
 
 bool is_int_set(const std::string& name) {
   return name == hl::kTrainStep || name == hl::kTrainTokens || name == hl::kEvalStep ||
          name == hl::kEvalTokens || name == hl::kRoutingStep || name == hl::kRoutingExpertLoad;
+}
+
+bool path_exists(const std::string& p) { return ::access(p.c_str(), F_OK) == 0; }
+
+// The writer's file access: serial_fapl() without a raw-data chunk cache.
+// Why: with the cache, an append only changes the cached chunk, and H5Fflush
+// (libhdf5 1.10) reported success while the chunk never reached a full disk:
+// 2000 appended rows read back with the last 976 all zeros, and the first
+// error came at the final close. Without it every H5Dwrite writes its chunk
+// to the file at once, so ENOSPC fails that append (measured: see
+// io.MetricsFaults.DiskFullStopsTheWriterAndKeepsEveryEarlierRow). The cost
+// is a chunk read-modify-write per append, once per logged step.
+h5::Handle writer_fapl() {
+  h5::Handle fapl = serial_fapl();
+  H5Pset_cache(fapl, 0, 0, 0, 1.0);
+  return fapl;
+}
+
+// metrics.h5.corrupt, or metrics.h5.corrupt-2, -3, ... if taken: an older
+// damaged file is evidence too.
+std::string free_aside_name(const std::string& path) {
+  std::string aside = path + ".corrupt";
+  for (int k = 2; path_exists(aside); ++k) aside = path + ".corrupt-" + std::to_string(k);
+  return aside;
+}
+
+// Rows of a salvaged group with step <= resume_step: a prefix, as in truncation.
+template <typename Row>
+size_t keep_prefix(const std::vector<Row>& rows, int64_t resume_step) {
+  size_t keep = 0;
+  while (keep < rows.size() && rows[keep].step <= resume_step) ++keep;
+  return keep;
 }
 
 }  // namespace
@@ -61,9 +93,23 @@ struct MetricsWriter::Impl {
   std::string path;
   h5::Handle file;
   int64_t n_blocks = 0, n_experts = 0;
+  bool broken = false;  // a write or flush failed: the close must not write (see close_file)
 
-  [[noreturn]] void fail(const std::string& what) const {
-    throw Error("metrics " + path + ": " + what + h5::detail_suffix());
+  [[noreturn]] void fail(const std::string& what) {
+    broken = true;
+    throw Error("metrics " + path + ": " + what + os_detail());
+  }
+
+  // HDF5's innermost message; for a failed system call (sec2: "file write
+  // failed: time = ..., buf = 0x..., error message = 'No space left on
+  // device', ...") just the call and the OS reason.
+  static std::string os_detail() {
+    const std::string d = h5::detail();
+    const std::string key = "error message = '";
+    const size_t at = d.find(key), end = at == std::string::npos ? at : d.find('\'', at + key.size());
+    if (end != std::string::npos)
+      return " (HDF5: " + d.substr(0, d.find(':')) + ": " + d.substr(at + key.size(), end - at - key.size()) + ")";
+    return d.empty() ? std::string() : " (HDF5: " + d + ")";
   }
 
   void create_set(const std::string& name, std::vector<hsize_t> row_shape) {
@@ -99,6 +145,16 @@ struct MetricsWriter::Impl {
     create_set(hl::kRoutingEntropy, {hsize_t(n_blocks)});
   }
 
+  void create(const std::string& at) {
+    h5::Handle fapl = writer_fapl();
+    file = h5::file(H5Fcreate(at.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl));
+    if (!file.valid()) {
+      path = at;
+      fail("cannot create the file (directory missing or not writable?)");
+    }
+    create_layout();
+  }
+
   h5::Handle open_set(const std::string& name) {
     if (!h5::exists(file, name)) fail("dataset " + name + " missing");
     h5::Handle ds = h5::dataset(H5Dopen2(file, name.c_str(), H5P_DEFAULT));
@@ -122,56 +178,183 @@ struct MetricsWriter::Impl {
     if (H5Dset_extent(ds, d.data()) < 0) fail("cannot resize " + name);
   }
 
-  // Drops rows with step > resume_step from every dataset of a group, and any
-  // half-written row (datasets of unequal length after a kill).
-  void truncate_group(const char* const* sets, size_t n_sets, const char* step_set, int64_t resume_step) {
-    hsize_t n = std::numeric_limits<hsize_t>::max();
-    for (size_t i = 0; i < n_sets; ++i) n = std::min(n, rows(sets[i]));
-    std::vector<int64_t> steps(n);
-    if (n > 0) {
-      h5::Handle ds = open_set(step_set);
-      h5::Handle fs = h5::space(H5Dget_space(ds));
-      hsize_t start = 0;
-      h5::Handle ms = h5::space(H5Screate_simple(1, &n, nullptr));
-      if (H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, nullptr, &n, nullptr) < 0 ||
-          H5Dread(ds, H5T_NATIVE_INT64, ms, fs, H5P_DEFAULT, steps.data()) < 0)
-        fail(std::string("cannot read ") + step_set);
-    }
-    hsize_t keep = 0;
-    while (keep < n && steps[keep] <= resume_step) ++keep;
+  // Cuts every dataset of a group to `keep` rows (also drops a half-written
+  // row: datasets of unequal length after a kill).
+  void truncate_group(const char* const* sets, size_t n_sets, hsize_t keep) {
     for (size_t i = 0; i < n_sets; ++i) set_rows(sets[i], keep);
   }
 
-  void check_routing_shape() {
-    h5::Handle ds = open_set(hl::kRoutingExpertLoad);
-    std::vector<hsize_t> d = h5::dims(ds);
-    if (d.size() != 3 || int64_t(d[1]) != n_blocks || int64_t(d[2]) != n_experts)
-      fail(std::string("dataset ") + hl::kRoutingExpertLoad + " has a shape that does not match the config (" +
-           std::to_string(n_blocks) + " blocks, " + std::to_string(n_experts) + " experts)");
-  }
-
-  // Appends one row of `row_elems` values to dataset `name`.
-  void append(const char* name, hid_t mem_type, const void* row) {
+  // Appends `n` rows to dataset `name` (row shape from the dataset).
+  void append(const char* name, hid_t mem_type, const void* data, hsize_t n = 1) {
+    if (n == 0) return;
     h5::Handle ds = open_set(name);
     std::vector<hsize_t> d = h5::dims(ds);
     if (d.empty()) fail(std::string("cannot read the extent of ") + name);
     std::vector<hsize_t> start(d.size(), 0), count = d;
     start[0] = d[0];
-    count[0] = 1;
-    d[0] += 1;
+    count[0] = n;
+    d[0] += n;
     if (H5Dset_extent(ds, d.data()) < 0) fail(std::string("cannot extend ") + name);
     h5::Handle fs = h5::space(H5Dget_space(ds));
     h5::Handle ms = h5::space(H5Screate_simple(int(count.size()), count.data(), nullptr));
     if (!fs.valid() || !ms.valid() ||
         H5Sselect_hyperslab(fs, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr) < 0 ||
-        H5Dwrite(ds, mem_type, ms, fs, H5P_DEFAULT, row) < 0)
+        H5Dwrite(ds, mem_type, ms, fs, H5P_DEFAULT, data) < 0)
       fail(std::string("cannot append to ") + name);
   }
 
   void flush() {
     if (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) fail("flush failed (disk full?)");
   }
+
+  // After a failed write libhdf5 1.10 cannot close the file: its close
+  // retries the failed metadata flush, fails again, and leaves a dangling id
+  // on which MPI_Finalize (or the library's atexit) segfaults. So a broken
+  // file's descriptor is first pointed at an anonymous in-memory file
+  // (memfd; /dev/null fails the close's ftruncate): the close's writes go
+  // there, the id is released, and the disk keeps what the appends before the
+  // failure wrote (which a resume salvages).
+  bool close_file() {
+    if (!file.valid()) return true;
+    if (!broken && H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) broken = true;
+    if (broken) {
+      void* handle = nullptr;
+      if (H5Fget_vfd_handle(file, H5P_DEFAULT, &handle) >= 0 && handle) {
+        const int sink = ::memfd_create("finemoe-metrics-discard", MFD_CLOEXEC);
+        if (sink >= 0) {
+          ::dup2(sink, *static_cast<int*>(handle));
+          ::close(sink);
+        }
+      }
+    }
+    const bool closed = file.close();
+    h5::detail();  // clear the stack
+    return closed && !broken;
+  }
+
+  // Everything of the salvaged file that may be kept, into a new file at
+  // `at`. Returns the rows written per group.
+  void write_salvaged(const MetricsSalvage& s, int64_t resume_step, size_t counts[3]) {
+    const RunMetrics& old = s.metrics;
+    const size_t nt = s.train_ok ? keep_prefix(old.train, resume_step) : 0;
+    const size_t ne = s.eval_ok ? keep_prefix(old.eval, resume_step) : 0;
+    size_t nr = 0;
+    if (s.routing_ok && old.routing_blocks == n_blocks && old.routing_experts == n_experts)
+      while (nr < old.routing_step.size() && old.routing_step[nr] <= resume_step) ++nr;
+    std::vector<int64_t> i64(std::max(nt, ne));
+    std::vector<double> f64(std::max(nt, ne));
+    auto put = [&](const char* name, auto&& member, const auto& rows, size_t n) {
+      using V = std::decay_t<decltype(rows[0].*member)>;
+      if constexpr (std::is_same_v<V, int64_t>) {
+        for (size_t i = 0; i < n; ++i) i64[i] = rows[i].*member;
+        append(name, H5T_NATIVE_INT64, i64.data(), n);
+      } else {
+        for (size_t i = 0; i < n; ++i) f64[i] = rows[i].*member;
+        append(name, H5T_NATIVE_DOUBLE, f64.data(), n);
+      }
+    };
+    put(hl::kTrainTokens, &TrainRow::tokens, old.train, nt);
+    put(hl::kTrainLoss, &TrainRow::loss, old.train, nt);
+    put(hl::kTrainLr, &TrainRow::lr, old.train, nt);
+    put(hl::kTrainGradNorm, &TrainRow::grad_norm, old.train, nt);
+    put(hl::kTrainTokensPerS, &TrainRow::tokens_per_s, old.train, nt);
+    put(hl::kTrainMfu, &TrainRow::mfu, old.train, nt);
+    put(hl::kTrainStep, &TrainRow::step, old.train, nt);
+    put(hl::kEvalTokens, &EvalRow::tokens, old.eval, ne);
+    put(hl::kEvalLoss, &EvalRow::loss, old.eval, ne);
+    put(hl::kEvalStep, &EvalRow::step, old.eval, ne);
+    append(hl::kRoutingExpertLoad, H5T_NATIVE_INT64, old.routing_expert_load.data(), nr);
+    append(hl::kRoutingDroppedFraction, H5T_NATIVE_DOUBLE, old.routing_dropped.data(), nr);
+    append(hl::kRoutingEntropy, H5T_NATIVE_DOUBLE, old.routing_entropy.data(), nr);
+    append(hl::kRoutingStep, H5T_NATIVE_INT64, old.routing_step.data(), nr);
+    counts[0] = nt, counts[1] = ne, counts[2] = nr;
+  }
+
+  void resume(int64_t resume_step, int64_t file_size);
+  void recover(const MetricsSalvage& s, int64_t resume_step);
 };
+
+void MetricsWriter::Impl::resume(int64_t resume_step, int64_t file_size) {
+  // A read of a healthy file must never time out (that would be taken for
+  // damage): a minute plus a second per 10 MB, for slow shared file systems.
+  const double timeout_s = 60.0 + double(file_size) / 10e6;
+  // First a health check that brings back steps only; the full salvage (a
+  // second read) only for a damaged file.
+  MetricsSalvage s = salvage_metrics(path, timeout_s, /*routing_values=*/false);
+  // Another layout, another model: not damage, and not ours to replace.
+  if (s.format_version >= 0 && s.format_version != hl::kMetricsFormatVersion)
+    throw DataError("metrics " + path + ": format_version " + std::to_string(s.format_version) +
+                    ", this build writes " + std::to_string(hl::kMetricsFormatVersion) +
+                    "; move the file away to start a new one");
+  if (!s.clean()) {
+    MetricsSalvage full = salvage_metrics(path, timeout_s, true);
+    if (full.clean()) full.problem = s.problem;  // it failed once: damaged all the same
+    return recover(full, resume_step);
+  }
+  const RunMetrics& old = s.metrics;
+  if (old.routing_blocks != n_blocks || old.routing_experts != n_experts)
+    throw DataError("metrics " + path + ": dataset " + hl::kRoutingExpertLoad + " has " +
+                    std::to_string(old.routing_blocks) + " blocks x " + std::to_string(old.routing_experts) +
+                    " experts, the config " + std::to_string(n_blocks) + " x " + std::to_string(n_experts) +
+                    " (another model in this run directory?); move the file away to start a new one");
+  h5::Handle fapl = writer_fapl();
+  file = h5::file(H5Fopen(path.c_str(), H5F_ACC_RDWR, fapl));
+  if (!file.valid()) {
+    // It read cleanly, the OS allows writing (checked before), yet HDF5
+    // refuses a read-write open: damage in what only a writer looks at.
+    const std::string problem = "metrics " + path + ": cannot open for writing although it reads" + h5::detail_suffix();
+    s = salvage_metrics(path, timeout_s, true);
+    s.problem = problem;
+    return recover(s, resume_step);
+  }
+  size_t keep_train = keep_prefix(old.train, resume_step), keep_eval = keep_prefix(old.eval, resume_step);
+  size_t keep_routing = 0;
+  while (keep_routing < old.routing_step.size() && old.routing_step[keep_routing] <= resume_step) ++keep_routing;
+  truncate_group(kTrainSets, std::size(kTrainSets), keep_train);
+  truncate_group(kEvalSets, std::size(kEvalSets), keep_eval);
+  truncate_group(kRoutingSets, std::size(kRoutingSets), keep_routing);
+  // A final evaluation belongs to the weights of the step it was taken at,
+  // which training is about to move: drop it (the new end writes its own).
+  // (A recovered file never carries it: recover() copies rows only.)
+  for (const char* a : {hl::kAttrFinalEvalStep, hl::kAttrFinalEvalLoss, hl::kAttrFinalEvalStderr,
+                        hl::kAttrFinalEvalTokens})
+    if (H5Aexists(file, a) > 0 && H5Adelete(file, a) < 0) fail(std::string("cannot remove attribute ") + a);
+}
+
+void MetricsWriter::Impl::recover(const MetricsSalvage& s, int64_t resume_step) {
+  log::warn("%s", s.problem.c_str());
+  // The new file is built under a temporary name and renamed over the old one
+  // only when complete: a kill during recovery leaves the old file in place.
+  const std::string tmp = path + ".recovering";
+  create(tmp);
+  size_t rows[3] = {0, 0, 0};
+  try {
+    write_salvaged(s, resume_step, rows);
+    flush();
+  } catch (...) {
+    close_file();
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  const std::string aside = free_aside_name(path);
+  // A hard link keeps metrics.h5 in place until the rename replaces it.
+  if (::link(path.c_str(), aside.c_str()) != 0 && std::rename(path.c_str(), aside.c_str()) != 0) {
+    const std::string why = std::strerror(errno);
+    close_file();
+    ::unlink(tmp.c_str());
+    throw Error("metrics " + path + ": corrupt, and cannot be moved aside to " + aside + ": " + why);
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const std::string why = std::strerror(errno);
+    close_file();
+    throw Error("metrics " + path + ": cannot rename the recovered file " + tmp + " into place: " + why);
+  }
+  log::warn("metrics %s: corrupt file moved to %s; recovered %zu train, %zu eval and %zu routing rows up to step "
+            "%lld into a new %s%s",
+            path.c_str(), aside.c_str(), rows[0], rows[1], rows[2], (long long)resume_step, path.c_str(),
+            s.routing_ok && rows[2] == 0 && !s.metrics.routing_step.empty() ? " (routing rows of another shape dropped)"
+                                                                            : "");
+}
 
 MetricsWriter::MetricsWriter(const std::string& path, const Config& cfg, const ModelCounts& counts,
                              double entropy_rate, int64_t resume_step)
@@ -181,44 +364,18 @@ MetricsWriter::MetricsWriter(const std::string& path, const Config& cfg, const M
   m.path = path;
   m.n_blocks = cfg.model.n_blocks;
   m.n_experts = cfg.n_experts();
-  h5::Handle fapl = serial_fapl();
 
-  bool fresh = resume_step < 0 || !file_exists(path);
-  if (!fresh) {
-    if (h5::is_hdf5(path)) m.file = h5::file(H5Fopen(path.c_str(), H5F_ACC_RDWR, fapl));
-    if (!m.file.valid()) {
-      // A file a kill -9 left unreadable: keep it for inspection, start anew
-      // rather than refuse to resume the run.
-      std::string aside = path + ".corrupt";
-      std::string why = h5::detail();
-      if (std::rename(path.c_str(), aside.c_str()) != 0)
-        throw Error("metrics " + path + ": unreadable" + (why.empty() ? "" : " (HDF5: " + why + ")") +
-                    " and cannot be moved aside to " + aside);
-      log::warn("metrics %s: unreadable%s; moved to %s, starting a new file", path.c_str(),
-                why.empty() ? "" : (" (HDF5: " + why + ")").c_str(), aside.c_str());
-      fresh = true;
-    }
-  }
-  if (fresh) {
-    m.file = h5::file(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl));
-    if (!m.file.valid()) m.fail("cannot create the file (directory missing or not writable?)");
-    m.create_layout();
-  } else {
-    int64_t version = -1;
-    if (!h5::read_attr_i64(m.file, hl::kAttrFormatVersion, version) || version != hl::kMetricsFormatVersion)
-      throw DataError("metrics " + path + ": format_version " +
-                      (version < 0 ? std::string("missing") : std::to_string(version)) + ", this build writes " +
-                      std::to_string(hl::kMetricsFormatVersion) + "; move the file away to start a new one");
-    m.check_routing_shape();
-    m.truncate_group(kTrainSets, std::size(kTrainSets), hl::kTrainStep, resume_step);
-    m.truncate_group(kEvalSets, std::size(kEvalSets), hl::kEvalStep, resume_step);
-    m.truncate_group(kRoutingSets, std::size(kRoutingSets), hl::kRoutingStep, resume_step);
-    // A final evaluation belongs to the weights of the step it was taken at,
-    // which training is about to move: drop it (the new end writes its own).
-    for (const char* a : {hl::kAttrFinalEvalStep, hl::kAttrFinalEvalLoss, hl::kAttrFinalEvalStderr,
-                          hl::kAttrFinalEvalTokens})
-      if (H5Aexists(m.file, a) > 0 && H5Adelete(m.file, a) < 0) m.fail(std::string("cannot remove attribute ") + a);
-  }
+  // What the OS says comes first: permission problems and FIFOs are not
+  // corruption, and the file is left exactly as it is.
+  const io::FileCheck fc = io::check_regular_file(path, true);
+  if (fc.problem == io::FileProblem::not_regular)
+    throw DataError("metrics " + path + ": " + fc.reason + "; move it away");
+  if (fc.problem == io::FileProblem::no_access)
+    throw Error("metrics " + path + ": " + fc.reason + " (file left untouched)");
+  if (resume_step < 0 || fc.problem == io::FileProblem::missing)
+    m.create(path);
+  else
+    m.resume(resume_step, fc.size);
 
   const bool dense = cfg.dense();
   bool ok = h5::write_attr_i32(m.file, hl::kAttrFormatVersion, hl::kMetricsFormatVersion) &&
@@ -244,10 +401,14 @@ MetricsWriter::MetricsWriter(const std::string& path, const Config& cfg, const M
 }
 
 MetricsWriter::~MetricsWriter() {
-  if (impl_ && impl_->file.valid()) {
-    H5Fflush(impl_->file, H5F_SCOPE_GLOBAL);
-    impl_->file.close();
-  }
+  if (impl_ && !impl_->close_file())
+    log::warn("metrics %s: the final flush or close failed (disk full?); rows after the last successful append "
+              "may be missing",
+              impl_->path.c_str());
+}
+
+void MetricsWriter::close() {
+  if (!impl_->close_file()) impl_->fail("the final flush or close failed (disk full?)");
 }
 
 void MetricsWriter::append_train(const TrainRow& r) {
@@ -323,131 +484,5 @@ void MetricsWriter::set_attr(const std::string& name, const std::string& value) 
 }
 
 void MetricsWriter::flush() { impl_->flush(); }
-
-// ---- reader -----------------------------------------------------------------
-
-namespace {
-
-struct Reader {
-  std::string path;
-  h5::Handle file;
-
-  [[noreturn]] void fail(const std::string& what) const {
-    throw DataError("metrics " + path + ": " + what + h5::detail_suffix());
-  }
-
-  // Reads the first `rows` rows of a dataset whose row has `row_elems` values.
-  template <typename T>
-  std::vector<T> read(const char* name, hid_t mem_type, hsize_t rows, std::vector<hsize_t>* shape = nullptr) {
-    if (!h5::exists(file, name)) fail(std::string("dataset ") + name + " missing");
-    h5::Handle ds = h5::dataset(H5Dopen2(file, name, H5P_DEFAULT));
-    if (!ds.valid()) fail(std::string("cannot open dataset ") + name);
-    std::vector<hsize_t> d = h5::dims(ds);
-    if (d.empty()) fail(std::string("dataset ") + name + " is not an array");
-    if (shape) *shape = d;
-    rows = std::min(rows, d[0]);
-    std::vector<hsize_t> start(d.size(), 0), count = d;
-    count[0] = rows;
-    hsize_t n = 1;
-    for (hsize_t c : count) n *= c;
-    std::vector<T> out(n);
-    if (n == 0) return out;
-    h5::Handle fs = h5::space(H5Dget_space(ds));
-    h5::Handle ms = h5::space(H5Screate_simple(1, &n, nullptr));
-    if (H5Sselect_hyperslab(fs, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr) < 0 ||
-        H5Dread(ds, mem_type, ms, fs, H5P_DEFAULT, out.data()) < 0)
-      fail(std::string("cannot read dataset ") + name);
-    return out;
-  }
-
-  // Complete rows of a group: the shortest of its datasets (see file comment).
-  hsize_t group_rows(const char* const* sets, size_t n) {
-    hsize_t rows = std::numeric_limits<hsize_t>::max();
-    for (size_t i = 0; i < n; ++i) {
-      if (!h5::exists(file, sets[i])) fail(std::string("dataset ") + sets[i] + " missing");
-      h5::Handle ds = h5::dataset(H5Dopen2(file, sets[i], H5P_DEFAULT));
-      std::vector<hsize_t> d = ds.valid() ? h5::dims(ds) : std::vector<hsize_t>{};
-      if (d.empty()) fail(std::string("cannot open dataset ") + sets[i]);
-      rows = std::min(rows, d[0]);
-    }
-    return rows;
-  }
-};
-
-}  // namespace
-
-RunMetrics read_metrics(const std::string& path) {
-  h5::silence();
-  Reader r{path, {}};
-  if (!file_exists(path)) r.fail("file not found");
-  if (!h5::is_hdf5(path)) r.fail("not an HDF5 file");
-  h5::Handle fapl = serial_fapl();
-  r.file = h5::file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl));
-  if (!r.file.valid()) r.fail("cannot open (truncated or corrupt HDF5 file)");
-
-  int64_t version = -1;
-  if (!h5::has_attr(r.file, hl::kAttrFormatVersion)) r.fail("attribute format_version missing");
-  if (!h5::read_attr_i64(r.file, hl::kAttrFormatVersion, version)) r.fail("attribute format_version unreadable");
-  if (version != hl::kMetricsFormatVersion)
-    r.fail("format_version " + std::to_string(version) + ", this build reads " +
-           std::to_string(hl::kMetricsFormatVersion));
-
-  RunMetrics out;
-  out.path = path;
-  for (const std::string& name : h5::attr_names(r.file)) {
-    if (h5::attr_is_string(r.file, name)) {
-      std::string s;
-      if (h5::read_attr_str(r.file, name, s)) out.str_attrs[name] = s;
-    } else {
-      double v;
-      if (h5::read_attr_f64(r.file, name, v)) out.num_attrs[name] = v;
-    }
-  }
-
-  {
-    auto get = [&](const char* k, double& v) {
-      auto it = out.num_attrs.find(k);
-      if (it == out.num_attrs.end()) return false;
-      v = it->second;
-      return true;
-    };
-    double loss, se, tokens, step;
-    if (get(hl::kAttrFinalEvalLoss, loss) && get(hl::kAttrFinalEvalStderr, se) &&
-        get(hl::kAttrFinalEvalTokens, tokens) && get(hl::kAttrFinalEvalStep, step)) {
-      out.has_final_eval = true;
-      out.final_eval = FinalEval{int64_t(step), int64_t(tokens), loss, se};
-    }
-  }
-
-  hsize_t nt = r.group_rows(kTrainSets, std::size(kTrainSets));
-  auto t_step = r.read<int64_t>(hl::kTrainStep, H5T_NATIVE_INT64, nt);
-  auto t_tok = r.read<int64_t>(hl::kTrainTokens, H5T_NATIVE_INT64, nt);
-  auto t_loss = r.read<double>(hl::kTrainLoss, H5T_NATIVE_DOUBLE, nt);
-  auto t_lr = r.read<double>(hl::kTrainLr, H5T_NATIVE_DOUBLE, nt);
-  auto t_gn = r.read<double>(hl::kTrainGradNorm, H5T_NATIVE_DOUBLE, nt);
-  auto t_tps = r.read<double>(hl::kTrainTokensPerS, H5T_NATIVE_DOUBLE, nt);
-  auto t_mfu = r.read<double>(hl::kTrainMfu, H5T_NATIVE_DOUBLE, nt);
-  out.train.resize(nt);
-  for (hsize_t i = 0; i < nt; ++i)
-    out.train[i] = TrainRow{t_step[i], t_tok[i], t_loss[i], t_lr[i], t_gn[i], t_tps[i], t_mfu[i]};
-
-  hsize_t ne = r.group_rows(kEvalSets, std::size(kEvalSets));
-  auto e_step = r.read<int64_t>(hl::kEvalStep, H5T_NATIVE_INT64, ne);
-  auto e_tok = r.read<int64_t>(hl::kEvalTokens, H5T_NATIVE_INT64, ne);
-  auto e_loss = r.read<double>(hl::kEvalLoss, H5T_NATIVE_DOUBLE, ne);
-  out.eval.resize(ne);
-  for (hsize_t i = 0; i < ne; ++i) out.eval[i] = EvalRow{e_step[i], e_tok[i], e_loss[i]};
-
-  hsize_t nr = r.group_rows(kRoutingSets, std::size(kRoutingSets));
-  std::vector<hsize_t> shape;
-  out.routing_step = r.read<int64_t>(hl::kRoutingStep, H5T_NATIVE_INT64, nr);
-  out.routing_expert_load = r.read<int64_t>(hl::kRoutingExpertLoad, H5T_NATIVE_INT64, nr, &shape);
-  if (shape.size() != 3) r.fail(std::string("dataset ") + hl::kRoutingExpertLoad + " is not 3-D");
-  out.routing_blocks = int64_t(shape[1]);
-  out.routing_experts = int64_t(shape[2]);
-  out.routing_dropped = r.read<double>(hl::kRoutingDroppedFraction, H5T_NATIVE_DOUBLE, nr);
-  out.routing_entropy = r.read<double>(hl::kRoutingEntropy, H5T_NATIVE_DOUBLE, nr);
-  return out;
-}
 
 }  // namespace finemoe

@@ -27,6 +27,7 @@
 #include "finemoe/model.hpp"
 #include "finemoe/optimizer.hpp"
 #include "finemoe/reduce.hpp"
+#include "finemoe/run_lock.hpp"
 #include "finemoe/signals.hpp"
 #include "finemoe/trainer.hpp"
 #if __has_include("finemoe/dispatcher_mpi.hpp")
@@ -195,11 +196,13 @@ TrainResult train(const Config& cfg_in) {
   TrainState state;
   state.seed = cfg.train.seed;
   std::string resume_from;
+  RunDirLock run_lock;  // held until train() returns (or the process dies)
   collective(comm, [&] {
     if (comm.rank() == 0) {
       std::error_code ec;
       fs::create_directories(fs::path(cfg.run.dir) / "checkpoints", ec);
       if (ec) throw Error("run.dir: cannot create '" + cfg.run.dir + "/checkpoints': " + ec.message());
+      run_lock = RunDirLock(cfg.run.dir);  // before anything in the directory is read or written
     }
   });
   // Rank 0 reads LATEST and every rank loads what it names (one answer, even
@@ -400,7 +403,10 @@ TrainResult train(const Config& cfg_in) {
               (long long)fe.step, fe.loss, fe.stderr_loss, (long long)fe.tokens, token_sd);
     if (metrics) metrics->set_final_eval(fe);
   }
-  if (metrics) metrics->set_status("completed");
+  if (metrics) {
+    metrics->set_status("completed");
+    metrics->close();  // checked: a failed final flush is exit 1, not a silent loss
+  }
   log::info("done: %lld steps, %.4g tokens, final train loss %.4f, val loss %.4f", (long long)state.step,
             double(state.step * global_tokens), result.final_loss, result.final_eval_loss);
   result.steps_done = state.step;

@@ -1,6 +1,12 @@
 // Run collection from metrics.h5 files and the degenerate directories:
-// empty, one run, same N, NaN loss, unreadable file, a run still running.
+// empty, one run, same N, NaN loss, unreadable file, a run still running,
+// and damaged files (fuzzed, FIFO, directory) among good runs.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <chrono>
+#include <map>
+#include <random>
 
 #include "analyze.hpp"
 #include "finemoe/error.hpp"
@@ -163,4 +169,89 @@ TEST(Runs, BadOptionsAreUsageErrors) {
   EXPECT_EQ(run_cli({"/tmp", "--huber-delta", "-1"}), finemoe::kExitUsage);
   EXPECT_EQ(run_cli({"/tmp", "--no-such-option"}), finemoe::kExitUsage);
   EXPECT_EQ(run_cli({"--help"}), finemoe::kExitOk);
+}
+
+namespace {
+
+// `n` copies of a fixture metrics.h5 with 1..64 flipped bits each (fixed seed)
+// in DIR/zz_fuzzNN/metrics.h5.
+void write_fuzzed(const fs::path& dir, int n, uint32_t seed) {
+  const fs::path src = dir / "zz_source";
+  FixtureRun f;
+  f.rows = 40;
+  write_run(dir, "zz_source", f);
+  std::ifstream in(src / "metrics.h5", std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  fs::remove_all(src);
+  std::mt19937 rng(seed);
+  for (int i = 0; i < n; ++i) {
+    std::string b = bytes;
+    const int flips = 1 + int(rng() % 64);
+    for (int k = 0; k < flips; ++k) b[rng() % b.size()] ^= char(1 << (rng() % 8));
+    const fs::path d = dir / ("zz_fuzz" + std::to_string(100 + i));
+    fs::create_directories(d);
+    std::ofstream(d / "metrics.h5", std::ios::binary) << b;
+  }
+}
+
+}  // namespace
+
+// One bad file never takes the analysis down: 40 fuzzed copies of a run
+// (some crash or hang the HDF5 library when read in-process), a FIFO and a
+// directory named metrics.h5 sit among 12 good runs. Every file ends up as a
+// run or a skip with its reason, the FIFO never blocks, the fit succeeds and
+// the exit code is 0.
+TEST(Runs, DamagedFilesAmongGoodRunsAreSkippedNotFatal) {
+  fs::path dir = temp_dir("damaged");
+  write_grid(dir);
+  write_fuzzed(dir, 40, 19);
+  fs::create_directories(dir / "zz_fifo");
+  ASSERT_EQ(::mkfifo((dir / "zz_fifo" / "metrics.h5").c_str(), 0644), 0);
+  fs::create_directories(dir / "zz_dir" / "metrics.h5");
+  AnalyzeOptions o = quick(dir);
+  o.collect.read_timeout_s = 5;
+  const auto t0 = std::chrono::steady_clock::now();
+  Analysis a = run_analysis(o);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 60.0);
+  EXPECT_EQ(a.runs.runs.size() + a.runs.skipped.size(), 12u + 40u + 2u);
+  EXPECT_GE(a.runs.runs.size(), 12u);
+  std::map<std::string, std::string> why;
+  int crashed = 0;
+  for (const auto& s : a.runs.skipped) {
+    why[fs::path(s.path).parent_path().filename().string()] = s.reason;
+    EXPECT_FALSE(s.reason.empty()) << s.path;
+    crashed += s.reason.find("crashed the HDF5 library") != std::string::npos;
+  }
+  std::printf("%zu usable, %zu skipped, %d of them crashed the HDF5 library in the reader process\n",
+              a.runs.runs.size(), a.runs.skipped.size(), crashed);
+  EXPECT_NE(why["zz_fifo"].find("is a FIFO, not a regular file"), std::string::npos) << why["zz_fifo"];
+  EXPECT_NE(why["zz_dir"].find("is a directory, not a regular file"), std::string::npos) << why["zz_dir"];
+  ASSERT_FALSE(a.fits.empty());
+  EXPECT_TRUE(a.fits[0].fit.ok) << a.fits[0].fit.message;
+  ::testing::internal::CaptureStderr();
+  const int code = run_cli({dir.string(), "--out", (dir / "out").string(), "--bootstrap", "0", "--no-plots", "-q"});
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(code, finemoe::kExitOk) << err;
+  EXPECT_NE(err.find("files skipped"), std::string::npos) << err;  // -q still warns
+  std::ifstream report(dir / "out" / "report.md");
+  const std::string md((std::istreambuf_iterator<char>(report)), std::istreambuf_iterator<char>());
+  EXPECT_NE(md.find("zz_fifo/metrics.h5"), std::string::npos);
+  fs::remove_all(dir);
+}
+
+// Nothing usable: exit 3, and the message names every file even under -q.
+TEST(Runs, NoUsableFileIsExit3NamingTheFiles) {
+  fs::path dir = temp_dir("unusable");
+  fs::create_directories(dir / "a");
+  ASSERT_EQ(::mkfifo((dir / "a" / "metrics.h5").c_str(), 0644), 0);
+  fs::create_directories(dir / "b");
+  std::ofstream(dir / "b" / "metrics.h5") << "not HDF5";
+  ::testing::internal::CaptureStderr();
+  const int code = run_cli({dir.string(), "--out", (dir / "out").string(), "--no-plots", "-q"});
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(code, finemoe::kExitDataError) << err;
+  EXPECT_NE(err.find("none of the 2 metrics.h5 files is usable"), std::string::npos) << err;
+  EXPECT_NE(err.find((dir / "a" / "metrics.h5").string()), std::string::npos) << err;
+  EXPECT_NE(err.find((dir / "b" / "metrics.h5").string()), std::string::npos) << err;
+  fs::remove_all(dir);
 }
