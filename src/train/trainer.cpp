@@ -165,12 +165,21 @@ TrainResult train(const Config& cfg_in) {
       if (ec) throw Error("run.dir: cannot create '" + cfg.run.dir + "/checkpoints': " + ec.message());
     }
   });
-  if (cfg.run.resume == "auto")
-    resume_from = latest_checkpoint(cfg.run.dir);
-  else if (cfg.run.resume != "never")
+  // Pruning and overwriting are limited to this run's own checkpoints (checkpoint.hpp).
+  CheckpointOwnership owned;
+  if (cfg.run.resume == "auto") {
+    collective(comm, [&] { resume_from = resume_latest(cfg.run.dir, store, state, cfg, comm); });
+  } else if (cfg.run.resume != "never") {
     resume_from = cfg.run.resume;
-  if (!resume_from.empty()) {
     collective(comm, [&] { state = load_checkpoint(resume_from, store, cfg, comm); });
+  } else if (comm.rank() == 0 && !checkpoint_files(cfg.run.dir).empty()) {
+    log::warn("run.resume=never: the checkpoints already in %s/checkpoints are kept (never pruned or overwritten)",
+              cfg.run.dir.c_str());
+  }
+  if (!resume_from.empty()) {
+    std::error_code ec;
+    if (fs::equivalent(fs::path(resume_from).parent_path(), fs::path(cfg.run.dir) / "checkpoints", ec))
+      owned.history_up_to = state.step;
   }
 
   log::info("finemoe %s (%s) | %d rank(s): EP %d x DP %d | %d thread(s)/rank", FINEMOE_VERSION, FINEMOE_GIT,
@@ -229,7 +238,7 @@ TrainResult train(const Config& cfg_in) {
   };
   auto checkpoint = [&]() {
     state.tokens = state.step * global_tokens;
-    std::string path = save_checkpoint(cfg.run.dir, store, state, cfg, comm);
+    std::string path = save_checkpoint(cfg.run.dir, store, state, cfg, comm, owned);
     log::info("checkpoint: %s", path.c_str());
   };
 
