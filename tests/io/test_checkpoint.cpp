@@ -7,11 +7,14 @@
 #include <signal.h>
 #include <sys/resource.h>
 
+#include <set>
+
 #include "finemoe/checkpoint.hpp"
 #include "finemoe/comm.hpp"
 #include "finemoe/error.hpp"
 #include "finemoe/h5layout.hpp"
 #include "io/h5util.hpp"
+#include "ckpt_test_util.hpp"
 #include "io_test_util.hpp"
 
 using namespace finemoe;
@@ -313,6 +316,267 @@ TEST(Checkpoint, DiskFullKeepsThePreviousCheckpoint) {
   EXPECT_EQ(load_checkpoint(first, b, cfg, comm).step, 1);
   EXPECT_EQ(iotest::mismatches(b, 1), 0);
   EXPECT_EQ(std::system(("umount '" + run + "'").c_str()), 0);
+}
+
+// ---------------------------------------------------------------- integrity --
+
+// Every tensor carries a Fletcher32 checksum that any HDF5 reader verifies; a
+// byte changed in any tensor's stored data is a DataError naming the file and
+// the tensor, for every tensor, and the load changes no file.
+TEST(CheckpointIntegrity, EveryTensorIsChecksummedAndAChangedByteIsRefused) {
+  Comm comm(1);
+  CheckpointOwnership owned;
+  const std::string run = iotest::fresh_dir("ckpt_sum");
+  const Config cfg = test_config();
+  ParamStore a = iotest::make_store(1, 0);
+  iotest::fill(a, 4);
+  const std::string good = save_checkpoint(run, a, state_at(cfg, 4), cfg, comm, owned);
+  const std::string bytes = iotest::read_file(good);
+  const auto extents = ckpttest::data_extents(good, a);
+  ASSERT_GE(extents.size(), 3 * a.params().size()) << "every tensor is chunked";
+  {
+    h5::Handle f = h5::file(H5Fopen(good.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
+    for (const auto& e : extents) {
+      h5::Handle ds = h5::dataset(H5Dopen2(f, e.dataset.c_str(), H5P_DEFAULT));
+      h5::Handle dcpl = h5::plist(H5Dget_create_plist(ds));
+      unsigned flags = 0, conf = 0;
+      size_t n = 0;
+      char name[16];
+      EXPECT_GE(H5Pget_filter_by_id2(dcpl, H5Z_FILTER_FLETCHER32, &flags, &n, nullptr, sizeof name, name, &conf), 0)
+          << e.dataset << " has no Fletcher32 filter";
+    }
+  }
+  // One flipped byte in the middle of each tensor's first chunk.
+  std::set<std::string> done;
+  int refused = 0;
+  for (const auto& e : extents) {
+    if (!done.insert(e.dataset).second) continue;
+    const std::string bad = run + "/flip" + std::to_string(refused) + ".h5";
+    ckpttest::write_flipped(bad, bytes, e.offset + e.size / 2, 0x10);
+    const uint64_t before = ckpttest::file_hash(bad);
+    ParamStore b = iotest::make_store(1, 0);
+    std::string msg = error_of<DataError>([&] { load_checkpoint(bad, b, cfg, comm); });
+    expect_has(msg, bad);
+    expect_has(msg, "checksum mismatch in tensor " + e.dataset);
+    EXPECT_EQ(ckpttest::file_hash(bad), before);
+    // h5dump verifies it too (exit status 1).
+    if (refused == 0) {
+      EXPECT_NE(std::system(("h5dump -d '" + e.dataset + "' '" + bad + "' > /dev/null 2>&1").c_str()), 0);
+    }
+    ++refused;
+  }
+  EXPECT_EQ(refused, int(3 * a.params().size()));
+  EXPECT_EQ(std::system(("h5dump '" + good + "' > /dev/null 2>&1").c_str()), 0);
+}
+
+// /state values are checked against the range and the stored config: step in
+// [0, train.steps], tokens = step x batch x seq_len, seed = train.seed.
+// DataError naming the file and the value; store and file untouched.
+TEST(CheckpointIntegrity, StateValuesAreValidated) {
+  Comm comm(1);
+  CheckpointOwnership owned;
+  h5::silence();
+  const std::string run = iotest::fresh_dir("ckpt_state");
+  Config cfg = test_config();
+  cfg.train.steps = 40;
+  ParamStore a = iotest::make_store(1, 0);
+  iotest::fill(a, 20);
+  const std::string good = save_checkpoint(run, a, state_at(cfg, 20), cfg, comm, owned);
+  const std::string bytes = iotest::read_file(good);
+  struct Case {
+    const char* attr;
+    int64_t value;
+    std::string needle;
+  } cases[] = {
+      {hl::kCkptStep, -7, "/state/step = -7 is outside [0, train.steps = 40]"},
+      {hl::kCkptStep, 1000000000000000LL, "/state/step = 1000000000000000 is outside [0, train.steps = 40]"},
+      {hl::kCkptStep, 41, "/state/step = 41 is outside [0, train.steps = 40]"},
+      {hl::kCkptTokens, 12345, "/state/tokens = 12345 but step 20 x train.batch_size 16 x model.seq_len 64 = 20480"},
+      {hl::kCkptSeed, 99, "/state/seed = 99 but its config has train.seed 1234"},
+  };
+  int i = 0;
+  for (const auto& c : cases) {
+    const std::string path = run + "/edit" + std::to_string(i++) + ".h5";
+    iotest::write_file(path, bytes);
+    {
+      h5::Handle f = h5::file(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT));
+      h5::Handle st = h5::group(H5Gopen2(f, hl::kCkptState, H5P_DEFAULT));
+      ASSERT_TRUE(h5::write_attr_i64(st, c.attr, c.value));
+    }
+    const uint64_t before = ckpttest::file_hash(path);
+    ParamStore b = iotest::make_store(1, 0);
+    iotest::fill(b, 2);
+    std::string msg = error_of<DataError>([&] { load_checkpoint(path, b, cfg, comm); });
+    expect_has(msg, path);
+    expect_has(msg, c.needle);
+    EXPECT_EQ(iotest::mismatches(b, 2), 0) << "a refused load modified the store";
+    EXPECT_EQ(ckpttest::file_hash(path), before);
+  }
+  // step == train.steps is a finished run, not an error.
+  Config at20 = cfg;
+  at20.train.steps = 20;
+  ParamStore b = iotest::make_store(1, 0);
+  EXPECT_EQ(load_checkpoint(good, b, at20, comm).step, 20);
+}
+
+// A format_version 1 checkpoint (before checksums; tests/io/data/ckpt_v1_step7.h5
+// was written by save_checkpoint at commit 116ac05 from make_store(1, 0)
+// filled with salt 7, default Config with checkpoint_keep 2, state
+// {7, 7 x 16 x 64, 1234}) still loads exactly, with one warning per process.
+TEST(CheckpointIntegrity, FormatVersion1LoadsWithOneWarning) {
+  Comm comm(1);
+  const std::string dir = iotest::fresh_dir("ckpt_v1");
+  const std::string v1 = dir + "/ckpt_v1_step7.h5";
+  iotest::write_file(v1, iotest::read_file(std::string(IO_TEST_DATA_DIR) + "/ckpt_v1_step7.h5"));
+  const uint64_t before = ckpttest::file_hash(v1);
+  ASSERT_GT(iotest::read_file(v1).size(), 1000u);
+  const Config cfg = test_config();
+  for (int round = 0; round < 2; ++round) {
+    ParamStore b = iotest::make_store(1, 0);
+    iotest::StderrCapture cap;
+    TrainState st;
+    std::string what;
+    try {
+      st = load_checkpoint(v1, b, cfg, comm);
+    } catch (const std::exception& e) {
+      what = e.what();
+    }
+    const std::string err = cap.finish();
+    ASSERT_EQ(what, "");
+    EXPECT_EQ(st.step, 7);
+    EXPECT_EQ(st.tokens, 7 * 16 * 64);
+    EXPECT_EQ(iotest::mismatches(b, 7), 0);
+    if (round == 0) {
+      expect_has(err, v1);
+      expect_has(err, "format_version 1");
+      expect_has(err, "cannot be verified");
+    } else {
+      EXPECT_EQ(err, "") << "the warning is printed once";
+    }
+  }
+  EXPECT_EQ(ckpttest::file_hash(v1), before);
+}
+
+// run.resume=auto (resume_latest): LATEST is followed strictly; only when it is
+// missing, empty, garbage or names a missing file does the newest verifying
+// step file take over; a corrupt candidate is skipped, none verifying is a
+// DataError listing them; no file is changed in any case.
+TEST(CheckpointResume, LatestIsStrictAndBrokenLatestFallsBackToNewestVerifying) {
+  Comm comm(1);
+  CheckpointOwnership owned;
+  const std::string run = iotest::fresh_dir("ckpt_resume");
+  Config cfg = test_config();
+  cfg.train.checkpoint_keep = 3;
+  const std::string d = run + "/checkpoints/";
+  ParamStore a = iotest::make_store(1, 0);
+  {
+    ParamStore b = iotest::make_store(1, 0);
+    TrainState st;
+    EXPECT_EQ(resume_latest(run, b, st, cfg, comm), "") << "no checkpoint: start fresh";
+  }
+  for (int64_t s : {10, 20, 30}) {
+    iotest::fill(a, s);
+    save_checkpoint(run, a, state_at(cfg, s), cfg, comm, owned);
+  }
+  const std::string s30 = iotest::read_file(d + "step_0000030.h5");
+  const auto ext30 = ckpttest::data_extents(d + "step_0000030.h5", a);
+  ASSERT_FALSE(ext30.empty());
+  auto resume = [&](std::string* err_text = nullptr) {
+    ParamStore b = iotest::make_store(1, 0);
+    TrainState st;
+    const auto before = ckpttest::dir_hashes(d);
+    iotest::StderrCapture cap;
+    std::string path, err;
+    try {
+      path = resume_latest(run, b, st, cfg, comm);
+      EXPECT_EQ(iotest::mismatches(b, st.step), 0) << path;
+    } catch (const DataError& e) {
+      err = e.what();
+    }
+    const std::string printed = cap.finish();
+    EXPECT_EQ(printed.find("HDF5-DIAG"), std::string::npos) << printed;
+    EXPECT_EQ(ckpttest::dir_hashes(d), before) << "resume changed a file";
+    if (err_text) *err_text = err;
+    return path;
+  };
+  EXPECT_EQ(resume(), d + "step_0000030.h5");
+  for (const std::string& latest : {std::string(""), std::string("garbage\n"), std::string("step_0000099.h5\n")}) {
+    iotest::write_file(d + "LATEST", latest);
+    EXPECT_EQ(resume(), d + "step_0000030.h5") << "LATEST '" << latest << "'";
+  }
+  ::unlink((d + "LATEST").c_str());
+  EXPECT_EQ(resume(), d + "step_0000030.h5") << "LATEST missing";
+
+  // step 30 corrupt: LATEST naming it is refused (strict), no fallback ...
+  ckpttest::write_flipped(d + "step_0000030.h5", s30, ext30[0].offset + 1, 0x01);
+  iotest::write_file(d + "LATEST", "step_0000030.h5\n");
+  std::string err;
+  EXPECT_EQ(resume(&err), "");
+  expect_has(err, d + "step_0000030.h5");
+  expect_has(err, "checksum mismatch in tensor " + ext30[0].dataset);
+  // ... while a broken LATEST falls back past it to step 20.
+  iotest::write_file(d + "LATEST", "");
+  EXPECT_EQ(resume(), d + "step_0000020.h5");
+  // Nothing verifies: DataError saying why for each.
+  for (int64_t s : {10, 20}) {
+    char name[32];
+    std::snprintf(name, sizeof name, "step_%07lld.h5", (long long)s);
+    iotest::write_file(d + name, "not HDF5");
+  }
+  EXPECT_EQ(resume(&err), "");
+  expect_has(err, "LATEST is empty and no checkpoint in " + run + "/checkpoints verifies");
+  expect_has(err, "step_0000030.h5: checksum mismatch");
+  expect_has(err, "step_0000010.h5: not an HDF5 file");
+}
+
+// Pruning and overwriting touch only the run's own checkpoints.
+TEST(CheckpointRetention, OtherRunsAndSkippedCheckpointsAreNeverDeletedOrOverwritten) {
+  Comm comm(1);
+  const std::string run = iotest::fresh_dir("ckpt_own");
+  const std::string d = run + "/checkpoints/";
+  Config cfg = test_config();
+  ParamStore a = iotest::make_store(1, 0);
+  {
+    CheckpointOwnership first;  // an earlier run: 10, 20, 30 (keep 3)
+    Config keep3 = cfg;
+    keep3.train.checkpoint_keep = 3;
+    for (int64_t s : {10, 20, 30}) {
+      iotest::fill(a, s);
+      save_checkpoint(run, a, state_at(keep3, s), keep3, comm, first);
+    }
+  }
+  const auto earlier = ckpttest::dir_hashes(d);
+  // A fresh run (run.resume=never) with keep 1: prunes only its own.
+  {
+    CheckpointOwnership fresh;
+    Config keep1 = cfg;
+    keep1.train.checkpoint_keep = 1;
+    for (int64_t s : {1, 2}) {
+      iotest::fill(a, 100 + s);
+      save_checkpoint(run, a, state_at(keep1, s), keep1, comm, fresh);
+    }
+    EXPECT_FALSE(iotest::file_exists(d + "step_0000001.h5"));
+    EXPECT_TRUE(iotest::file_exists(d + "step_0000002.h5"));
+    for (const char* n : {"step_0000010.h5", "step_0000020.h5", "step_0000030.h5"})
+      EXPECT_EQ(ckpttest::file_hash(d + n), earlier.at(n)) << n << " of the earlier run was changed";
+    ::unlink((d + "step_0000002.h5").c_str());
+  }
+  // A run that resumed from step 20 (30 failed verification, say) and now
+  // writes its own step 30 (keep 2): the earlier 30 is kept aside, byte for
+  // byte; its own history (10) is pruned as usual.
+  CheckpointOwnership resumed;
+  resumed.history_up_to = 20;
+  iotest::fill(a, 30 + 1000);
+  iotest::StderrCapture cap;
+  save_checkpoint(run, a, state_at(cfg, 30), cfg, comm, resumed);
+  const std::string warning = cap.finish();
+  expect_has(warning, d + "step_0000030.h5 was not written by this run");
+  EXPECT_EQ(ckpttest::file_hash(d + "step_0000030.h5.kept"), earlier.at("step_0000030.h5"));
+  EXPECT_TRUE(iotest::file_exists(d + "step_0000020.h5"));
+  EXPECT_FALSE(iotest::file_exists(d + "step_0000010.h5"));
+  ParamStore b = iotest::make_store(1, 0);
+  EXPECT_EQ(load_checkpoint(d + "step_0000030.h5", b, cfg, comm).step, 30);
+  EXPECT_EQ(iotest::mismatches(b, 30 + 1000), 0);
 }
 
 int main(int argc, char** argv) {
