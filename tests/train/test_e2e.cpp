@@ -459,6 +459,28 @@ TEST(Integrity, StateOutOfRangeIsExit3NamingFileAndValue) {
   }
 }
 
+// run.resume=never in a directory holding another run's checkpoints: they
+// are neither pruned nor overwritten (the one in the way is kept aside).
+TEST(Integrity, ResumeNeverKeepsEarlierCheckpoints) {
+  const std::string dir = temp_dir("never");
+  ASSERT_EQ(run(train_cmd(1, tiny_args(dir, 40) + " --train.checkpoint_every 20")).code, 0);
+  const auto before = run_files(dir);
+  Result r = run(train_cmd(1, tiny_args(dir, 30) + " --train.checkpoint_every 10 --train.checkpoint_keep 1" +
+                                  " --run.resume never"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("run.resume=never: the checkpoints already in " + dir +
+                       "/checkpoints are kept (never pruned or overwritten)"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find(ckpt(dir, 20) + " was not written by this run"), std::string::npos) << r.out;
+  const auto after = run_files(dir);
+  EXPECT_EQ(after.at("/checkpoints/step_0000040.h5"), before.at("/checkpoints/step_0000040.h5"));
+  EXPECT_EQ(after.at("/checkpoints/step_0000020.h5.kept"), before.at("/checkpoints/step_0000020.h5"));
+  EXPECT_TRUE(fs::exists(ckpt(dir, 30)));
+  EXPECT_FALSE(fs::exists(ckpt(dir, 10))) << "its own older checkpoints are pruned (keep 1)";
+  EXPECT_FALSE(fs::exists(ckpt(dir, 20))) << "its own older checkpoints are pruned (keep 1)";
+}
+
 // A handful of single-byte flips inside tensor data (fixed positions), each
 // resumed with the real trainer: always exit 3 naming the file and a tensor.
 TEST(Integrity, ByteFlipsInTensorDataNeverResume) {
