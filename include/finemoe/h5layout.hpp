@@ -6,7 +6,7 @@
 namespace finemoe::h5layout {
 
 constexpr int kMetricsFormatVersion = 1;
-constexpr int kCheckpointFormatVersion = 1;
+constexpr int kCheckpointFormatVersion = 2;  // 2: Fletcher32 per tensor, 1.10 format (1 still loads)
 
 // ---- runs/NAME/metrics.h5 ---------------------------------------------------
 // 1-D extendable chunked datasets, one row per logged step.

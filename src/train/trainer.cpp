@@ -205,18 +205,21 @@ TrainResult train(const Config& cfg_in) {
       run_lock = RunDirLock(cfg.run.dir);  // before anything in the directory is read or written
     }
   });
-  // Rank 0 reads LATEST and every rank loads what it names (one answer, even
-  // if reading it fails or it changes between the ranks' reads).
-  collective(comm, [&] {
-    if (comm.rank() != 0) return;
-    if (cfg.run.resume == "auto")
-      resume_from = latest_checkpoint(cfg.run.dir);
-    else if (cfg.run.resume != "never")
-      resume_from = cfg.run.resume;
-  });
-  comm.broadcast(resume_from, 0);
-  if (!resume_from.empty()) {
+  // Pruning and overwriting are limited to this run's own checkpoints (checkpoint.hpp).
+  CheckpointOwnership owned;
+  if (cfg.run.resume == "auto") {
+    collective(comm, [&] { resume_from = resume_latest(cfg.run.dir, store, state, cfg, comm); });
+  } else if (cfg.run.resume != "never") {
+    resume_from = cfg.run.resume;
     collective(comm, [&] { state = load_checkpoint(resume_from, store, cfg, comm); });
+  } else if (comm.rank() == 0 && !checkpoint_files(cfg.run.dir).empty()) {
+    log::warn("run.resume=never: the checkpoints already in %s/checkpoints are kept (never pruned or overwritten)",
+              cfg.run.dir.c_str());
+  }
+  if (!resume_from.empty()) {
+    std::error_code ec;
+    if (fs::equivalent(fs::path(resume_from).parent_path(), fs::path(cfg.run.dir) / "checkpoints", ec))
+      owned.history_up_to = state.step;
   }
 
   log::info("finemoe %s (%s) | %d rank(s): EP %d x DP %d | %d thread(s)/rank", FINEMOE_VERSION, FINEMOE_GIT,
@@ -275,7 +278,7 @@ TrainResult train(const Config& cfg_in) {
   };
   auto checkpoint = [&]() {
     state.tokens = state.step * global_tokens;
-    std::string path = save_checkpoint(cfg.run.dir, store, state, cfg, comm);
+    std::string path = save_checkpoint(cfg.run.dir, store, state, cfg, comm, owned);
     log::info("checkpoint: %s", path.c_str());
   };
 

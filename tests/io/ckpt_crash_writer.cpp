@@ -2,8 +2,11 @@
 //   io_ckpt_writer write DIR   resumes from LATEST if there is one (checking
 //                              it), then saves checkpoints step+1, step+2, ...
 //                              forever, until killed;
-//   io_ckpt_writer check DIR   loads the checkpoint LATEST names and checks
-//                              every value against the step it claims.
+//   io_ckpt_writer check DIR   loads the checkpoint LATEST names and EVERY
+//                              other step_N.h5 in DIR, checks every value
+//                              against the step it claims, prints
+//                              "LATEST_STEP FILES_CHECKED" and exits 0; exit 3
+//                              naming the file on the first failure.
 // Values depend on the step, so a checkpoint mixing two steps is caught.
 #include <cstdio>
 #include <string>
@@ -24,21 +27,32 @@ int main(int argc, char** argv) {
     Comm comm(1);
     Config cfg;
     cfg.train.checkpoint_keep = 2;
+    cfg.train.steps = int64_t(1) << 40;  // load_checkpoint checks step <= train.steps
+    const int64_t tokens_per_step = cfg.train.batch_size * cfg.model.seq_len;
     ParamStore store = iotest::make_store(1, 0, 1 << 19);  // ~6 MiB per checkpoint
+    auto load_and_check = [&](const std::string& path) {
+      const TrainState st = load_checkpoint(path, store, cfg, comm);
+      if (iotest::mismatches(store, st.step) != 0)
+        throw DataError(path + ": values do not match step " + std::to_string(st.step));
+      return st.step;
+    };
+    CheckpointOwnership owned;
     int64_t step = 0;
     const std::string latest = latest_checkpoint(dir);
-    if (!latest.empty()) {
-      step = load_checkpoint(latest, store, cfg, comm).step;
-      if (iotest::mismatches(store, step) != 0) throw Error(latest + ": values do not match step " + std::to_string(step));
-    }
+    if (!latest.empty()) step = owned.history_up_to = load_and_check(latest);
     if (mode == "check") {
       if (latest.empty()) throw Error("no LATEST in " + dir);
-      std::printf("%lld\n", (long long)step);
+      int files = 0;
+      for (const auto& [s, path] : checkpoint_files(dir)) {
+        if (load_and_check(path) != s) throw DataError(path + ": stored step differs from its name");
+        ++files;
+      }
+      std::printf("%lld %d\n", (long long)step, files);
     } else {
       for (;;) {
         ++step;
         iotest::fill(store, step);
-        save_checkpoint(dir, store, {step, step * 100, 1}, cfg, comm);
+        save_checkpoint(dir, store, {step, step * tokens_per_step, cfg.train.seed}, cfg, comm, owned);
       }
     }
   } catch (const Error& e) {

@@ -35,7 +35,9 @@ int main(int argc, char** argv) {
     const int64_t salt = 11;
     if (mode == "save") {
       iotest::fill(store, salt, /*garbage_replicated=*/comm.rank() != 0, /*garbage_expert=*/comm.dp_rank() != 0);
-      std::string path = save_checkpoint(dir, store, {100, 409600, 5}, cfg, comm);
+      CheckpointOwnership owned;
+      // tokens = step x batch_size x seq_len and seed = train.seed, as load_checkpoint checks
+      std::string path = save_checkpoint(dir, store, {100, 100 * cfg.train.batch_size * cfg.model.seq_len, cfg.train.seed}, cfg, comm, owned);
       if (comm.rank() == 0)
         std::printf("saved %s on %d ranks (EP %d x DP %d)\n", path.c_str(), comm.size(), comm.ep_size(), comm.dp_size());
     } else if (mode == "load") {
@@ -46,7 +48,7 @@ int main(int argc, char** argv) {
       for (const auto& p : store.params()) elems += 3 * p.local_count;
       int64_t all_bad = int64_t(comm.allreduce_sum(double(bad), Group::world));
       double all_elems = comm.allreduce_sum(double(elems), Group::world);
-      if (st.step != 100 || st.tokens != 409600 || st.seed != 5) {
+      if (st.step != 100 || st.tokens != 100 * cfg.train.batch_size * cfg.model.seq_len || st.seed != cfg.train.seed) {
         std::fprintf(stderr, "rank %d: wrong state %lld %lld %llu\n", comm.rank(), (long long)st.step,
                      (long long)st.tokens, (unsigned long long)st.seed);
         rc = 1;

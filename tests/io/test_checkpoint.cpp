@@ -7,11 +7,14 @@
 #include <signal.h>
 #include <sys/resource.h>
 
+#include <set>
+
 #include "finemoe/checkpoint.hpp"
 #include "finemoe/comm.hpp"
 #include "finemoe/error.hpp"
 #include "finemoe/h5layout.hpp"
 #include "io/h5util.hpp"
+#include "ckpt_test_util.hpp"
 #include "io_test_util.hpp"
 
 using namespace finemoe;
@@ -23,6 +26,12 @@ Config test_config() {
   Config c;
   c.train.checkpoint_keep = 2;
   return c;
+}
+
+// The state the trainer stores at `step`; load_checkpoint checks tokens and
+// seed against the stored config.
+TrainState state_at(const Config& c, int64_t step) {
+  return {step, step * c.train.batch_size * c.model.seq_len, c.train.seed};
 }
 
 // Catches the expected error type and returns its message ("" if none);
@@ -57,18 +66,21 @@ void expect_has(const std::string& msg, const std::string& needle) {
 
 TEST(Checkpoint, RoundTripIsByteExact) {
   Comm comm(1);
+  CheckpointOwnership owned;  // this run's checkpoints (pruning)
   const std::string run = iotest::fresh_dir("ckpt_rt");
   const Config cfg = test_config();
   ParamStore a = iotest::make_store(1, 0);
   iotest::fill(a, 3);
-  const TrainState st{37, 37 * 4096, 0xFEDCBA9876543210ull};
-  const std::string path = save_checkpoint(run, a, st, cfg, comm);
+  Config cfg_seed = cfg;
+  cfg_seed.train.seed = 0xFEDCBA9876543210ull;  // odd bit pattern: the seed survives exactly
+  const TrainState st = state_at(cfg_seed, 37);
+  const std::string path = save_checkpoint(run, a, st, cfg_seed, comm, owned);
   EXPECT_EQ(path, run + "/checkpoints/step_0000037.h5");
   EXPECT_EQ(latest_checkpoint(run), path);
   EXPECT_EQ(iotest::read_file(run + "/checkpoints/LATEST"), "step_0000037.h5\n");
 
   ParamStore b = iotest::make_store(1, 0);
-  const TrainState got = load_checkpoint(path, b, cfg, comm);
+  const TrainState got = load_checkpoint(path, b, cfg_seed, comm);
   EXPECT_EQ(got.step, st.step);
   EXPECT_EQ(got.tokens, st.tokens);
   EXPECT_EQ(got.seed, st.seed);
@@ -94,19 +106,20 @@ TEST(Checkpoint, RoundTripIsByteExact) {
   ASSERT_TRUE(h5::read_attr_str(state, hl::kCkptConfigHash, hash));
   ASSERT_TRUE(h5::read_attr_str(state, hl::kCkptConfigIni, ini));
   ASSERT_TRUE(h5::read_attr_i64(state, hl::kCkptFormatVersion, version));
-  EXPECT_EQ(hash, cfg.shape_keys_hash());
-  EXPECT_EQ(ini, cfg.to_ini());
+  EXPECT_EQ(hash, cfg_seed.shape_keys_hash());
+  EXPECT_EQ(ini, cfg_seed.to_ini());
   EXPECT_EQ(version, hl::kCheckpointFormatVersion);
   EXPECT_EQ(std::system(("h5dump -H '" + path + "' > /dev/null 2>&1").c_str()), 0);
 }
 
 TEST(Checkpoint, TrainingKeysMayChangeOnResume) {
   Comm comm(1);
+  CheckpointOwnership owned;  // this run's checkpoints (pruning)
   const std::string run = iotest::fresh_dir("ckpt_train_keys");
   Config cfg = test_config();
   ParamStore a = iotest::make_store(1, 0);
   iotest::fill(a);
-  const std::string path = save_checkpoint(run, a, {5, 50, 1}, cfg, comm);
+  const std::string path = save_checkpoint(run, a, state_at(cfg, 5), cfg, comm, owned);
   cfg.train.steps = 99999;
   cfg.train.lr = 0.5;
   cfg.train.eval_every = 7;
@@ -117,13 +130,14 @@ TEST(Checkpoint, TrainingKeysMayChangeOnResume) {
 
 TEST(Checkpoint, KeepsTheNewestAndLatestNamesTheLastOne) {
   Comm comm(1);
+  CheckpointOwnership owned;  // this run's checkpoints (pruning)
   const std::string run = iotest::fresh_dir("ckpt_keep");
   const Config cfg = test_config();  // keep 2
   ParamStore a = iotest::make_store(1, 0);
   EXPECT_EQ(latest_checkpoint(run), "");
   for (int64_t s : {10, 20, 30, 40}) {
     iotest::fill(a, s);
-    save_checkpoint(run, a, {s, s, 1}, cfg, comm);
+    save_checkpoint(run, a, state_at(cfg, s), cfg, comm, owned);
   }
   const std::string d = run + "/checkpoints/";
   EXPECT_FALSE(iotest::file_exists(d + "step_0000010.h5"));
@@ -136,7 +150,7 @@ TEST(Checkpoint, KeepsTheNewestAndLatestNamesTheLastOne) {
   Config keep1 = cfg;
   keep1.train.checkpoint_keep = 1;
   iotest::fill(a, 35);
-  save_checkpoint(run, a, {35, 35, 1}, keep1, comm);
+  save_checkpoint(run, a, state_at(keep1, 35), keep1, comm, owned);
   EXPECT_EQ(latest_checkpoint(run), d + "step_0000035.h5");
   EXPECT_TRUE(iotest::file_exists(d + "step_0000035.h5"));
   ParamStore b = iotest::make_store(1, 0);
@@ -146,12 +160,13 @@ TEST(Checkpoint, KeepsTheNewestAndLatestNamesTheLastOne) {
 
 TEST(Checkpoint, CorruptInputsGiveClearErrorsAndTouchNothing) {
   Comm comm(1);
+  CheckpointOwnership owned;  // this run's checkpoints (pruning)
   h5::silence();
   const std::string run = iotest::fresh_dir("ckpt_corrupt");
   const Config cfg = test_config();
   ParamStore a = iotest::make_store(1, 0);
   iotest::fill(a, 1);
-  const std::string good = save_checkpoint(run, a, {1, 10, 1}, cfg, comm);
+  const std::string good = save_checkpoint(run, a, state_at(cfg, 1), cfg, comm, owned);
   const std::string bytes = iotest::read_file(good);
 
   const std::string trunc = run + "/trunc.h5", version = run + "/version.h5", missing = run + "/missing.h5",
@@ -212,11 +227,12 @@ TEST(Checkpoint, CorruptInputsGiveClearErrorsAndTouchNothing) {
 
 TEST(Checkpoint, UnwritableRunDirIsAnErrorNamingThePath) {
   Comm comm(1);
+  CheckpointOwnership owned;  // this run's checkpoints (pruning)
   const std::string base = iotest::fresh_dir("ckpt_unwritable");
   iotest::write_file(base + "/afile", "x");
   const std::string run = base + "/afile/run";  // a path component is a regular file (root ignores chmod)
   ParamStore a = iotest::make_store(1, 0);
-  std::string msg = error_of<Error>([&] { save_checkpoint(run, a, {1, 1, 1}, test_config(), comm); });
+  std::string msg = error_of<Error>([&] { save_checkpoint(run, a, state_at(test_config(), 1), test_config(), comm, owned); });
   expect_has(msg, base + "/afile/run");
   expect_has(msg, "Not a directory");
 }
@@ -226,11 +242,12 @@ TEST(Checkpoint, UnwritableRunDirIsAnErrorNamingThePath) {
 // file and the limit; previous checkpoint and LATEST intact.
 TEST(Checkpoint, FileSizeLimitIsRefusedUpFront) {
   Comm comm(1);
+  CheckpointOwnership owned;  // this run's checkpoints (pruning)
   const std::string run = iotest::fresh_dir("ckpt_fsize");
   const Config cfg = test_config();
   ParamStore a = iotest::make_store(1, 0, 1 << 18);  // ~3 MiB checkpoint
   iotest::fill(a, 1);
-  const std::string first = save_checkpoint(run, a, {1, 1, 1}, cfg, comm);
+  const std::string first = save_checkpoint(run, a, state_at(cfg, 1), cfg, comm, owned);
   const std::string first_bytes = iotest::read_file(first);
   ASSERT_GT(first_bytes.size(), 1u << 20);
 
@@ -241,7 +258,7 @@ TEST(Checkpoint, FileSizeLimitIsRefusedUpFront) {
   small.rlim_cur = 64 * 1024;
   ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
   iotest::fill(a, 2);
-  std::string msg = error_of<Error>([&] { save_checkpoint(run, a, {2, 2, 1}, cfg, comm); });
+  std::string msg = error_of<Error>([&] { save_checkpoint(run, a, state_at(cfg, 2), cfg, comm, owned); });
   ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &old), 0);
   ::signal(SIGXFSZ, old_handler);
 
@@ -261,25 +278,30 @@ TEST(Checkpoint, FileSizeLimitIsRefusedUpFront) {
 // mount a tmpfs (root in a VM/CI container); skipped otherwise.
 TEST(Checkpoint, DiskFullKeepsThePreviousCheckpoint) {
   Comm comm(1);
+  CheckpointOwnership owned;  // this run's checkpoints (pruning)
   const std::string run = iotest::fresh_dir("ckpt_full");
   const std::string mount = "mount -t tmpfs -o size=2560k finemoe_io_test '" + run + "' > /dev/null 2>&1";
   if (std::system(mount.c_str()) != 0) GTEST_SKIP() << "cannot mount a tmpfs here (not root?)";
   const Config cfg = test_config();
   ParamStore a = iotest::make_store(1, 0, 1 << 17);  // ~1.5 MiB checkpoint
   iotest::fill(a, 1);
-  const std::string first = save_checkpoint(run, a, {1, 1, 1}, cfg, comm);
+  const std::string first = save_checkpoint(run, a, state_at(cfg, 1), cfg, comm, owned);
   const std::string first_bytes = iotest::read_file(first);
 
   iotest::fill(a, 2);
-  std::string msg = error_of<Error>([&] { save_checkpoint(run, a, {2, 2, 1}, cfg, comm); });
+  std::string msg = error_of<Error>([&] { save_checkpoint(run, a, state_at(cfg, 2), cfg, comm, owned); });
   expect_has(msg, run + "/checkpoints/.tmp_step_0000002.h5");
   expect_has(msg, "are free on " + run + "/checkpoints (disk full)");
 
   ::setenv("FINEMOE_TEST_NO_SPACE_CHECK", "1", 1);
-  msg = error_of<Error>([&] { save_checkpoint(run, a, {3, 3, 1}, cfg, comm); }, /*strict_stderr=*/false);
+  msg = error_of<Error>([&] { save_checkpoint(run, a, state_at(cfg, 3), cfg, comm, owned); }, /*strict_stderr=*/false);
   ::unsetenv("FINEMOE_TEST_NO_SPACE_CHECK");
   expect_has(msg, run + "/checkpoints/.tmp_step_0000003.h5");
-  expect_has(msg, "cannot write dataset");
+  // Chunked datasets get their space when created (parallel HDF5 allocates
+  // early), so ENOSPC may surface at creation or at the write.
+  EXPECT_TRUE(msg.find("cannot write dataset") != std::string::npos ||
+              msg.find("cannot create dataset") != std::string::npos)
+      << msg;
 
   for (int s : {2, 3}) {
     char name[64];
@@ -294,6 +316,267 @@ TEST(Checkpoint, DiskFullKeepsThePreviousCheckpoint) {
   EXPECT_EQ(load_checkpoint(first, b, cfg, comm).step, 1);
   EXPECT_EQ(iotest::mismatches(b, 1), 0);
   EXPECT_EQ(std::system(("umount '" + run + "'").c_str()), 0);
+}
+
+// ---------------------------------------------------------------- integrity --
+
+// Every tensor carries a Fletcher32 checksum that any HDF5 reader verifies; a
+// byte changed in any tensor's stored data is a DataError naming the file and
+// the tensor, for every tensor, and the load changes no file.
+TEST(CheckpointIntegrity, EveryTensorIsChecksummedAndAChangedByteIsRefused) {
+  Comm comm(1);
+  CheckpointOwnership owned;
+  const std::string run = iotest::fresh_dir("ckpt_sum");
+  const Config cfg = test_config();
+  ParamStore a = iotest::make_store(1, 0);
+  iotest::fill(a, 4);
+  const std::string good = save_checkpoint(run, a, state_at(cfg, 4), cfg, comm, owned);
+  const std::string bytes = iotest::read_file(good);
+  const auto extents = ckpttest::data_extents(good, a);
+  ASSERT_GE(extents.size(), 3 * a.params().size()) << "every tensor is chunked";
+  {
+    h5::Handle f = h5::file(H5Fopen(good.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
+    for (const auto& e : extents) {
+      h5::Handle ds = h5::dataset(H5Dopen2(f, e.dataset.c_str(), H5P_DEFAULT));
+      h5::Handle dcpl = h5::plist(H5Dget_create_plist(ds));
+      unsigned flags = 0, conf = 0;
+      size_t n = 0;
+      char name[16];
+      EXPECT_GE(H5Pget_filter_by_id2(dcpl, H5Z_FILTER_FLETCHER32, &flags, &n, nullptr, sizeof name, name, &conf), 0)
+          << e.dataset << " has no Fletcher32 filter";
+    }
+  }
+  // One flipped byte in the middle of each tensor's first chunk.
+  std::set<std::string> done;
+  int refused = 0;
+  for (const auto& e : extents) {
+    if (!done.insert(e.dataset).second) continue;
+    const std::string bad = run + "/flip" + std::to_string(refused) + ".h5";
+    ckpttest::write_flipped(bad, bytes, e.offset + e.size / 2, 0x10);
+    const uint64_t before = ckpttest::file_hash(bad);
+    ParamStore b = iotest::make_store(1, 0);
+    std::string msg = error_of<DataError>([&] { load_checkpoint(bad, b, cfg, comm); });
+    expect_has(msg, bad);
+    expect_has(msg, "checksum mismatch in tensor " + e.dataset);
+    EXPECT_EQ(ckpttest::file_hash(bad), before);
+    // h5dump verifies it too (exit status 1).
+    if (refused == 0) {
+      EXPECT_NE(std::system(("h5dump -d '" + e.dataset + "' '" + bad + "' > /dev/null 2>&1").c_str()), 0);
+    }
+    ++refused;
+  }
+  EXPECT_EQ(refused, int(3 * a.params().size()));
+  EXPECT_EQ(std::system(("h5dump '" + good + "' > /dev/null 2>&1").c_str()), 0);
+}
+
+// /state values are checked against the range and the stored config: step in
+// [0, train.steps], tokens = step x batch x seq_len, seed = train.seed.
+// DataError naming the file and the value; store and file untouched.
+TEST(CheckpointIntegrity, StateValuesAreValidated) {
+  Comm comm(1);
+  CheckpointOwnership owned;
+  h5::silence();
+  const std::string run = iotest::fresh_dir("ckpt_state");
+  Config cfg = test_config();
+  cfg.train.steps = 40;
+  ParamStore a = iotest::make_store(1, 0);
+  iotest::fill(a, 20);
+  const std::string good = save_checkpoint(run, a, state_at(cfg, 20), cfg, comm, owned);
+  const std::string bytes = iotest::read_file(good);
+  struct Case {
+    const char* attr;
+    int64_t value;
+    std::string needle;
+  } cases[] = {
+      {hl::kCkptStep, -7, "/state/step = -7 is outside [0, train.steps = 40]"},
+      {hl::kCkptStep, 1000000000000000LL, "/state/step = 1000000000000000 is outside [0, train.steps = 40]"},
+      {hl::kCkptStep, 41, "/state/step = 41 is outside [0, train.steps = 40]"},
+      {hl::kCkptTokens, 12345, "/state/tokens = 12345 but step 20 x train.batch_size 16 x model.seq_len 64 = 20480"},
+      {hl::kCkptSeed, 99, "/state/seed = 99 but its config has train.seed 1234"},
+  };
+  int i = 0;
+  for (const auto& c : cases) {
+    const std::string path = run + "/edit" + std::to_string(i++) + ".h5";
+    iotest::write_file(path, bytes);
+    {
+      h5::Handle f = h5::file(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT));
+      h5::Handle st = h5::group(H5Gopen2(f, hl::kCkptState, H5P_DEFAULT));
+      ASSERT_TRUE(h5::write_attr_i64(st, c.attr, c.value));
+    }
+    const uint64_t before = ckpttest::file_hash(path);
+    ParamStore b = iotest::make_store(1, 0);
+    iotest::fill(b, 2);
+    std::string msg = error_of<DataError>([&] { load_checkpoint(path, b, cfg, comm); });
+    expect_has(msg, path);
+    expect_has(msg, c.needle);
+    EXPECT_EQ(iotest::mismatches(b, 2), 0) << "a refused load modified the store";
+    EXPECT_EQ(ckpttest::file_hash(path), before);
+  }
+  // step == train.steps is a finished run, not an error.
+  Config at20 = cfg;
+  at20.train.steps = 20;
+  ParamStore b = iotest::make_store(1, 0);
+  EXPECT_EQ(load_checkpoint(good, b, at20, comm).step, 20);
+}
+
+// A format_version 1 checkpoint (before checksums; tests/io/data/ckpt_v1_step7.h5
+// was written by save_checkpoint at commit 116ac05 from make_store(1, 0)
+// filled with salt 7, default Config with checkpoint_keep 2, state
+// {7, 7 x 16 x 64, 1234}) still loads exactly, with one warning per process.
+TEST(CheckpointIntegrity, FormatVersion1LoadsWithOneWarning) {
+  Comm comm(1);
+  const std::string dir = iotest::fresh_dir("ckpt_v1");
+  const std::string v1 = dir + "/ckpt_v1_step7.h5";
+  iotest::write_file(v1, iotest::read_file(std::string(IO_TEST_DATA_DIR) + "/ckpt_v1_step7.h5"));
+  const uint64_t before = ckpttest::file_hash(v1);
+  ASSERT_GT(iotest::read_file(v1).size(), 1000u);
+  const Config cfg = test_config();
+  for (int round = 0; round < 2; ++round) {
+    ParamStore b = iotest::make_store(1, 0);
+    iotest::StderrCapture cap;
+    TrainState st;
+    std::string what;
+    try {
+      st = load_checkpoint(v1, b, cfg, comm);
+    } catch (const std::exception& e) {
+      what = e.what();
+    }
+    const std::string err = cap.finish();
+    ASSERT_EQ(what, "");
+    EXPECT_EQ(st.step, 7);
+    EXPECT_EQ(st.tokens, 7 * 16 * 64);
+    EXPECT_EQ(iotest::mismatches(b, 7), 0);
+    if (round == 0) {
+      expect_has(err, v1);
+      expect_has(err, "format_version 1");
+      expect_has(err, "cannot be verified");
+    } else {
+      EXPECT_EQ(err, "") << "the warning is printed once";
+    }
+  }
+  EXPECT_EQ(ckpttest::file_hash(v1), before);
+}
+
+// run.resume=auto (resume_latest): LATEST is followed strictly; only when it is
+// missing, empty, garbage or names a missing file does the newest verifying
+// step file take over; a corrupt candidate is skipped, none verifying is a
+// DataError listing them; no file is changed in any case.
+TEST(CheckpointResume, LatestIsStrictAndBrokenLatestFallsBackToNewestVerifying) {
+  Comm comm(1);
+  CheckpointOwnership owned;
+  const std::string run = iotest::fresh_dir("ckpt_resume");
+  Config cfg = test_config();
+  cfg.train.checkpoint_keep = 3;
+  const std::string d = run + "/checkpoints/";
+  ParamStore a = iotest::make_store(1, 0);
+  {
+    ParamStore b = iotest::make_store(1, 0);
+    TrainState st;
+    EXPECT_EQ(resume_latest(run, b, st, cfg, comm), "") << "no checkpoint: start fresh";
+  }
+  for (int64_t s : {10, 20, 30}) {
+    iotest::fill(a, s);
+    save_checkpoint(run, a, state_at(cfg, s), cfg, comm, owned);
+  }
+  const std::string s30 = iotest::read_file(d + "step_0000030.h5");
+  const auto ext30 = ckpttest::data_extents(d + "step_0000030.h5", a);
+  ASSERT_FALSE(ext30.empty());
+  auto resume = [&](std::string* err_text = nullptr) {
+    ParamStore b = iotest::make_store(1, 0);
+    TrainState st;
+    const auto before = ckpttest::dir_hashes(d);
+    iotest::StderrCapture cap;
+    std::string path, err;
+    try {
+      path = resume_latest(run, b, st, cfg, comm);
+      EXPECT_EQ(iotest::mismatches(b, st.step), 0) << path;
+    } catch (const DataError& e) {
+      err = e.what();
+    }
+    const std::string printed = cap.finish();
+    EXPECT_EQ(printed.find("HDF5-DIAG"), std::string::npos) << printed;
+    EXPECT_EQ(ckpttest::dir_hashes(d), before) << "resume changed a file";
+    if (err_text) *err_text = err;
+    return path;
+  };
+  EXPECT_EQ(resume(), d + "step_0000030.h5");
+  for (const std::string& latest : {std::string(""), std::string("garbage\n"), std::string("step_0000099.h5\n")}) {
+    iotest::write_file(d + "LATEST", latest);
+    EXPECT_EQ(resume(), d + "step_0000030.h5") << "LATEST '" << latest << "'";
+  }
+  ::unlink((d + "LATEST").c_str());
+  EXPECT_EQ(resume(), d + "step_0000030.h5") << "LATEST missing";
+
+  // step 30 corrupt: LATEST naming it is refused (strict), no fallback ...
+  ckpttest::write_flipped(d + "step_0000030.h5", s30, ext30[0].offset + 1, 0x01);
+  iotest::write_file(d + "LATEST", "step_0000030.h5\n");
+  std::string err;
+  EXPECT_EQ(resume(&err), "");
+  expect_has(err, d + "step_0000030.h5");
+  expect_has(err, "checksum mismatch in tensor " + ext30[0].dataset);
+  // ... while a broken LATEST falls back past it to step 20.
+  iotest::write_file(d + "LATEST", "");
+  EXPECT_EQ(resume(), d + "step_0000020.h5");
+  // Nothing verifies: DataError saying why for each.
+  for (int64_t s : {10, 20}) {
+    char name[32];
+    std::snprintf(name, sizeof name, "step_%07lld.h5", (long long)s);
+    iotest::write_file(d + name, "not HDF5");
+  }
+  EXPECT_EQ(resume(&err), "");
+  expect_has(err, "LATEST is empty and no checkpoint in " + run + "/checkpoints verifies");
+  expect_has(err, "step_0000030.h5: checksum mismatch");
+  expect_has(err, "step_0000010.h5: not an HDF5 file");
+}
+
+// Pruning and overwriting touch only the run's own checkpoints.
+TEST(CheckpointRetention, OtherRunsAndSkippedCheckpointsAreNeverDeletedOrOverwritten) {
+  Comm comm(1);
+  const std::string run = iotest::fresh_dir("ckpt_own");
+  const std::string d = run + "/checkpoints/";
+  Config cfg = test_config();
+  ParamStore a = iotest::make_store(1, 0);
+  {
+    CheckpointOwnership first;  // an earlier run: 10, 20, 30 (keep 3)
+    Config keep3 = cfg;
+    keep3.train.checkpoint_keep = 3;
+    for (int64_t s : {10, 20, 30}) {
+      iotest::fill(a, s);
+      save_checkpoint(run, a, state_at(keep3, s), keep3, comm, first);
+    }
+  }
+  const auto earlier = ckpttest::dir_hashes(d);
+  // A fresh run (run.resume=never) with keep 1: prunes only its own.
+  {
+    CheckpointOwnership fresh;
+    Config keep1 = cfg;
+    keep1.train.checkpoint_keep = 1;
+    for (int64_t s : {1, 2}) {
+      iotest::fill(a, 100 + s);
+      save_checkpoint(run, a, state_at(keep1, s), keep1, comm, fresh);
+    }
+    EXPECT_FALSE(iotest::file_exists(d + "step_0000001.h5"));
+    EXPECT_TRUE(iotest::file_exists(d + "step_0000002.h5"));
+    for (const char* n : {"step_0000010.h5", "step_0000020.h5", "step_0000030.h5"})
+      EXPECT_EQ(ckpttest::file_hash(d + n), earlier.at(n)) << n << " of the earlier run was changed";
+    ::unlink((d + "step_0000002.h5").c_str());
+  }
+  // A run that resumed from step 20 (30 failed verification, say) and now
+  // writes its own step 30 (keep 2): the earlier 30 is kept aside, byte for
+  // byte; its own history (10) is pruned as usual.
+  CheckpointOwnership resumed;
+  resumed.history_up_to = 20;
+  iotest::fill(a, 30 + 1000);
+  iotest::StderrCapture cap;
+  save_checkpoint(run, a, state_at(cfg, 30), cfg, comm, resumed);
+  const std::string warning = cap.finish();
+  expect_has(warning, d + "step_0000030.h5 was not written by this run");
+  EXPECT_EQ(ckpttest::file_hash(d + "step_0000030.h5.kept"), earlier.at("step_0000030.h5"));
+  EXPECT_TRUE(iotest::file_exists(d + "step_0000020.h5"));
+  EXPECT_FALSE(iotest::file_exists(d + "step_0000010.h5"));
+  ParamStore b = iotest::make_store(1, 0);
+  EXPECT_EQ(load_checkpoint(d + "step_0000030.h5", b, cfg, comm).step, 30);
+  EXPECT_EQ(iotest::mismatches(b, 30 + 1000), 0);
 }
 
 int main(int argc, char** argv) {

@@ -11,6 +11,10 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
+#include <set>
+#include <sstream>
 #include <thread>
 
 #include "e2e_util.hpp"
@@ -313,6 +317,197 @@ TEST(Restart, DivergenceStopsWithStatusFailed) {
   EXPECT_EQ(run_status(dir), "failed");
 }
 
+// ---------------------------------------------------------------- Integrity --
+// Checkpoint integrity through the real moe-train: a broken LATEST resumes
+// from the newest checkpoint that verifies (never from step 0), a corrupt or
+// out-of-range checkpoint is exit 3 naming the file, and a refused resume
+// changes no file.
+
+// Hash of every file in the run directory and its checkpoints/ (name -> hash).
+std::map<std::string, size_t> run_files(const std::string& dir) {
+  std::map<std::string, size_t> out;
+  for (const std::string sub : {"", "/checkpoints"}) {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir + sub, ec)) {
+      if (!e.is_regular_file()) continue;
+      std::ifstream f(e.path(), std::ios::binary);
+      std::string bytes((std::istreambuf_iterator<char>(f)), {});
+      out[sub + "/" + e.path().filename().string()] = std::hash<std::string>{}(bytes);
+    }
+  }
+  return out;
+}
+
+std::string ckpt(const std::string& dir, int step) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "/checkpoints/step_%07d.h5", step);
+  return dir + buf;
+}
+
+void tool(const std::string& args) {
+  Result r = run(std::string(CKPT_TOOL) + " " + args);
+  ASSERT_EQ(r.code, 0) << args << "\n" << r.out;
+}
+
+std::vector<long long> steps_1_to(int n) {
+  std::vector<long long> v;
+  for (int i = 1; i <= n; ++i) v.push_back(i);
+  return v;
+}
+
+// D1: LATEST empty or missing while step files exist.
+TEST(Integrity, BrokenLatestResumesFromNewestVerifyingCheckpoint) {
+  const std::string dir = temp_dir("latest");
+  const std::string every = " --train.checkpoint_every 20";
+  ASSERT_EQ(run(train_cmd(1, tiny_args(dir, 40) + every)).code, 0);
+  const auto before = run_files(dir);
+  std::ofstream(dir + "/checkpoints/LATEST", std::ios::trunc).close();  // empty
+  Result r = run(train_cmd(1, tiny_args(dir, 60) + every));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("LATEST is empty, so resuming from the newest checkpoint that verifies: " + ckpt(dir, 40)),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("resumed from " + ckpt(dir, 40) + " at step 40"), std::string::npos) << r.out;
+  EXPECT_EQ(train_steps(dir), steps_1_to(60)) << "metrics history lost";
+  EXPECT_EQ(run_files(dir).at("/checkpoints/step_0000040.h5"), before.at("/checkpoints/step_0000040.h5"));
+  ASSERT_TRUE(fs::exists(ckpt(dir, 60)));
+
+  // LATEST missing: the same, here straight to "already completed"; no checkpoint changes.
+  fs::remove(dir + "/checkpoints/LATEST");
+  const auto mid = run_files(dir);
+  Result again = run(train_cmd(1, tiny_args(dir, 60) + every));
+  ASSERT_EQ(again.code, 0) << again.out;
+  EXPECT_NE(again.out.find("LATEST is missing, so resuming from the newest checkpoint that verifies: " + ckpt(dir, 60)),
+            std::string::npos)
+      << again.out;
+  EXPECT_NE(again.out.find("run already completed 60 of 60 steps"), std::string::npos) << again.out;
+  for (const auto& [name, hash] : run_files(dir)) {
+    if (name.rfind("/checkpoints/", 0) == 0) {
+      EXPECT_EQ(hash, mid.at(name)) << name << " changed";
+    }
+  }
+}
+
+// D4: bytes flipped in tensor data (an exponent bit in 338 floats of head.w).
+TEST(Integrity, CorruptCheckpointIsExit3NamingFileAndTensor) {
+  const std::string dir = temp_dir("corrupt");
+  const std::string every = " --train.checkpoint_every 20";
+  ASSERT_EQ(run(train_cmd(1, tiny_args(dir, 40) + every)).code, 0);
+  const std::string good20 = dir + "/good20.h5";
+  fs::copy_file(ckpt(dir, 20), good20);
+  tool("exp-flip " + ckpt(dir, 40) + " /params/head.w 338");
+  const auto before = run_files(dir);
+
+  // LATEST names the corrupt checkpoint: strict, exit 3, nothing changed.
+  for (int ranks : {1, 2}) {
+    Result r = run(train_cmd(ranks, tiny_args(dir, 60) + every + " --parallel.expert_parallel " +
+                                        std::to_string(ranks)));
+    EXPECT_EQ(r.code, 3) << r.out;
+    EXPECT_NE(r.out.find("checkpoint " + ckpt(dir, 40) + ": checksum mismatch in tensor /params/head.w"),
+              std::string::npos)
+        << r.out;
+    EXPECT_EQ(count_occurrences(r.out, "checksum mismatch"), 1) << r.out;
+    EXPECT_EQ(r.out.find("resumed from"), std::string::npos) << r.out;
+    EXPECT_EQ(run_files(dir), before) << "a refused resume changed a file (ranks " << ranks << ")";
+  }
+  // LATEST empty and no checkpoint verifies: exit 3, nothing changed.
+  tool("exp-flip " + ckpt(dir, 20) + " /adam_v/wte 5");
+  std::ofstream(dir + "/checkpoints/LATEST", std::ios::trunc).close();
+  const auto none = run_files(dir);
+  Result r = run(train_cmd(1, tiny_args(dir, 60) + every));
+  EXPECT_EQ(r.code, 3) << r.out;
+  EXPECT_NE(r.out.find("LATEST is empty and no checkpoint in " + dir + "/checkpoints verifies"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find(ckpt(dir, 20) + ": checksum mismatch in tensor /adam_v/wte"), std::string::npos) << r.out;
+  EXPECT_EQ(run_files(dir), none);
+
+  // LATEST empty, step 20 good again: resumes from 20 saying why 40 was
+  // skipped; the corrupt 40 is kept aside, not overwritten.
+  fs::copy_file(good20, ckpt(dir, 20), fs::copy_options::overwrite_existing);
+  Result ok = run(train_cmd(1, tiny_args(dir, 60) + every));
+  ASSERT_EQ(ok.code, 0) << ok.out;
+  EXPECT_NE(ok.out.find("resume: skipping checkpoint " + ckpt(dir, 40) + ": checksum mismatch in tensor /params/head.w"),
+            std::string::npos)
+      << ok.out;
+  EXPECT_NE(ok.out.find("resuming from the newest checkpoint that verifies: " + ckpt(dir, 20)), std::string::npos)
+      << ok.out;
+  EXPECT_EQ(run_files(dir).at("/checkpoints/step_0000040.h5.kept"), before.at("/checkpoints/step_0000040.h5"));
+  EXPECT_EQ(train_steps(dir), steps_1_to(60));
+  EXPECT_EQ(run("h5dump " + ckpt(dir, 40) + " > /dev/null").code, 0) << "the new step 40 verifies";
+}
+
+// A stored step of -7 or 1e15, or a token count that does not fit the step.
+TEST(Integrity, StateOutOfRangeIsExit3NamingFileAndValue) {
+  const std::string dir = temp_dir("state");
+  ASSERT_EQ(run(train_cmd(1, tiny_args(dir, 40) + " --train.checkpoint_every 20")).code, 0);
+  const struct {
+    const char* attr;
+    const char* value;
+    std::string message;
+  } cases[] = {{"step", "-7", "/state/step = -7 is outside [0, train.steps = 40]"},
+               {"step", "1000000000000000", "/state/step = 1000000000000000 is outside [0, train.steps = 40]"},
+               {"tokens", "5", "/state/tokens = 5 but step 20 x train.batch_size 8 x model.seq_len 32 = 5120"}};
+  for (const auto& c : cases) {
+    const std::string bad = dir + "/edited_" + c.attr + ".h5";
+    fs::copy_file(ckpt(dir, 20), bad, fs::copy_options::overwrite_existing);
+    tool(std::string("set-state ") + bad + " " + c.attr + " " + c.value);
+    const std::string other = temp_dir("state_run");
+    const auto before = run_files(dir);
+    Result r = run(train_cmd(1, tiny_args(other, 40) + " --run.resume " + bad));
+    EXPECT_EQ(r.code, 3) << r.out;
+    EXPECT_NE(r.out.find("checkpoint " + bad + ": " + c.message), std::string::npos) << r.out;
+    EXPECT_EQ(run_files(dir), before);
+    EXPECT_FALSE(fs::exists(other + "/metrics.h5")) << "a refused resume started a run";
+  }
+}
+
+// run.resume=never in a directory holding another run's checkpoints: they
+// are neither pruned nor overwritten (the one in the way is kept aside).
+TEST(Integrity, ResumeNeverKeepsEarlierCheckpoints) {
+  const std::string dir = temp_dir("never");
+  ASSERT_EQ(run(train_cmd(1, tiny_args(dir, 40) + " --train.checkpoint_every 20")).code, 0);
+  const auto before = run_files(dir);
+  Result r = run(train_cmd(1, tiny_args(dir, 30) + " --train.checkpoint_every 10 --train.checkpoint_keep 1" +
+                                  " --run.resume never"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("run.resume=never: the checkpoints already in " + dir +
+                       "/checkpoints are kept (never pruned or overwritten)"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find(ckpt(dir, 20) + " was not written by this run"), std::string::npos) << r.out;
+  const auto after = run_files(dir);
+  EXPECT_EQ(after.at("/checkpoints/step_0000040.h5"), before.at("/checkpoints/step_0000040.h5"));
+  EXPECT_EQ(after.at("/checkpoints/step_0000020.h5.kept"), before.at("/checkpoints/step_0000020.h5"));
+  EXPECT_TRUE(fs::exists(ckpt(dir, 30)));
+  EXPECT_FALSE(fs::exists(ckpt(dir, 10))) << "its own older checkpoints are pruned (keep 1)";
+  EXPECT_FALSE(fs::exists(ckpt(dir, 20))) << "its own older checkpoints are pruned (keep 1)";
+}
+
+// A handful of single-byte flips inside tensor data (fixed positions), each
+// resumed with the real trainer: always exit 3 naming the file and a tensor.
+TEST(Integrity, ByteFlipsInTensorDataNeverResume) {
+  const std::string dir = temp_dir("flips");
+  ASSERT_EQ(run(train_cmd(1, tiny_args(dir, 20) + " --train.checkpoint_every 20")).code, 0);
+  Result ex = run(std::string(CKPT_TOOL) + " extents " + ckpt(dir, 20));
+  ASSERT_EQ(ex.code, 0) << ex.out;
+  std::vector<std::pair<long long, long long>> chunks;  // offset, size
+  std::istringstream is(ex.out);
+  std::string name;
+  long long off, size;
+  while (is >> name >> off >> size) chunks.push_back({off, size});
+  ASSERT_GT(chunks.size(), 20u);
+  for (int i = 0; i < 5; ++i) {
+    const auto& [o, n] = chunks[(size_t(i) * 7919) % chunks.size()];
+    const long long pos = o + (i * 104729LL) % n;
+    const std::string bad = dir + "/flip" + std::to_string(i) + ".h5";
+    fs::copy_file(ckpt(dir, 20), bad);
+    tool("flip " + bad + " " + std::to_string(pos) + " " + std::to_string(1 << (i % 8)));
+    Result r = run(train_cmd(1, tiny_args(temp_dir("flip_run"), 40) + " --run.resume " + bad));
+    EXPECT_EQ(r.code, 3) << "flip at " << pos << "\n" << r.out;
+    EXPECT_NE(r.out.find("checkpoint " + bad + ": checksum mismatch in tensor /"), std::string::npos) << r.out;
+  }
+}
+
 // ---------------------------------------------------------------- Preemption -
 // The resumed curve equals the straight one bitwise for the reasons given at
 // expect_resume_bit_exact (same binary, machine, ranks, threads; full state).
@@ -354,30 +549,102 @@ TEST(Preemption, SigusrCheckpointsExits75AndResumesSameCurve) {
   }
 }
 
+// kill -9 aimed at checkpoint writes (checkpoint_every 1, keep 2), four
+// times in one run directory. After every kill LATEST must name an existing
+// checkpoint, never going backwards; at least 2 of the 4 kills must land
+// while a checkpoint write is in progress (its temp file left behind); every
+// checkpoint that survived a kill must equal, tensor for tensor (h5diff, which
+// also verifies the checksums), the same step of an uninterrupted reference
+// run — bitwise by construction, as in expect_resume_bit_exact; and the run
+// finally resumes from LATEST and completes.
+std::vector<std::pair<long long, std::string>> temp_checkpoints(const std::string& ck) {
+  std::vector<std::pair<long long, std::string>> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(ck, ec)) {
+    const std::string n = e.path().filename().string();
+    if (n.rfind(".tmp_step_", 0) == 0) out.push_back({std::atoll(n.c_str() + 10), e.path().string()});
+  }
+  return out;
+}
+
+pid_t spawn_train(const std::string& args) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    std::string cmd = "exec " + train_cmd(1, args) + " > /dev/null 2>&1";
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
+    _exit(127);
+  }
+  return pid;
+}
+
 TEST(Preemption, KillNineDuringCheckpointsKeepsLatestValid) {
-  const std::string dir = temp_dir("k9");
-  const std::string args = tiny_args(dir, 2000) + " --train.checkpoint_every 1 --train.checkpoint_keep 2";
+  const std::string dir = temp_dir("k9"), ck = dir + "/checkpoints", saved = temp_dir("k9_saved");
+  const std::string cadence = " --train.checkpoint_every 1 --train.checkpoint_keep ";
+  const std::string args = tiny_args(dir, 2000) + cadence + "2";
+  long long last = 0;
+  int mid_write = 0;
+  std::set<long long> survivors;
   for (int attempt = 0; attempt < 4; ++attempt) {
-    pid_t pid = fork();
-    if (pid == 0) {
-      std::string cmd = "exec " + train_cmd(1, args) + " > /dev/null 2>&1";
-      execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
-      _exit(127);
+    pid_t pid = spawn_train(args);
+    // Aim: wait until it writes a checkpoint a few steps past LATEST (temp
+    // file with data), so that each attempt also completes some.
+    const long long target = std::max(last, 1LL) + 2 + attempt;
+    bool writing = false;
+    for (int i = 0; i < 600000 && !writing; ++i) {
+      for (const auto& [step, path] : temp_checkpoints(ck)) {
+        std::error_code ec;
+        writing = writing || (step >= target && fs::file_size(path, ec) > 0 && !ec);
+      }
+      if (!writing) std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(1500 + 370 * attempt));
     kill(pid, SIGKILL);
     waitpid(pid, nullptr, 0);
-    std::ifstream latest(dir + "/checkpoints/LATEST");
+    ASSERT_TRUE(writing) << "attempt " << attempt << ": no checkpoint write seen";
+    const auto left = temp_checkpoints(ck);
+    mid_write += !left.empty();
+    std::ifstream latest(ck + "/LATEST");
     std::string name;
     latest >> name;
-    if (name.empty()) continue;  // killed before the first checkpoint
-    Result h = run("h5ls " + dir + "/checkpoints/" + name);
-    EXPECT_EQ(h.code, 0) << "LATEST names an unreadable checkpoint " << name << "\n" << h.out;
+    ASSERT_EQ(name.rfind("step_", 0), 0u) << "attempt " << attempt << ": LATEST missing or empty";
+    ASSERT_TRUE(fs::exists(ck + "/" + name)) << "LATEST names a missing file " << name;
+    const long long step = std::atoll(name.c_str() + 5);
+    EXPECT_GE(step, last) << "LATEST went backwards";
+    last = step;
+    for (const auto& e : fs::directory_iterator(ck)) {
+      const std::string n = e.path().filename().string();
+      if (n.rfind("step_", 0) != 0 || n.size() != 15) continue;  // step_NNNNNNN.h5 only
+      fs::copy_file(e.path(), saved + "/" + n, fs::copy_options::overwrite_existing);
+      survivors.insert(std::atoll(n.c_str() + 5));
+    }
+    std::printf("[ kill %d ] LATEST = %s%s\n", attempt, name.c_str(), left.empty() ? "" : " (killed mid-write)");
+    // The next run would delete them too; removing them here means the next
+    // aim only ever sees the temp file of a write in progress.
+    for (const auto& [s, path] : left) fs::remove(path);
   }
+  EXPECT_GE(mid_write, 2) << "the kills did not hit checkpoint writes in progress";
+
+  // Reference: the same run uninterrupted, keeping every checkpoint, stopped
+  // once it has written the newest survivor.
+  const std::string ref = temp_dir("k9_ref");
+  pid_t pid = spawn_train(tiny_args(ref, 2000) + cadence + "100000");
+  for (int i = 0; i < 1200 && !fs::exists(ckpt(ref, int(last + 1))); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+  for (long long s : survivors) {
+    char n[32];
+    std::snprintf(n, sizeof n, "/step_%07lld.h5", s);
+    EXPECT_TRUE(checkpoints_identical(saved + n, ref + "/checkpoints" + n)) << "surviving checkpoint " << n
+                                                                            << " differs from the reference run";
+  }
+  EXPECT_GE(survivors.size(), 4u);
+
   // And the run resumes from whatever LATEST says.
-  Result r = run(train_cmd(1, tiny_args(dir, 2000) + " --train.steps 2000 --train.checkpoint_every 0"));
+  char want[64];
+  std::snprintf(want, sizeof want, "resumed from %s/step_%07lld.h5 at step %lld", ck.c_str(), last, last);
+  Result r = run(train_cmd(1, tiny_args(dir, 2000) + " --train.checkpoint_every 0"));
   EXPECT_EQ(r.code, 0) << r.out.substr(0, 2000);
-  EXPECT_NE(r.out.find("resumed from"), std::string::npos);
+  EXPECT_NE(r.out.find(want), std::string::npos) << r.out.substr(0, 3000);
 }
 
 int main(int argc, char** argv) {
