@@ -233,7 +233,32 @@ Analysis run_analysis(const AnalyzeOptions& o) {
     op.dense_note = "against the dense law given with --dense-law";
   }
   if (!op.has_dense) op.dense = Law{};
-  if (!o.quiet && have_law) std::fprintf(out, "dense comparison: %s\n", op.dense_note.c_str());
+  {
+    // The table and the multipliers are functions of the fitted laws: a flag
+    // on a coefficient there is a flag on every number computed from it.
+    auto flagged = [&](const char* label, bool used) -> std::string {
+      if (!used) return "";
+      for (const auto& f : a.fits)
+        if (f.label == label && f.fit.ok && !f.guard.flags.empty()) {
+          std::set<std::string> params;
+          for (const auto& fl : f.guard.flags) params.insert(fl.param);
+          std::string list;
+          for (const auto& p : params) list += (list.empty() ? "" : ", ") + p;
+          return std::string("the ") + label + " fit has flagged coefficients (" + list + ")";
+        }
+      return "";
+    };
+    const std::string moe_f = flagged("moe", op.law_name == "fit");
+    const std::string dense_f = flagged("dense", op.has_dense && op.dense_name == "fit");
+    if (!moe_f.empty() || !dense_f.empty())
+      op.flags_note = moe_f + (!moe_f.empty() && !dense_f.empty() ? " and " : "") + dense_f +
+                      ": the optimal configurations, losses and multipliers below inherit those flags and are not "
+                      "supported by these runs";
+  }
+  if (!o.quiet && have_law) {
+    std::fprintf(out, "dense comparison: %s\n", op.dense_note.c_str());
+    if (!op.flags_note.empty()) std::fprintf(out, "WARNING: %s\n", op.flags_note.c_str());
+  }
   // The range of the fitted runs (main MoE fit's points).
   for (const auto& f : a.fits)
     if (f.label == "moe" && f.fit.ok && !f.points.empty()) {

@@ -55,6 +55,9 @@ struct OptimalReport {
   Law law, dense;
   bool has_dense = false;
   std::string dense_note;             // what the dense comparison is against (report sentence)
+  // Empty, or a sentence saying that the table rests on fits with flagged
+  // coefficients (guardrails.hpp): its numbers inherit those flags.
+  std::string flags_note;
   OptimalOptions options;
   std::vector<OptimalRow> rows;
   // The fitted runs' range; rows beyond 10x of it are marked extrapolated.

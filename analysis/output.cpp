@@ -228,6 +228,7 @@ std::string report_md(const Analysis& a, const std::vector<std::string>& plots) 
     if (op.has_dense) os << "; dense law `" << op.dense_name << "`: `" << law_to_string(op.dense) << "`";
     os << ". Table: [optimal.csv](optimal.csv).\n\n";
     os << "Dense compute multiplier: " << op.dense_note << ".\n\n";
+    if (!op.flags_note.empty()) os << "**Warning:** " << op.flags_note << ".\n\n";
     size_t n_extra = 0;
     for (const auto& r : op.rows) n_extra += r.extrapolated;
     if (op.has_range) {
@@ -301,6 +302,8 @@ std::string fit_json(const Analysis& a) {
       json_law(w, "dense_law", op.dense, false);
     }
     w.str("dense_comparison", op.dense_note);
+    w.boolean("inherits_flags", !op.flags_note.empty());
+    if (!op.flags_note.empty()) w.str("flags_note", op.flags_note);
     if (op.has_range)
       w.begin_object("fitted_range").num("F_min", op.F_min).num("F_max", op.F_max).num("N_max", op.N_max)
           .num("D_max", op.D_max).num("extrapolation_factor", 10).end_object();

@@ -151,5 +151,9 @@ TEST(Guardrails, FlagsAreWrittenToFitJsonAndReport) {
   EXPECT_NE(md.find("more model sizes"), std::string::npos);
   EXPECT_NE(md.find("`--fix-c entropy`"), std::string::npos);
   EXPECT_NE(md.find("**not_identified"), std::string::npos);  // in the coefficient table's flags column
+  // The optimal table is computed from the flagged law: it says so.
+  EXPECT_NE(json.find("\"inherits_flags\": true"), std::string::npos);
+  EXPECT_NE(md.find("**Warning:** the moe fit has flagged coefficients ("), std::string::npos);
+  EXPECT_NE(md.find("inherit those flags"), std::string::npos);
   fs::remove_all(dir);
 }
