@@ -106,10 +106,15 @@ deb $MIRROR bookworm-updates main
 deb ${MIRROR%/debian}/debian-security bookworm-security main
 EOF
 cp -L /etc/resolv.conf "$DIR/etc/resolv.conf" 2>/dev/null || true
-grep -q "$(hostname)" "$DIR/etc/hosts" 2>/dev/null || echo "127.0.1.1 $(hostname)" >> "$DIR/etc/hosts"
+# /etc/hosts as Debian's installer writes it (debootstrap leaves it without
+# localhost, which slurmctld needs to resolve).
+printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\tlocalhost ip6-localhost ip6-loopback\n' "$(hostname)" > "$DIR/etc/hosts"
 
 mnt -t proc proc "$DIR/proc" || exit 2
-mnt -t sysfs sysfs "$DIR/sys" || exit 2
+# /sys with what is mounted below it (/sys/fs/cgroup: slurmd refuses to start
+# without a cgroup file system, which systemd mounts on a real machine).
+mnt --rbind /sys "$DIR/sys" || exit 2
+mount --make-rslave "$DIR/sys"
 mnt --bind /dev "$DIR/dev" || exit 2
 mnt -t devpts devpts "$DIR/dev/pts" -o newinstance,ptmxmode=0666 || true
 mnt -t tmpfs shm "$DIR/dev/shm" -o mode=1777 || exit 2
