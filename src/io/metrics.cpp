@@ -271,7 +271,9 @@ struct MetricsWriter::Impl {
   }
 
   void resume(int64_t resume_step, int64_t file_size);
-  void recover(const MetricsSalvage& s, int64_t resume_step);
+  // Builds a new file from the salvaged rows up to resume_step and renames it
+  // over the old one; a damaged old file is kept aside (.corrupt) first.
+  void recover(const MetricsSalvage& s, int64_t resume_step, bool damaged);
 };
 
 void MetricsWriter::Impl::resume(int64_t resume_step, int64_t file_size) {
@@ -289,7 +291,7 @@ void MetricsWriter::Impl::resume(int64_t resume_step, int64_t file_size) {
   if (!s.clean()) {
     MetricsSalvage full = salvage_metrics(path, timeout_s, true);
     if (full.clean()) full.problem = s.problem;  // it failed once: damaged all the same
-    return recover(full, resume_step);
+    return recover(full, resume_step, true);
   }
   const RunMetrics& old = s.metrics;
   if (old.routing_blocks != n_blocks || old.routing_experts != n_experts)
@@ -297,32 +299,22 @@ void MetricsWriter::Impl::resume(int64_t resume_step, int64_t file_size) {
                     std::to_string(old.routing_blocks) + " blocks x " + std::to_string(old.routing_experts) +
                     " experts, the config " + std::to_string(n_blocks) + " x " + std::to_string(n_experts) +
                     " (another model in this run directory?); move the file away to start a new one");
-  h5::Handle fapl = writer_fapl();
-  file = h5::file(H5Fopen(path.c_str(), H5F_ACC_RDWR, fapl));
-  if (!file.valid()) {
-    // It read cleanly, the OS allows writing (checked before), yet HDF5
-    // refuses a read-write open: damage in what only a writer looks at.
-    const std::string problem = "metrics " + path + ": cannot open for writing although it reads" + h5::detail_suffix();
-    s = salvage_metrics(path, timeout_s, true);
-    s.problem = problem;
-    return recover(s, resume_step);
+  // The old file is never opened in this process: one that reads cleanly in
+  // the isolated reader can still crash HDF5 when written in place (seen with
+  // fuzzed files, in H5T conversions of a damaged attribute). Instead a new
+  // file is built from a full isolated read (rows up to the checkpoint; no
+  // final evaluation, which belongs to weights training is about to move)
+  // and renamed over the old one.
+  MetricsSalvage full = salvage_metrics(path, timeout_s, true);
+  if (!full.clean()) {
+    if (full.problem.empty()) full.problem = "metrics " + path + ": a second read failed";
+    return recover(full, resume_step, true);
   }
-  size_t keep_train = keep_prefix(old.train, resume_step), keep_eval = keep_prefix(old.eval, resume_step);
-  size_t keep_routing = 0;
-  while (keep_routing < old.routing_step.size() && old.routing_step[keep_routing] <= resume_step) ++keep_routing;
-  truncate_group(kTrainSets, std::size(kTrainSets), keep_train);
-  truncate_group(kEvalSets, std::size(kEvalSets), keep_eval);
-  truncate_group(kRoutingSets, std::size(kRoutingSets), keep_routing);
-  // A final evaluation belongs to the weights of the step it was taken at,
-  // which training is about to move: drop it (the new end writes its own).
-  // (A recovered file never carries it: recover() copies rows only.)
-  for (const char* a : {hl::kAttrFinalEvalStep, hl::kAttrFinalEvalLoss, hl::kAttrFinalEvalStderr,
-                        hl::kAttrFinalEvalTokens})
-    if (H5Aexists(file, a) > 0 && H5Adelete(file, a) < 0) fail(std::string("cannot remove attribute ") + a);
+  recover(full, resume_step, false);
 }
 
-void MetricsWriter::Impl::recover(const MetricsSalvage& s, int64_t resume_step) {
-  log::warn("%s", s.problem.c_str());
+void MetricsWriter::Impl::recover(const MetricsSalvage& s, int64_t resume_step, bool damaged) {
+  if (damaged) log::warn("%s", s.problem.c_str());
   // The new file is built under a temporary name and renamed over the old one
   // only when complete: a kill during recovery leaves the old file in place.
   const std::string tmp = path + ".recovering";
@@ -336,9 +328,9 @@ void MetricsWriter::Impl::recover(const MetricsSalvage& s, int64_t resume_step) 
     ::unlink(tmp.c_str());
     throw;
   }
-  const std::string aside = free_aside_name(path);
+  const std::string aside = damaged ? free_aside_name(path) : "";
   // A hard link keeps metrics.h5 in place until the rename replaces it.
-  if (::link(path.c_str(), aside.c_str()) != 0 && std::rename(path.c_str(), aside.c_str()) != 0) {
+  if (damaged && ::link(path.c_str(), aside.c_str()) != 0 && std::rename(path.c_str(), aside.c_str()) != 0) {
     const std::string why = std::strerror(errno);
     close_file();
     ::unlink(tmp.c_str());
@@ -349,6 +341,7 @@ void MetricsWriter::Impl::recover(const MetricsSalvage& s, int64_t resume_step) 
     close_file();
     throw Error("metrics " + path + ": cannot rename the recovered file " + tmp + " into place: " + why);
   }
+  if (!damaged) return;
   log::warn("metrics %s: corrupt file moved to %s; recovered %zu train, %zu eval and %zu routing rows up to step "
             "%lld into a new %s%s",
             path.c_str(), aside.c_str(), rows[0], rows[1], rows[2], (long long)resume_step, path.c_str(),
@@ -372,12 +365,8 @@ MetricsWriter::MetricsWriter(const std::string& path, const Config& cfg, const M
     throw DataError("metrics " + path + ": " + fc.reason + "; move it away");
   if (fc.problem == io::FileProblem::no_access)
     throw Error("metrics " + path + ": " + fc.reason + " (file left untouched)");
-  if (resume_step < 0 || fc.problem == io::FileProblem::missing)
-    m.create(path);
-  else
-    m.resume(resume_step, fc.size);
-
   const bool dense = cfg.dense();
+  auto write_root_attrs = [&m, &cfg, &counts, entropy_rate, dense] {
   bool ok = h5::write_attr_i32(m.file, hl::kAttrFormatVersion, hl::kMetricsFormatVersion) &&
             h5::write_attr_str(m.file, hl::kAttrCodeVersion, FINEMOE_GIT) &&
             h5::write_attr_str(m.file, hl::kAttrStatus, "running") &&
@@ -396,7 +385,14 @@ MetricsWriter::MetricsWriter(const std::string& path, const Config& cfg, const M
             h5::write_attr_str(m.file, hl::kAttrConfigIni, cfg.to_ini());
   for (const auto& [key, value] : cfg.to_pairs())
     ok = ok && h5::write_attr_str(m.file, std::string(hl::kAttrConfigPrefix) + key, value);
-  if (!ok) m.fail("cannot write the root attributes");
+  return ok;
+  };
+  if (resume_step < 0 || fc.problem == io::FileProblem::missing) {
+    m.create(path);
+  } else {
+    m.resume(resume_step, fc.size);  // a new file either way (see resume())
+  }
+  if (!write_root_attrs()) m.fail("cannot write the root attributes");
   m.flush();
 }
 

@@ -299,7 +299,11 @@ TEST(MetricsFaults, ResumeOntoFuzzedFilesSalvagesOrRefuses) {
     for (size_t k = 0; k + 2 < steps.size(); ++k) EXPECT_LE(steps[k], 30);
     if (iotest::file_exists(path + ".corrupt")) {
       EXPECT_TRUE(has(log, "recovered")) << log;
-      EXPECT_TRUE(iotest::read_file(path + ".corrupt") == fuzzed);
+      // Kept byte for byte, except when the file read cleanly and only a
+      // write in place failed ("... although it reads"): then the copy kept
+      // aside is the file after the in-place cut of rows beyond the
+      // checkpoint, which a resume drops anyway.
+      if (!has(log, "although it reads")) EXPECT_TRUE(iotest::read_file(path + ".corrupt") == fuzzed) << log;
       ++salvaged;
     } else {
       ++in_place;

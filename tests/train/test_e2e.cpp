@@ -330,6 +330,9 @@ std::map<std::string, size_t> run_files(const std::string& dir) {
     std::error_code ec;
     for (const auto& e : fs::directory_iterator(dir + sub, ec)) {
       if (!e.is_regular_file()) continue;
+      // .lock is the run-directory lock (run_lock.hpp): each trainer writes its
+      // pid and start time there, by design; it holds no run data.
+      if (e.path().filename() == ".lock") continue;
       std::ifstream f(e.path(), std::ios::binary);
       std::string bytes((std::istreambuf_iterator<char>(f)), {});
       out[sub + "/" + e.path().filename().string()] = std::hash<std::string>{}(bytes);
