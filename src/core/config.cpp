@@ -129,7 +129,7 @@ const std::vector<KeyDef>& schema() {
       FM_DBL(data, synth_copy_len, "synthetic: mean copy span length in tokens (geometric, >= 1)"),
       FM_INT(parallel, expert_parallel, "EP: ranks sharing each layer's experts (divides world size and E*G)"),
       FM_STR(run, dir, "run directory: config.ini, metrics.h5, checkpoints/"),
-      FM_STR(run, resume, "auto (resume from LATEST if present) | never | PATH to a checkpoint"),
+      FM_STR(run, resume, "auto (resume from the checkpoint LATEST names, which must verify, else exit 3; when LATEST is missing or broken, from the newest step file that verifies) | never (start anew; existing checkpoints are kept) | PATH to a checkpoint"),
   };
   return keys;
 }
