@@ -162,28 +162,6 @@ struct MetricsWriter::Impl {
     return ds;
   }
 
-  // Rows of dataset `name`, 0 if empty.
-  hsize_t rows(const std::string& name) {
-    h5::Handle ds = open_set(name);
-    std::vector<hsize_t> d = h5::dims(ds);
-    if (d.empty()) fail("cannot read the extent of " + name);
-    return d[0];
-  }
-
-  void set_rows(const std::string& name, hsize_t n) {
-    h5::Handle ds = open_set(name);
-    std::vector<hsize_t> d = h5::dims(ds);
-    if (d.empty()) fail("cannot read the extent of " + name);
-    d[0] = n;
-    if (H5Dset_extent(ds, d.data()) < 0) fail("cannot resize " + name);
-  }
-
-  // Cuts every dataset of a group to `keep` rows (also drops a half-written
-  // row: datasets of unequal length after a kill).
-  void truncate_group(const char* const* sets, size_t n_sets, hsize_t keep) {
-    for (size_t i = 0; i < n_sets; ++i) set_rows(sets[i], keep);
-  }
-
   // Appends `n` rows to dataset `name` (row shape from the dataset).
   void append(const char* name, hid_t mem_type, const void* data, hsize_t n = 1) {
     if (n == 0) return;
