@@ -6,9 +6,12 @@
 #
 # Usage: bench/run_standard.sh [MOE_BENCH_BINARY] [OUT.jsonl]
 #   env STEPS (default 3), WARMUP (1), BATCH (4 sequences = 1024 tokens/step),
-#   PRECISIONS ("fp32 bf16"), THREADS (0 = all cores), OMP_WAIT_POLICY (passive).
-# OMP_WAIT_POLICY=passive by default: on a machine shared with other work,
-# spinning OpenMP threads made 2-thread steps 2-4x slower (docs/performance.md).
+#   PRECISIONS ("fp32 bf16"), THREADS (0 = all cores), TUNED (1).
+# Runs in the environment it is given (what a user gets: no OMP_* or OPENBLAS_*
+# set by this script). TUNED=1 then runs the set again with
+# OMP_WAIT_POLICY=passive (the old tuning, into OUT with _tuned before .jsonl)
+# and table.py prints default/tuned per config: with one thread pool (the
+# OpenMP OpenBLAS, see INSTALL) the ratio should stay ~1.
 # Scaled down: batch 4 x 256 tokens instead of the paper's 2048 x 256 so that
 # the whole set (14 runs) takes about 3-5 minutes on a 2-core machine.
 set -euo pipefail
@@ -20,7 +23,7 @@ warmup="${WARMUP:-1}"
 batch="${BATCH:-4}"
 threads="${THREADS:-0}"
 precisions="${PRECISIONS:-fp32 bf16}"
-export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
+tuned="${TUNED:-1}"
 [ -x "$bin" ] || { echo "moe-bench not found at '$bin' (pass its path as the first argument)" >&2; exit 2; }
 
 run() {  # label config precision [extra args]
@@ -33,19 +36,32 @@ run() {  # label config precision [extra args]
   fi
 }
 
-for prec in $precisions; do
-  if [ "$prec" = bf16 ] && ! "$bin" --config "$here/configs/dense_d512.ini" --train.precision bf16 --gemm-only \
-      --peak-seconds 0.01 > /dev/null 2>&1; then
-    echo "bf16 not available on this machine: skipping bf16 runs" >&2
-    continue
-  fi
-  run dense "$here/configs/dense_d512.ini" "$prec"
-  for routing in expert_choice token_choice; do
-    for G in 1 4 16; do
-      run "moe_g${G}_${routing}" "$here/configs/moe_e8_g$G.ini" "$prec" --moe.routing "$routing"
+standard_set() {
+  for prec in $precisions; do
+    if [ "$prec" = bf16 ] && ! "$bin" --config "$here/configs/dense_d512.ini" --train.precision bf16 --gemm-only \
+        --peak-seconds 0.01 > /dev/null 2>&1; then
+      echo "bf16 not available on this machine: skipping bf16 runs" >&2
+      continue
+    fi
+    run dense "$here/configs/dense_d512.ini" "$prec"
+    for routing in expert_choice token_choice; do
+      for G in 1 4 16; do
+        run "moe_g${G}_${routing}" "$here/configs/moe_e8_g$G.ini" "$prec" --moe.routing "$routing"
+      done
     done
   done
-done
+}
 
-python3 "$here/table.py" "$out"
-echo "raw results: $out" >&2
+echo "== default environment (OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-unset})" >&2
+standard_set
+if [ "$tuned" = 1 ] && [ -z "${OMP_WAIT_POLICY:-}" ]; then
+  default_out="$out"
+  out="${default_out%.jsonl}_tuned.jsonl"
+  echo "== tuned environment (OMP_WAIT_POLICY=passive), for comparison" >&2
+  (export OMP_WAIT_POLICY=passive; standard_set)
+  python3 "$here/table.py" "$default_out" "$out"
+  echo "raw results: $default_out (default) and $out (tuned)" >&2
+else
+  python3 "$here/table.py" "$out"
+  echo "raw results: $out" >&2
+fi

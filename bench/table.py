@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Prints the standard-set table and the issue-9 target ratios from moe-bench JSON lines.
 
-Usage: bench/table.py RESULTS.jsonl   (the last record of each config/precision wins)
+Usage: bench/table.py RESULTS.jsonl [TUNED.jsonl]   (the last record of each config/precision wins)
+With TUNED.jsonl (run_standard.sh's second pass with OMP_WAIT_POLICY=passive), also
+prints default/tuned tokens/s per config.
 """
 import json
 import sys
@@ -27,7 +29,7 @@ def gf_best(r):
     return r["model_flops_per_token"] * tps_best(r) * 1e-9
 
 
-def main(path):
+def load(path):
     recs = {}
     with open(path) as f:
         for line in f:
@@ -38,6 +40,25 @@ def main(path):
                     recs[key(r)] = r
     if not recs:
         sys.exit("no model results in %s" % path)
+    return recs
+
+
+def compare_tuned(recs, tuned):
+    print("\nDefault environment vs tuned (OMP_WAIT_POLICY=passive), tokens/s of the best step:")
+    worst = None
+    for k in sorted(recs):
+        if k not in tuned:
+            continue
+        ratio = tps_best(recs[k]) / tps_best(tuned[k])
+        worst = ratio if worst is None else min(worst, ratio)
+        print("  %-28s %-5s default %9.0f  tuned %9.0f  default/tuned %.3f" % (
+            k[0], k[1], tps_best(recs[k]), tps_best(tuned[k]), ratio))
+    if worst is not None:
+        print("  worst default/tuned %.3f  target >= 0.95 %s" % (worst, "MET" if worst >= 0.95 else "NOT MET"))
+
+
+def main(path, tuned_path=None):
+    recs = load(path)
     any_r = next(iter(recs.values()))
     print("engine fp32/bf16 runs on %s, %d threads; tokens/step %d" %
           (any_r["cpu_isa"], any_r["threads"], any_r["model"]["tokens_per_step"]))
@@ -87,9 +108,11 @@ def main(path):
     worst = max(recs.values(), key=lambda r: r["memory"]["ratio_to_min"])
     show("memory: (peak RSS - baseline) / analytic minimum, worst run", worst["memory"]["ratio_to_min"], "<= 1.5",
          lambda v: v <= 1.5)
+    if tuned_path:
+        compare_tuned(recs, load(tuned_path))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) not in (2, 3):
         sys.exit(__doc__)
-    main(sys.argv[1])
+    main(*sys.argv[1:])

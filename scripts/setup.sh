@@ -10,6 +10,7 @@ PACKAGES=(
   libhdf5-openmpi-dev hdf5-tools
   libboost-program-options-dev
   libopenblas-dev
+  libopenblas-openmp-dev
   # oneDNN's CMake config (dnnl-config.cmake) calls find_package(OpenCL), but
   # libdnnl-dev only *recommends* ocl-icd-opencl-dev, and we install without
   # recommends: name it, or configure fails on a fresh machine.

@@ -84,6 +84,12 @@ GroupedVariant grouped_variant();
 bool bf16_available(std::string* why = nullptr);
 bool has_amx();  // effective ISA is avx512_core_amx
 std::string cpu_isa();  // oneDNN's effective ISA name, or "none"
+// How the loaded OpenBLAS threads: "openmp" (it runs on OpenMP's team, so BLAS
+// and finemoe's loops share one pool), "pthread" (a second pool) or "serial".
+std::string blas_threading();
+// Size of the OpenMP team the last multi-problem grouped_gemm loop ran on
+// (0 before any): lets a test see that BLAS threading did not shrink it.
+int last_grouped_team_size();
 
 // ---- bf16 weight cache -------------------------------------------------------
 // A bf16 GEMM converts its fp32 operands first. For weights that is wasted

@@ -233,6 +233,8 @@ int run(const fm::ParsedArgs& args) {
   j.str("engine", be::engine_description());
   j.str("cpu_isa", be::cpu_isa());
   j.num("threads", double(be::num_threads()));
+  j.str("blas_threading", be::blas_threading());
+  j.str("omp_wait_policy", std::getenv("OMP_WAIT_POLICY") ? std::getenv("OMP_WAIT_POLICY") : "");
   j.str("grouped_variant", grp);
   j.str("bf16_weights", wmode);
 

@@ -244,8 +244,9 @@ TrainResult train(const Config& cfg_in) {
   log::info("memory/rank: replicated %.2f MiB, expert shard %.2f MiB (params+grads+AdamW)",
             double(store.local_bytes(ParamClass::replicated)) / 1048576.0,
             double(store.local_bytes(ParamClass::expert)) / 1048576.0);
-  log::info("precision: %s (%s) | engine: %s", prec == backend::Precision::bf16 ? "bf16" : "fp32", why.c_str(),
-            backend::engine_description().c_str());
+  log::info("precision: %s (%s) | engine: %s | %d threads, OpenBLAS threading %s",
+            prec == backend::Precision::bf16 ? "bf16" : "fp32", why.c_str(), backend::engine_description().c_str(),
+            backend::num_threads(), backend::blas_threading().c_str());
   if (std::isfinite(entropy))
     log::info("data: %s | entropy rate %.4f +- %.4f nats/token (irreducible loss)", train_src->describe().c_str(),
               entropy, entropy_err);

@@ -1,6 +1,7 @@
 // GEMM engines (OpenBLAS fp32, oneDNN fp32, oneDNN bf16) and grouped GEMM
 // variants against a naive double-precision reference.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -181,6 +182,24 @@ TEST(grouped_gemm, fp32_openblas_serial_and_omp_loop_with_empty_groups) {
   for (auto v : {be::GroupedVariant::serial, be::GroupedVariant::omp_loop, be::GroupedVariant::automatic})
     for (bool ta : {false, true})
       for (bool tb : {false, true}) check_grouped(be::Precision::fp32, v, be::Fp32Engine::openblas, ta, tb, kFp32Tol);
+}
+
+// One thread pool: with the OpenMP build of OpenBLAS (what CMake links when it
+// finds it), openblas_set_num_threads(1) would also shrink OpenMP's team; the
+// grouped loop must still run on every thread, and the executables must load
+// that build (their RUNPATH), not the system's pthread one.
+TEST(grouped_gemm, fp32_openblas_omp_loop_runs_on_the_whole_team) {
+#ifdef FINEMOE_EXPECT_BLAS_OPENMP
+  EXPECT_EQ(be::blas_threading(), "openmp") << "built against the OpenMP OpenBLAS, but another one was loaded";
+#endif
+  const int saved = omp_get_max_threads();
+  be::set_num_threads(2);
+  check_grouped(be::Precision::fp32, be::GroupedVariant::omp_loop, be::Fp32Engine::openblas, false, false, kFp32Tol);
+  EXPECT_EQ(be::last_grouped_team_size(), 2) << "BLAS threading: " << be::blas_threading();
+  EXPECT_EQ(omp_get_max_threads(), 2);
+  check_grouped(be::Precision::fp32, be::GroupedVariant::omp_loop, be::Fp32Engine::openblas, true, false, kFp32Tol);
+  EXPECT_EQ(be::last_grouped_team_size(), 2);
+  be::set_num_threads(saved);
 }
 
 TEST(grouped_gemm, fp32_onednn_and_automatic_omp_loop_with_empty_groups) {

@@ -7,10 +7,14 @@
 //         docs/performance.md for the measurements behind the choice.
 //   bf16: oneDNN matmul, bf16 inputs, fp32 accumulate/output (gemm_dnnl.cpp).
 //
-// Threading rule (no oversubscription): one pool size for OpenMP and OpenBLAS.
-// Plain gemm() runs multi-threaded from the serial part of the program;
-// grouped_gemm's OpenMP loop pins OpenBLAS to one thread for its duration, and
-// oneDNN runs single-threaded by itself inside a parallel region.
+// Threading rule (no oversubscription): one pool for OpenMP and OpenBLAS.
+// The build links the OpenMP build of OpenBLAS when it exists (CMakeLists.txt):
+// BLAS then runs on libgomp's team, follows omp_set_num_threads, and runs on
+// one thread by itself inside a parallel region. With the pthread build (the
+// fallback) the two pools are separate, so grouped_gemm's OpenMP loop pins
+// OpenBLAS to one thread for its duration; with the OpenMP build it must NOT,
+// because there openblas_set_num_threads(1) also sets OpenMP's team to one
+// thread. oneDNN runs single-threaded by itself inside a parallel region.
 #include <cblas.h>
 #include <omp.h>
 
@@ -32,6 +36,7 @@ namespace {
 std::atomic<Precision> g_precision{Precision::fp32};
 std::atomic<Fp32Engine> g_fp32_engine{Fp32Engine::openblas};
 std::atomic<GroupedVariant> g_grouped{GroupedVariant::automatic};
+std::atomic<int> g_last_team{0};
 
 bool use_dnnl() { return g_precision == Precision::bf16 || g_fp32_engine == Fp32Engine::onednn; }
 bool use_dnnl_grouped() {
@@ -44,6 +49,9 @@ void blas_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(M), int(N),
               int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
 }
+
+// openblas_get_parallel(): 0 sequential, 1 pthreads, 2 OpenMP.
+bool blas_on_openmp() { return openblas_get_parallel() == 2; }
 
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -58,7 +66,7 @@ double thread_cpu_s() {
 void set_num_threads(int n) {
   if (n <= 0) return;
   omp_set_num_threads(n);
-  openblas_set_num_threads(n);
+  if (!blas_on_openmp()) openblas_set_num_threads(n);  // the OpenMP build follows OpenMP's count
 }
 int num_threads() { return omp_get_max_threads(); }
 
@@ -72,6 +80,15 @@ void set_grouped_variant(GroupedVariant v) { g_grouped = v; }
 GroupedVariant grouped_variant() { return g_grouped; }
 
 std::string cpu_isa() { return detail::dnnl_isa_name(); }
+std::string blas_threading() {
+  switch (openblas_get_parallel()) {
+    case 0: return "serial";
+    case 1: return "pthread";
+    case 2: return "openmp";
+    default: return "unknown";
+  }
+}
+int last_grouped_team_size() { return g_last_team; }
 bool has_amx() { return detail::dnnl_amx(); }
 
 bool bf16_available(std::string* why) {
@@ -213,10 +230,15 @@ void grouped_gemm(bool ta, bool tb, int64_t count, const int64_t* M, int64_t N, 
     for (int64_t g = 0; g < count; ++g)
       detail::dnnl_prepare(is_bf16(), ta, tb, M[g], N, K, alpha, B[g], lda, ldb, beta, ldc, relu);
   }
+  const bool pin_blas = !dnnl && !blas_on_openmp();  // see the threading rule at the top
   const int blas_threads = openblas_get_num_threads();
-  if (!dnnl) openblas_set_num_threads(1);
+  if (pin_blas) openblas_set_num_threads(1);
   // Dynamic schedule: expert sizes differ (token choice, empty experts).
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel
+  {
+#pragma omp single nowait
+    g_last_team = omp_get_num_threads();
+#pragma omp for schedule(dynamic, 1)
   for (int64_t g = 0; g < count; ++g) {
     if (M[g] == 0) continue;
     if (dnnl) {
@@ -226,7 +248,8 @@ void grouped_gemm(bool ta, bool tb, int64_t count, const int64_t* M, int64_t N, 
       if (relu) relu_block(C[g], M[g], N, ldc);  // while this problem's C is in cache
     }
   }
-  if (!dnnl) openblas_set_num_threads(blas_threads);
+  }
+  if (pin_blas) openblas_set_num_threads(blas_threads);
 }
 
 void set_weight_cache_mode(WeightCacheMode m) { detail::dnnl_set_weight_cache_mode(m); }
@@ -346,7 +369,7 @@ Precision resolve_precision(const std::string& requested, std::string* why, cons
   // 512 rows per shape so that start-up stays well under a second.
   const int omp_saved = omp_get_max_threads(), blas_saved = openblas_get_num_threads();
   omp_set_num_threads(1);
-  openblas_set_num_threads(1);
+  if (!blas_on_openmp()) openblas_set_num_threads(1);
   double t32 = 0, t16 = 0;
   for (GemmShape s : shapes) {
     s.M = std::min<int64_t>(s.M, 512);
@@ -356,7 +379,7 @@ Precision resolve_precision(const std::string& requested, std::string* why, cons
     t16 += flop / measure_gemm_gflops(Precision::bf16, s, 0.02);
   }
   omp_set_num_threads(omp_saved);
-  openblas_set_num_threads(blas_saved);
+  if (!blas_on_openmp()) openblas_set_num_threads(blas_saved);
   const double speedup = t16 > 0 ? t32 / t16 : 0;
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.2fx", speedup);
