@@ -1,4 +1,7 @@
 // Global batches from a TokenSource, and the train/validation sources of a config.
+// Everything data.hpp declares lives here, in io beside the sources it builds
+// (synthetic_corpus.cpp, token_shards.cpp): their base class's vtable is emitted
+// with TokenSource::entropy_rate, so io cannot do without this file.
 #include <cmath>
 #include <limits>
 #include <vector>
