@@ -1,7 +1,10 @@
-// The common frame of every executable's main(): run the body, turn a
-// finemoe::Error into "NAME: error: MESSAGE" on stderr and its exit code
-// (error.hpp), anything else into exit code 1. One place, so every tool
-// reports failures the same way scripts can test.
+// The common frame of the single-process executables' main() (moe-bench,
+// moe-data, moe-sweep): run the body, turn a finemoe::Error into "NAME: error:
+// MESSAGE" on stderr and its exit code (error.hpp), any other std::exception
+// into the same line and exit code 1; anything else is not caught. moe-train
+// does not use it (under MPI one rank's error must abort every rank: see
+// src/apps/moe-train.cpp), nor does moe-analyze (analyze_main, analysis/analyze.cpp,
+// prints "moe-analyze: MESSAGE" with the same exit codes).
 #pragma once
 #include <functional>
 

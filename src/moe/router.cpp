@@ -1,7 +1,7 @@
 // Router: fp32 logits, softmax, expert-choice / token-choice selection, and the
-// router's backward. The small [T,d]·[d,E·G] products are plain OpenMP loops on
-// purpose: the paper keeps the router in fp32, and the GEMM backend may run
-// bf16, so the router must not go through it.
+// router's backward. Its [T,d]·[d,E·G] products go through backend::gemm_fp32:
+// fp32 whatever the GEMM precision (the paper keeps the router in fp32 when the
+// backend runs bf16). Softmax, selection and their backward are loops here.
 #include "router.hpp"
 
 #include <omp.h>
