@@ -15,6 +15,10 @@
 //   tokens      = 1e6             ; OR token budgets D (exactly one of the two)
 //   dense       = false           ; true: add a dense baseline per size and
 //                                 ;    budget; only: dense runs only
+//   max_flops   = 2e12            ; leave out grid points whose realised
+//                                 ;    training FLOPs exceed this (e.g. the
+//                                 ;    largest size at the largest token
+//                                 ;    budget); moe-sweep lists them
 //   seeds       = 1234            ; train.seed values (default: the base's)
 //   ranks       = 1               ; MPI ranks per run (validation, sbatch -n)
 //   [slurm]                       ; optional, for sweep.sbatch
@@ -58,6 +62,7 @@ struct SweepSpec {
   std::vector<double> flops, tokens;
   std::string dense = "false"; // false | true | only
   int64_t ranks = 1;
+  double max_flops = 0;        // 0: no cap
   SweepSlurm slurm;
 };
 
@@ -81,7 +86,10 @@ SweepSpec load_sweep_spec(const std::string& path);
 // unique (checked). Throws ConfigError naming the run and the key when a
 // combination is invalid (e.g. G not dividing 4*d_model) or a budget is
 // smaller than one step.
-std::vector<SweepRun> expand_sweep(const SweepSpec& spec, const std::string& runs_dir);
+// Grid points left out by sweep.max_flops are appended to `capped` (name and
+// realised F) when it is given.
+std::vector<SweepRun> expand_sweep(const SweepSpec& spec, const std::string& runs_dir,
+                                   std::vector<std::pair<std::string, double>>* capped = nullptr);
 
 // sweep.tsv: header + one line per run:
 // name N N_active G E D F steps d_model n_blocks flops_per_token budget

@@ -121,7 +121,11 @@ int run(int argc, char** argv) {
   for (const auto& [k, v] : cli_overrides(argc, argv)) finemoe::set_config_value(spec.base, k, v);
 
   const std::string runs_dir = fs::absolute(out.empty() ? fs::path("runs") : fs::path(out)).lexically_normal().string();
-  const auto runs = finemoe::expand_sweep(spec, runs_dir);
+  std::vector<std::pair<std::string, double>> capped;
+  const auto runs = finemoe::expand_sweep(spec, runs_dir, &capped);
+  for (const auto& [name, F] : capped)
+    std::fprintf(stderr, "moe-sweep: left out %s: %.4g FLOPs > sweep.max_flops %.4g\n", name.c_str(), F,
+                 spec.max_flops);
   if (print_only) {
     std::cout << finemoe::sweep_manifest(runs);
     return finemoe::kExitOk;

@@ -193,6 +193,10 @@ SweepSpec parse_sweep_spec(const std::string& text, const std::string& origin, c
         spec.flops = double_list(origin, full, e.value);
       } else if (e.key == "tokens") {
         spec.tokens = double_list(origin, full, e.value);
+      } else if (e.key == "max_flops") {
+        const auto v = double_list(origin, full, e.value);
+        if (v.size() != 1) spec_error(origin, full, "must be one number (FLOPs), got '" + e.value + "'");
+        spec.max_flops = v[0];
       } else if (e.key == "seeds") {
         spec.seeds = int_list(origin, full, e.value);
       } else if (e.key == "ranks") {
@@ -204,7 +208,7 @@ SweepSpec parse_sweep_spec(const std::string& text, const std::string& origin, c
       } else {
         spec_error(origin, full,
                    "unknown sweep key (known: name base granularity experts n_blocks d_model aspect_ratio "
-                   "flops tokens dense seeds ranks)");
+                   "flops tokens max_flops dense seeds ranks)");
       }
     } else if (e.section == "slurm") {
       if (e.key == "time") {
@@ -247,7 +251,8 @@ SweepSpec load_sweep_spec(const std::string& path) {
   return parse_sweep_spec(text, path, dir.empty() ? "." : dir.string());
 }
 
-std::vector<SweepRun> expand_sweep(const SweepSpec& spec, const std::string& runs_dir) {
+std::vector<SweepRun> expand_sweep(const SweepSpec& spec, const std::string& runs_dir,
+                                   std::vector<std::pair<std::string, double>>* capped) {
   const Config& base = spec.base;
   // Axes default to the base config's single value.
   std::vector<int64_t> Es = spec.experts.empty() ? std::vector<int64_t>{base.moe.experts} : spec.experts;
@@ -315,6 +320,10 @@ std::vector<SweepRun> expand_sweep(const SweepSpec& spec, const std::string& run
     r.budget_is_flops = by_flops;
     r.D = double(r.steps) * tokens_per_step;
     r.F = r.D * r.counts.flops_per_token;
+    if (spec.max_flops > 0 && r.F > spec.max_flops) {
+      if (capped) capped->emplace_back(r.name, r.F);
+      return;
+    }
     runs.push_back(std::move(r));
   };
 
@@ -326,6 +335,9 @@ std::vector<SweepRun> expand_sweep(const SweepSpec& spec, const std::string& run
             for (auto G : Gs) add(d, L, false, E, G, budget, seed);
         if (spec.dense != "false") add(d, L, true, 1, 1, budget, seed);
       }
+  if (runs.empty() && spec.max_flops > 0)
+    spec_error(spec.origin, "sweep.max_flops",
+               sweep_number(spec.max_flops) + " leaves no run: every grid point needs more FLOPs");
   return runs;
 }
 

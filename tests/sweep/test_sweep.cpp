@@ -96,6 +96,23 @@ TEST(Sweep, TokenBudgetAndDenseBaseline) {
   for (const auto& r : only) EXPECT_TRUE(r.config.dense());
 }
 
+// max_flops leaves out exactly the grid points above it (realised F, by the
+// same counting): d=64 L1 dense F/token = 6*12*64^2 = 294912; d=128 L2 dense
+// 2359296 (above). tokens 1e6 -> 977 steps -> D = 1000448:
+//   L1: F = 2.950e11, L2: F = 2.360e12; cap 1e12 keeps L1 only.
+TEST(Sweep, MaxFlopsLeavesOutTheGridPointsAboveIt) {
+  std::vector<std::pair<std::string, double>> capped;
+  auto runs = expand_sweep(spec_of("n_blocks = 1, 2\ntokens = 1e6\ndense = only\nmax_flops = 1e12\n"), "r", &capped);
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0].name, "t-L1-d64-dense-D1e6");
+  EXPECT_DOUBLE_EQ(runs[0].F, 1000448.0 * 294912.0);
+  ASSERT_EQ(capped.size(), 1u);
+  EXPECT_EQ(capped[0].first, "t-L2-d128-dense-D1e6");
+  EXPECT_DOUBLE_EQ(capped[0].second, 1000448.0 * 2359296.0);
+  // No cap: both.
+  EXPECT_EQ(expand_sweep(spec_of("n_blocks = 1, 2\ntokens = 1e6\ndense = only\n"), "r").size(), 2u);
+}
+
 TEST(Sweep, AspectRatioAndExplicitWidths) {
   auto runs = expand_sweep(spec_of("n_blocks = 1, 2, 3\ntokens = 1e6\n"), "r");
   ASSERT_EQ(runs.size(), 3u);
@@ -230,6 +247,9 @@ TEST(Sweep, BadSpecsNameTheKey) {
   expect_error("[sweep]\nn_blocks = 2\ntokens = 1e6\n[model]\nseq_len = abc\n", {"model.seq_len", "abc"});
   expect_error("[sweep]\nbase = /nonexistent/base.ini\nn_blocks = 2\ntokens = 1e6\n", {"sweep.base", "/nonexistent/base.ini"});
   expect_error("[sweep]\ndense = maybe\ntokens = 1e6\n" + base, {"sweep.dense", "maybe"});
+  expect_error("[sweep]\nn_blocks = 2\ntokens = 1e6\nmax_flops = 1e9\n" + base, {"sweep.max_flops", "leaves no run"});
+  expect_error("[sweep]\nn_blocks = 2\ntokens = 1e6\nmax_flops = 1e9, 2e9\n" + base, {"sweep.max_flops", "one number"});
+  expect_error("[sweep]\nn_blocks = 2\ntokens = 1e6\nmax_flops = -1\n" + base, {"sweep.max_flops", "'-1'"});
   expect_error("[sweep]\ntokens = 1e6\n[slurm]\nnodes = 2\n" + base, {"slurm.nodes"});
   expect_error("[sweep]\ntokens = 1e6\ntokens = 2e6\n" + base, {"sweep.tokens", "twice"});
   expect_error("[sweep]\nname = a/b\ntokens = 1e6\n" + base, {"sweep.name"});
