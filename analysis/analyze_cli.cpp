@@ -48,7 +48,8 @@ dense compute (F = 6 N D, dense law) reaching the MoE optimum, divided by F.
 Guardrails (terminal, report.md, fit.json "flags"): coefficients on a solver
 bound, set by the L2 prior (moved > 1 % by a lambda = 0 refit), with bootstrap
 intervals wider than a decade (a, b, g, c) or +-50 % (exponents), with a
-bimodal bootstrap distribution, or c below the data's entropy rate; optimal
+bimodal bootstrap distribution, or c below the data's entropy rate; a misfit when
+the RMSE exceeds 2x the runs' final-eval standard errors; optimal
 rows more than 10x beyond the runs' F, N or D are marked extrapolated.
 
 Outputs in --out: fit.json, runs.csv, optimal.csv, report.md, plots/*.png|svg.

@@ -18,6 +18,7 @@ struct FitPoint {
   int group = 0;       // which run the point comes from (unit of bootstrap/holdout)
   double F = 0;        // training FLOPs of the point (extrapolation checks, f-above holdout); 0 unknown
   double weight = 1;   // multiplies the point's Huber term (--points 'weight' column)
+  double loss_se = 0;  // standard error of `loss` (final evaluation); 0 unknown. Misfit guardrail only.
 };
 
 enum class LawForm { Fine, Chinchilla };

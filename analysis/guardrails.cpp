@@ -2,7 +2,9 @@
 
 #include <cmath>
 #include <cstdio>
+#include <algorithm>
 #include <limits>
+#include <map>
 #include <set>
 
 namespace finemoe::analysis {
@@ -147,6 +149,41 @@ Guardrails check_fit(const std::vector<FitPoint>& pts, const FitOptions& fo, con
                                       : std::string(" (no bootstrap interval to compare)")) +
                              ": the fit trades c against the power-law terms"});
       weak.insert("c");
+    }
+  }
+
+  // Misfit: residuals well above the points' own noise.
+  {
+    std::vector<double> se;
+    double ss = 0;
+    std::map<double, std::pair<double, int>> by_D;  // D -> (sum of residuals, count)
+    for (const auto& p : pts) {
+      const double r = p.loss - fit.law.loss(p.N, p.D, p.G);
+      ss += r * r;
+      auto& b = by_D[p.D];
+      b.first += r, b.second += 1;
+      if (p.loss_se > 0) se.push_back(p.loss_se);
+    }
+    if (se.size() >= 5) {
+      std::nth_element(se.begin(), se.begin() + long(se.size() / 2), se.end());
+      const double med = se[se.size() / 2], rmse = std::sqrt(ss / double(pts.size()));
+      if (rmse > 2 * med) {
+        std::string trend;
+        if (by_D.size() >= 3 && by_D.size() <= 12) {
+          trend = "; mean residual (observed - law) by D:";
+          for (const auto& [D, b] : by_D) trend += fmt(" %.3g: %+.3f,", D, b.first / b.second);
+          trend.pop_back();
+        }
+        g.flags.push_back({"misfit", "fit",
+                           fmt("the law misses the runs by RMSE %.3g nats, %.1fx the median standard error of their "
+                               "final losses (%.3g): the residuals are structure, not noise, and the coefficients "
+                               "describe a curve the runs do not follow",
+                               rmse, rmse / med, med) +
+                               trend});
+        g.suggestions.push_back(
+            "longer runs (the law describes the power-law regime; short runs at small scale are still before it), "
+            "or check the residuals in fit_vs_observed");
+      }
     }
   }
 

@@ -18,6 +18,15 @@
 //                   the true irreducible loss) beyond its interval: the upper
 //                   end of its bootstrap interval (or c itself without a
 //                   bootstrap) is below the rate
+//   misfit          (param "fit") the law misses the points by more than their
+//                   own noise: RMSE above 2x the median standard error of the
+//                   points' final losses (final evaluation; needs >= 5 points
+//                   that carry one). The residuals are then structure, not
+//                   noise (e.g. runs before the power-law regime); the message
+//                   gives the mean residual per token budget D so the trend is
+//                   visible. The eval standard error is a lower bound on a
+//                   run's noise (seed-to-seed variance adds to it): the 2x
+//                   margin keeps the flag for misfits well above that.
 #pragma once
 #include <string>
 #include <vector>
@@ -28,8 +37,8 @@
 namespace finemoe::analysis {
 
 struct Flag {
-  std::string kind;     // bound | prior | not_identified | bimodal | below_floor
-  std::string param;    // the coefficient (a, alpha, b, beta, g, gamma, c)
+  std::string kind;     // bound | prior | not_identified | bimodal | below_floor | misfit
+  std::string param;    // the coefficient (a, alpha, b, beta, g, gamma, c), or "fit"
   std::string message;  // one sentence with the numbers
 };
 

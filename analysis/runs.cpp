@@ -128,6 +128,7 @@ RunInfo run_from_metrics(const RunMetrics& m, const CollectOptions& o) {
     }
   }
   r.points.push_back(FitPoint{r.N, r.D, r.G, r.final_loss, 0, r.F});
+  if (std::isfinite(r.final_stderr) && r.final_stderr > 0) r.points.back().loss_se = r.final_stderr;
   const int64_t stride = std::max<int64_t>(1, r.rows / std::max(1, o.curve_max_points));
   for (int64_t i = 0; i < r.rows; i += stride) {
     if (!std::isfinite(m.train[i].loss)) continue;

@@ -14,5 +14,6 @@ echo "== 1/3 expanding the demo sweep (input/demo-sweep.ini) into $RUNS"
 echo "== 2/3 training every run of the sweep (rerun to resume; finished runs are skipped)"
 MOE_TRAIN="$BIN/moe-train" bash jobs/run_local.sh "$RUNS"
 echo "== 3/3 fitting L(N, D, G) over the runs"
-"$BIN/moe-analyze" "$RUNS" --out "$RUNS/analysis" --bootstrap 20
+# c fixed at the corpus entropy rate: see input/demo-sweep.ini
+"$BIN/moe-analyze" "$RUNS" --out "$RUNS/analysis" --bootstrap 40 --fix-c entropy
 echo "demo done: see $RUNS/analysis/report.md"

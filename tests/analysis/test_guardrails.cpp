@@ -118,6 +118,37 @@ TEST(Guardrails, CBelowTheFloorIsFlagged) {
   EXPECT_TRUE(says_fix);
 }
 
+// Misfit: the points carry their final-eval standard error. Points from the
+// law with noise at that level: silent. The same points with a curvature in
+// log D the law cannot follow (the loss falling faster and faster with D, as
+// short CPU runs do before the power-law regime): flagged, with the trend.
+TEST(Guardrails, MisfitWhenResidualsExceedThePointsNoise) {
+  const double se = 0.01;  // nats
+  auto pts = grid({4, 6, 8, 11, 16}, {2e9, 8e9, 3.2e10}, {1, 2, 4}, 0.0, 11);
+  std::mt19937_64 rng(12);
+  std::normal_distribution<double> noise(0.0, se);
+  for (auto& p : pts) p.loss += noise(rng), p.loss_se = se;
+  const Fitted quiet = fit_and_check(pts, NAN, 0);
+  for (const auto& f : quiet.guard.flags) EXPECT_NE(f.kind, "misfit") << f.message;
+
+  // +0.1 nats at the middle budget, against the two ends: a bump in log D.
+  for (auto& p : pts)
+    if (p.D == 8e9) p.loss += 0.1;
+  const Fitted bent = fit_and_check(pts, NAN, 0);
+  bool misfit = false;
+  for (const auto& f : bent.guard.flags)
+    if (f.kind == "misfit") {
+      misfit = true;
+      EXPECT_EQ(f.param, "fit");
+      EXPECT_NE(f.message.find("mean residual (observed - law) by D: 2e+09:"), std::string::npos) << f.message;
+    }
+  EXPECT_TRUE(misfit) << kinds(bent.guard);
+  // Without standard errors there is nothing to compare with: no flag.
+  for (auto& p : pts) p.loss_se = 0;
+  const Fitted unknown = fit_and_check(pts, NAN, 0);
+  for (const auto& f : unknown.guard.flags) EXPECT_NE(f.kind, "misfit") << f.message;
+}
+
 // The flags reach fit.json (machine-readable), report.md and the terminal.
 TEST(Guardrails, FlagsAreWrittenToFitJsonAndReport) {
   const fs::path dir = temp_dir("guard_out");
