@@ -231,7 +231,6 @@ void aux_statistics(const MoEShape& s, Routes& r) {
 
 }  // namespace
 
-
 int64_t token_choice_capacity(const MoEShape& s, int64_t T) {
   return int64_t(std::ceil(s.capacity_factor * double(T) * double(s.top_k) / double(s.n_experts)));
 }
