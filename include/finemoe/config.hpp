@@ -8,6 +8,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,10 @@ struct MoEConfig {
   double capacity_factor = 1.0;   // token choice
   int64_t top_k = 0;              // token choice; 0 means G
   bool output_norm = true;        // extra LayerNorm on the MoE output
+  // Load balancing (moe.hpp, "Auxiliary losses"); none of them is a shape key.
+  std::optional<double> balance_loss;  // Switch/GShard coefficient; unset ("auto"): 0.01 for token choice, 0 for expert choice
+  double z_loss = 0;              // ST-MoE router z-loss coefficient (0 = off)
+  double bias_update_rate = 0;    // DeepSeek-V3 selection-bias step per optimizer step (token choice; 0 = off)
 };
 
 struct TrainConfig {
@@ -97,6 +102,10 @@ struct Config {
   int64_t d_ff() const { return 4 * model.d_model; }
   int64_t d_expert() const { return dense() ? d_ff() : d_ff() / moe.granularity; }
   int64_t top_k() const { return moe.top_k > 0 ? moe.top_k : moe.granularity; }
+  // The balance-loss coefficient in force: moe.balance_loss, or for "auto"
+  // 0.01 with token choice and 0 with expert choice (balanced by
+  // construction); 0 for a dense model.
+  double balance_loss_coef() const;
   // Expert-choice capacity per group, c = G·group/(E·G) = group/E, rounded down
   // (documented in --help); at least 1.
   int64_t expert_capacity() const;

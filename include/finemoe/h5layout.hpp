@@ -5,8 +5,15 @@
 
 namespace finemoe::h5layout {
 
-constexpr int kMetricsFormatVersion = 1;
-constexpr int kCheckpointFormatVersion = 2;  // 2: Fletcher32 per tensor, 1.10 format (1 still loads)
+// metrics.h5: 2 added /train/aux_loss, /routing/balance_loss and
+// /routing/z_loss. Version 1 files still read (those columns come back NaN)
+// and a resumed version-1 run continues in a version-2 file.
+constexpr int kMetricsFormatVersion = 2;
+constexpr int kMetricsOldestReadableVersion = 1;
+// Checkpoints: 2: Fletcher32 per tensor, 1.10 format; 3: /buffers (the
+// router's selection bias). 1 and 2 still load (their buffers are zero, as
+// they were when they were written).
+constexpr int kCheckpointFormatVersion = 3;
 
 // ---- runs/NAME/metrics.h5 ---------------------------------------------------
 // 1-D extendable chunked datasets, one row per logged step.
@@ -18,6 +25,10 @@ constexpr const char* kTrainLr = "/train/lr";                     // float64
 constexpr const char* kTrainGradNorm = "/train/grad_norm";        // float64, before clipping
 constexpr const char* kTrainTokensPerS = "/train/tokens_per_s";   // float64
 constexpr const char* kTrainMfu = "/train/mfu";                   // float64, fraction of measured peak (0 if unknown)
+// The auxiliary router losses added to the training objective at that step,
+// coefficients applied (moe.balance_loss × balance + moe.z_loss × z, summed
+// over blocks; 0 when off). /train/loss is the cross-entropy alone. (v2)
+constexpr const char* kTrainAuxLoss = "/train/aux_loss";          // float64
 constexpr const char* kEvalGroup = "/eval";
 constexpr const char* kEvalStep = "/eval/step";                   // int64
 constexpr const char* kEvalTokens = "/eval/tokens";               // int64
@@ -27,6 +38,9 @@ constexpr const char* kRoutingStep = "/routing/step";             // int64 [rows
 constexpr const char* kRoutingExpertLoad = "/routing/expert_load";          // int64 [rows, n_blocks, E·G] tokens per expert (global)
 constexpr const char* kRoutingDroppedFraction = "/routing/dropped_fraction";// float64 [rows, n_blocks]
 constexpr const char* kRoutingEntropy = "/routing/router_entropy";          // float64 [rows, n_blocks]
+// Per block, WITHOUT the coefficients (moe.hpp, "Auxiliary losses"), (v2):
+constexpr const char* kRoutingBalanceLoss = "/routing/balance_loss";  // float64 [rows, n_blocks] E·G·Σ f_i·P_i, 1 = balanced
+constexpr const char* kRoutingZLoss = "/routing/z_loss";              // float64 [rows, n_blocks] mean logsumexp(logits)²
 
 // Root attributes of metrics.h5.
 constexpr const char* kAttrFormatVersion = "format_version";  // int
@@ -58,6 +72,7 @@ constexpr const char* kAttrConfigPrefix = "config.";          // plus one attrib
 constexpr const char* kCkptParams = "/params";     // /params/<tensor name>, global shape
 constexpr const char* kCkptAdamM = "/adam_m";      // same names
 constexpr const char* kCkptAdamV = "/adam_v";
+constexpr const char* kCkptBuffers = "/buffers";   // /buffers/<name>: non-trainable state (params.hpp), v3
 constexpr const char* kCkptState = "/state";       // attributes below
 constexpr const char* kCkptStep = "step";          // int64: steps completed
 constexpr const char* kCkptTokens = "tokens";      // int64: token cursor

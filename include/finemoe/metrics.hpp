@@ -17,6 +17,7 @@ namespace finemoe {
 struct TrainRow {
   int64_t step = 0, tokens = 0;
   double loss = 0, lr = 0, grad_norm = 0, tokens_per_s = 0, mfu = 0;
+  double aux_loss = 0;  // auxiliary router losses (h5layout.hpp); NaN when read from a version-1 file
 };
 struct EvalRow {
   int64_t step = 0, tokens = 0;
@@ -72,6 +73,7 @@ struct RunMetrics {
   int64_t routing_blocks = 0, routing_experts = 0;
   std::vector<int64_t> routing_expert_load;        // [rows, blocks, experts]
   std::vector<double> routing_dropped, routing_entropy;  // [rows, blocks]
+  std::vector<double> routing_balance, routing_z;        // [rows, blocks]; NaN from a version-1 file
 };
 
 // Throws DataError naming the file and the problem (missing, not a regular

@@ -10,6 +10,7 @@
 //   dense: blocks.{i}.ffn.fc.w [d,4d]  blocks.{i}.ffn.proj.w [4d,d]
 //   moe:   blocks.{i}.moe.router.w [d,E·G]  blocks.{i}.moe.norm.w/b [d]
 //          blocks.{i}.moe.experts.w1 [E·G,d,d_e]  blocks.{i}.moe.experts.w2 [E·G,d_e,d]   (expert class)
+//   buffer (not trained; token choice only): blocks.{i}.moe.router.bias [E·G]
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -42,10 +43,23 @@ class Transformer {
   // loss over these B·T tokens (nats). Keeps activations for backward.
   double forward(const int32_t* tokens, const int32_t* targets, int64_t B);
   // Accumulates into the store's gradients the gradient of
-  // `loss_scale` × (mean loss of the last forward). With
+  // `loss_scale` × (mean loss of the last forward + aux_loss()). With
   // loss_scale = local_tokens / global_tokens the ranks' gradients sum to the
-  // gradient of the global mean loss.
+  // gradient of the global mean loss plus the global auxiliary loss.
   void backward(double loss_scale);
+  // The auxiliary router losses of the last forward (moe.balance_loss ×
+  // balance + moe.z_loss × z, summed over the MoE blocks; this rank's
+  // tokens). 0 for a dense model or with both coefficients 0. Never part of
+  // forward()'s or evaluate()'s loss, which is the cross-entropy alone.
+  double aux_loss() const;
+  // Per MoE block, the selection counts of the last forward
+  // (RoutingStats::selected_per_expert); empty for a dense model.
+  std::vector<std::vector<int64_t>> selection_counts() const;
+  // Token choice: bias_i += rate·sign(mean − load_i) on every block's
+  // blocks.{i}.moe.router.bias, `loads[block]` being that block's selection
+  // counts summed over every rank (moe.hpp, update_selection_bias). No-op for
+  // dense models and expert choice.
+  void update_selection_bias(const std::vector<std::vector<int64_t>>& loads, double rate);
   // Forward only (evaluation): mean loss, no activations kept for backward.
   double evaluate(const int32_t* tokens, const int32_t* targets, int64_t B);
 

@@ -9,6 +9,12 @@
 //   Experts     E·G ReLU MLPs d -> d_expert -> d as ONE grouped GEMM per matrix.
 //   MoELayer    wires them together: forward, backward, telemetry.
 //
+// Load balancing (all optional, see "Auxiliary losses" below): the
+// Switch/GShard balance loss and the ST-MoE router z-loss are added to the
+// training objective by the layer's backward; the DeepSeek-V3 selection bias
+// is an input of the forward (MoEWeights::selection_bias) that the trainer
+// updates between steps (update_selection_bias).
+//
 // Weight layout (row-major): router [d, E·G]; experts w1 [K, d, d_expert],
 // w2 [K, d_expert, d] where K = local experts (E·G / EP) of this EP rank, global
 // ids [ep_rank·K, (ep_rank+1)·K). No biases (the dense FFN has none either, so
@@ -36,6 +42,9 @@ struct MoEShape {
   int64_t capacity = 0;          // expert choice: tokens each expert takes per group
   double capacity_factor = 1.0;  // token choice
   int64_t top_k = 1;             // token choice
+  // Auxiliary-loss coefficients (0 = off); see "Auxiliary losses" below.
+  double balance_loss = 0;       // Switch/GShard load-balancing loss (token choice)
+  double z_loss = 0;             // ST-MoE router z-loss (either routing)
   int64_t ep_size = 1;
   int64_t ep_rank = 0;
   int64_t local_experts() const { return n_experts / ep_size; }
@@ -49,7 +58,40 @@ struct RoutingStats {
   double unserved_fraction = 0;  // expert choice: tokens with 0 experts; token choice: dropped assignments / all
   double router_entropy = 0;     // mean over tokens of the softmax entropy (nats)
   double mean_experts_per_token = 0;
+  // Auxiliary-loss statistics of this rank's tokens, NOT multiplied by their
+  // coefficients (computed whether or not the losses are on):
+  double balance_loss = 0;  // B = E·G·Σ_i f_i·P_i, token-weighted over routing groups; 1 = perfectly balanced
+  double z_loss = 0;        // Z = mean over tokens of logsumexp(router logits)²
+  // Token choice: top-k choices per global expert BEFORE capacity drops (the
+  // load the selection bias balances; tokens_per_expert counts after drops).
+  // Expert choice: equal to tokens_per_expert.
+  std::vector<int64_t> selected_per_expert;
 };
+
+// ---- Auxiliary losses -------------------------------------------------------
+// Over a routing group g of S_g tokens (groups never cross ranks), with
+// p_t = softmax(router logits of token t) and n_{g,i} the token slots of g the
+// selection gives expert i (token choice: its top-k picks before capacity
+// drops, as in Switch/GShard, which count the router's choice, not what
+// capacity let through):
+//   f_{g,i} = n_{g,i} / Σ_j n_{g,j}   fraction of the group's token slots (= n/(S_g·k)
+//                                     for top-k: Switch's top-1 fraction divided by k)
+//   P_{g,i} = (1/S_g) Σ_{t∈g} p_{t,i}  mean router probability
+//   B_g     = E·G · Σ_i f_{g,i}·P_{g,i}      (exactly 1 when f_{g,i} = 1/(E·G) for all i;
+//                                              larger when the routing is skewed)
+// A layer's balance statistic is B = Σ_g (S_g/T)·B_g over its T tokens, and its
+// z statistic Z = (1/T) Σ_t logsumexp(logits_t)² (ST-MoE). The layer adds
+// shape.balance_loss·B + shape.z_loss·Z to the objective; f is piecewise
+// constant (no gradient), so ∂B/∂p_{t,i} = E·G·f_{g(t),i}/T and
+// ∂Z/∂logit_{t,j} = 2·logsumexp_t·p_{t,j}/T.
+//
+// Selection bias (DeepSeek-V3's auxiliary-loss-free balancing, token choice
+// only): token t picks the top-k experts of p_{t,i} + bias_i, while the
+// combine weights stay the unbiased p_{t,i}. Between steps
+//   bias_i += rate · sign(mean_j load_j − load_i)
+// with load_i the selection counts (selected_per_expert) of the whole global
+// batch: integers summed over all ranks, so every rank computes the same bias.
+void update_selection_bias(float* bias, const int64_t* load, int64_t n_experts, double rate);
 
 // Moves rows between the ranks of an EP group. `send` holds this rank's
 // assigned rows sorted by GLOBAL expert id, send_counts[e] rows for expert e
@@ -84,6 +126,10 @@ struct MoEWeights {
   const float* router = nullptr;  // [d, E·G] fp32
   const float* w1 = nullptr;      // [K, d, d_expert]
   const float* w2 = nullptr;      // [K, d_expert, d]
+  // [E·G] token choice only (null = none): added to the router probabilities
+  // for the top-k selection only (combine weights stay unbiased). Not a
+  // trained weight: the trainer updates it with update_selection_bias.
+  const float* selection_bias = nullptr;
 };
 struct MoEGrads {  // accumulated (+=)
   float* router = nullptr;
@@ -101,7 +147,16 @@ class MoELayer {
   void forward(const float* x, float* out, int64_t T, const MoEWeights& w);
   // dx += ∂L/∂x, grads += ∂L/∂weights, given dout = ∂L/∂out. Gradient flows
   // through the routing weights into the router; the selection is constant.
-  void backward(const float* dout, float* dx, const MoEWeights& w, const MoEGrads& g);
+  // The auxiliary losses (aux_loss()) enter with weight `aux_scale`: the
+  // same factor that scales this rank's mean loss in the objective (the
+  // Transformer's loss_scale = local tokens / global tokens).
+  void backward(const float* dout, float* dx, const MoEWeights& w, const MoEGrads& g, double aux_scale = 1.0);
+  // shape.balance_loss·B + shape.z_loss·Z of the last forward (this rank's
+  // tokens; 0 when both coefficients are 0).
+  double aux_loss() const;
+  // Selection counts of the last forward (RoutingStats::selected_per_expert),
+  // without computing the rest of the telemetry.
+  const std::vector<int64_t>& selection_counts() const;
   const RoutingStats& stats() const;
   const MoEShape& shape() const;
 

@@ -7,6 +7,12 @@
 //               embeddings, head); averaged over ALL ranks.
 //   expert:     dim 0 is the global expert id (E·G rows); an EP rank holds rows
 //               [row0, row0 + local_rows); averaged over the expert's DP group.
+//
+// Buffers (PyTorch's register_buffer) are the model's non-trainable state:
+// no gradient, no AdamW moments, whole on every rank, and kept identical on
+// every rank by whoever updates them (deterministically, from globally summed
+// inputs). Checkpoints save them (/buffers) so that resume stays bit-exact.
+// Example: the router's selection bias (moe.hpp). Zero after finalize().
 #pragma once
 #include <cstdint>
 #include <string>
@@ -32,6 +38,13 @@ struct ParamInfo {
   int64_t row_elems() const;  // elements per dim-0 row
 };
 
+struct BufferInfo {
+  std::string name;
+  std::vector<int64_t> shape;
+  int64_t offset = 0;  // element offset in the buffer store
+  int64_t count = 0;   // elements
+};
+
 class ParamStore {
  public:
   // Expert-class tensors are split over `ep_size` ranks; this rank is `ep_rank`.
@@ -41,6 +54,13 @@ class ParamStore {
   // defaults to rank >= 2.
   void add(const std::string& name, std::vector<int64_t> global_shape, ParamClass cls, int64_t fan_in = 0);
   void finalize();
+
+  // Declares a non-trainable buffer (before finalize()).
+  void add_buffer(const std::string& name, std::vector<int64_t> shape);
+  const std::vector<BufferInfo>& buffers() const { return buffer_infos_; }
+  bool has_buffer(const std::string& name) const;
+  float* buffer(const std::string& name);
+  const float* buffer(const std::string& name) const;
 
   const std::vector<ParamInfo>& params() const { return infos_; }
   const ParamInfo& info(const std::string& name) const;
@@ -76,6 +96,10 @@ class ParamStore {
   std::vector<ParamInfo> infos_;
   int64_t sizes_[kNumParamClasses] = {0, 0};
   Buffer<float> p_[kNumParamClasses], g_[kNumParamClasses], m_[kNumParamClasses], v_[kNumParamClasses];
+  std::vector<BufferInfo> buffer_infos_;
+  int64_t buffer_size_ = 0;
+  Buffer<float> b_;
+  const BufferInfo& buffer_info(const std::string& name) const;
 };
 
 }  // namespace finemoe

@@ -91,6 +91,25 @@ const std::vector<KeyDef>& schema() {
       FM_DBL(moe, capacity_factor, "token choice: capacity per expert and group = ceil(cf * group_size * top_k / (E*G))"),
       FM_INT(moe, top_k, "token choice: experts per token (0 = G)"),
       FM_BOOL(moe, output_norm, "extra LayerNorm on the MoE output (crucial for G > 1)"),
+      KeyDef{"moe.balance_loss",
+             "Switch/GShard load-balancing loss coefficient a: adds a * E*G * sum_i f_i*P_i per routing group to "
+             "the training objective (f_i: fraction of the group's top-k slots choosing expert i before capacity "
+             "drops, i.e. Switch's top-1 fraction divided by k; P_i: mean router probability of expert i), which is "
+             "exactly a when perfectly balanced. auto = 0.01 for token_choice, 0 for expert_choice (balanced by "
+             "construction: a non-zero value is an error there). Logged apart from the cross-entropy",
+             [](const Config& c) { return c.moe.balance_loss ? fmt_double(*c.moe.balance_loss) : std::string("auto"); },
+             [](Config& c, const std::string& v) {
+               if (v == "auto") c.moe.balance_loss.reset();
+               else c.moe.balance_loss = to_double("moe.balance_loss", v);
+             }},
+      FM_DBL(moe, z_loss, "ST-MoE router z-loss coefficient: adds z_loss * mean over tokens of logsumexp(router "
+                          "logits)^2 to the training objective (0 = off; either routing). Logged apart from the "
+                          "cross-entropy"),
+      FM_DBL(moe, bias_update_rate,
+             "token choice: DeepSeek-V3 auxiliary-loss-free balancing. Each expert's bias is added to its router "
+             "probability for the top-k selection only (combine weights stay unbiased) and after every step moves "
+             "by rate * sign(mean load - load_i), loads counted over the whole global batch before capacity drops. "
+             "Saved in checkpoints (0 = off; an error with expert_choice)"),
       FM_INT(train, steps, "optimizer steps"),
       FM_INT(train, batch_size, "sequences per global step (all ranks together)"),
       FM_DBL(train, lr, "peak learning rate"),
@@ -167,6 +186,9 @@ constexpr int64_t kMaxEvalTokens = int64_t(1) << 32;
 constexpr int64_t kMaxThreads = 4096;
 constexpr int64_t kMaxRegimes = 4096;
 constexpr int64_t kMaxDocLen = int64_t(1) << 30;
+constexpr double kMaxAuxCoefficient = 100.0;  // moe.balance_loss, moe.z_loss (typical: 1e-2, 1e-3)
+constexpr double kMaxBiasUpdateRate = 1.0;    // the bias is in probability units
+constexpr double kDefaultBalanceLoss = 0.01;  // Switch Transformer's alpha
 
 void require(bool ok, const std::string& key, const std::string& what) {
   if (!ok) throw ConfigError("config key '" + key + "': " + what);
@@ -349,6 +371,12 @@ std::string Config::shape_keys_hash() const {
   return buf;
 }
 
+double Config::balance_loss_coef() const {
+  if (dense()) return 0.0;
+  if (moe.balance_loss) return *moe.balance_loss;
+  return moe.routing == "token_choice" ? kDefaultBalanceLoss : 0.0;
+}
+
 int64_t Config::expert_capacity() const {
   int64_t c = moe.group_size / moe.experts;  // = G*group/(E*G)
   return c < 1 ? 1 : c;
@@ -403,6 +431,24 @@ void Config::validate(int world_size) const {
                 fmt_double(moe.capacity_factor));
     require(moe.top_k >= 0 && top_k() <= n_experts(), "moe.top_k",
             "must be in [0, E*G = " + std::to_string(n_experts()) + "]");
+    const bool expert_choice = moe.routing == "expert_choice";
+    if (moe.balance_loss) {
+      const double b = *moe.balance_loss;
+      require(std::isfinite(b) && b >= 0 && b <= kMaxAuxCoefficient, "moe.balance_loss",
+              "must be auto or a number in [0, " + fmt_double(kMaxAuxCoefficient) + "], got " + fmt_double(b));
+      require(!expert_choice || b == 0, "moe.balance_loss",
+              "is " + fmt_double(b) + " but moe.routing is expert_choice, which is balanced by construction (every "
+              "expert takes the same number of tokens per group): set it to 0 or auto, or use token_choice");
+    }
+    require(std::isfinite(moe.z_loss) && moe.z_loss >= 0 && moe.z_loss <= kMaxAuxCoefficient, "moe.z_loss",
+            "must be in [0, " + fmt_double(kMaxAuxCoefficient) + "], got " + fmt_double(moe.z_loss));
+    require(std::isfinite(moe.bias_update_rate) && moe.bias_update_rate >= 0 &&
+                moe.bias_update_rate <= kMaxBiasUpdateRate,
+            "moe.bias_update_rate",
+            "must be in [0, " + fmt_double(kMaxBiasUpdateRate) + "], got " + fmt_double(moe.bias_update_rate));
+    require(!expert_choice || moe.bias_update_rate == 0, "moe.bias_update_rate",
+            "is " + fmt_double(moe.bias_update_rate) + " but moe.routing is expert_choice, which is balanced by "
+            "construction and has no selection bias: set it to 0 or use token_choice");
   }
   require(train.steps > 0 && train.steps <= kMaxSteps, "train.steps",
           "must be in [1, " + std::to_string(kMaxSteps) + "], got " + std::to_string(train.steps));

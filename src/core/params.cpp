@@ -12,7 +12,7 @@ int64_t ParamInfo::row_elems() const {
 
 void ParamStore::add(const std::string& name, std::vector<int64_t> shape, ParamClass cls, int64_t fan_in) {
   if (finalized_) throw Error("ParamStore::add('" + name + "') after finalize()");
-  if (find(name)) throw Error("ParamStore: duplicate tensor '" + name + "'");
+  if (find(name) || has_buffer(name)) throw Error("ParamStore: duplicate tensor '" + name + "'");
   ParamInfo p;
   p.name = name;
   p.global_shape = std::move(shape);
@@ -37,6 +37,19 @@ void ParamStore::add(const std::string& name, std::vector<int64_t> shape, ParamC
   infos_.push_back(std::move(p));
 }
 
+void ParamStore::add_buffer(const std::string& name, std::vector<int64_t> shape) {
+  if (finalized_) throw Error("ParamStore::add_buffer('" + name + "') after finalize()");
+  if (find(name) || has_buffer(name)) throw Error("ParamStore: duplicate tensor '" + name + "'");
+  BufferInfo b;
+  b.name = name;
+  b.count = 1;
+  for (int64_t n : shape) b.count *= n;
+  b.shape = std::move(shape);
+  b.offset = buffer_size_;
+  buffer_size_ += (b.count + 15) / 16 * 16;  // 64-byte aligned, as the parameters
+  buffer_infos_.push_back(std::move(b));
+}
+
 void ParamStore::finalize() {
   for (int c = 0; c < kNumParamClasses; ++c) {
     p_[c].resize(sizes_[c]);
@@ -44,8 +57,25 @@ void ParamStore::finalize() {
     m_[c].resize(sizes_[c]);
     v_[c].resize(sizes_[c]);
   }
+  b_.resize(size_t(buffer_size_));
+  b_.zero();
   finalized_ = true;
 }
+
+bool ParamStore::has_buffer(const std::string& name) const {
+  for (const auto& b : buffer_infos_)
+    if (b.name == name) return true;
+  return false;
+}
+
+const BufferInfo& ParamStore::buffer_info(const std::string& name) const {
+  for (const auto& b : buffer_infos_)
+    if (b.name == name) return b;
+  throw Error("ParamStore: no buffer named '" + name + "'");
+}
+
+float* ParamStore::buffer(const std::string& name) { return b_.data() + buffer_info(name).offset; }
+const float* ParamStore::buffer(const std::string& name) const { return b_.data() + buffer_info(name).offset; }
 
 const ParamInfo* ParamStore::find(const std::string& name) const {
   for (const auto& p : infos_)

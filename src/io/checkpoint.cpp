@@ -271,6 +271,7 @@ int64_t estimate_bytes(const ParamStore& store) {
     for (int64_t d : p.global_shape) n *= d;
     bytes += 3 * (4 * n + 4096);
   }
+  for (const BufferInfo& b : store.buffers()) bytes += 4 * b.count + 4096;
   return bytes + bytes / 100;
 }
 
@@ -367,7 +368,7 @@ std::string save_checkpoint(const std::string& run_dir, const ParamStore& store,
     h5::Handle coll = h5::plist(H5Pcreate(H5P_DATASET_XFER));
     H5Pset_dxpl_mpio(coll, H5FD_MPIO_COLLECTIVE);
 
-    for (const char* g : {hl::kCkptParams, hl::kCkptAdamM, hl::kCkptAdamV, hl::kCkptState}) {
+    for (const char* g : {hl::kCkptParams, hl::kCkptAdamM, hl::kCkptAdamV, hl::kCkptBuffers, hl::kCkptState}) {
       h5::Handle grp = h5::group(H5Gcreate2(file, g, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
       if (!grp.valid()) fail(std::string("cannot create group ") + g);
     }
@@ -399,6 +400,26 @@ std::string save_checkpoint(const std::string& run_dir, const ParamStore& store,
           ok = rows_io(true, ds, shape, 0, p.local_rows, p.row_elems(), buf, coll, comm.rank() == 0);
         if (!ok) fail("cannot write dataset " + ds_name + " (disk full?)");
       }
+    }
+
+    // Buffers (non-trainable state, identical on every rank): rank 0 writes.
+    for (const BufferInfo& b : store.buffers()) {
+      const std::vector<hsize_t> shape(b.shape.begin(), b.shape.end());
+      const std::string ds_name = std::string(hl::kCkptBuffers) + "/" + b.name;
+      h5::Handle sp = h5::space(H5Screate_simple(int(shape.size()), shape.data(), nullptr));
+      h5::Handle dcpl = h5::plist(H5Pcreate(H5P_DATASET_CREATE));
+      if (H5Pset_chunk(dcpl, int(shape.size()), shape.data()) < 0 || H5Pset_fletcher32(dcpl) < 0 ||
+          H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) < 0)
+        fail("cannot set up the checksum filter for " + ds_name);
+      h5::Handle ds = h5::dataset(H5Dcreate2(file, ds_name.c_str(), H5T_IEEE_F32LE, sp, lcpl, dcpl, H5P_DEFAULT));
+      if (!ds.valid()) {
+        fail("cannot create dataset " + ds_name);
+        continue;
+      }
+      const int64_t rows = b.shape.empty() ? 1 : b.shape[0];
+      float* buf = const_cast<float*>(store.buffer(b.name));  // H5Dwrite only reads it
+      if (!rows_io(true, ds, shape, 0, rows, rows ? b.count / rows : 0, buf, coll, comm.rank() == 0))
+        fail("cannot write dataset " + ds_name + " (disk full?)");
     }
 
     h5::Handle st = h5::group(H5Gopen2(file, hl::kCkptState, H5P_DEFAULT));
@@ -488,8 +509,8 @@ void check_state(hid_t file, const std::string& where, const Config& cfg, TrainS
   std::string ini, hash;
   if (!h5::read_attr_i64(st, hl::kCkptFormatVersion, version))
     return local.set('D', where + "attribute /state/format_version missing or unreadable" + h5::detail_suffix());
-  if (version != 1 && version != hl::kCheckpointFormatVersion)
-    return local.set('D', where + "format_version " + std::to_string(version) + ", this build reads 1 and " +
+  if (version < 1 || version > hl::kCheckpointFormatVersion)
+    return local.set('D', where + "format_version " + std::to_string(version) + ", this build reads 1 to " +
                               std::to_string(hl::kCheckpointFormatVersion));
   if (!h5::read_attr_i64(st, hl::kCkptStep, state.step) || !h5::read_attr_i64(st, hl::kCkptTokens, state.tokens) ||
       !h5::read_attr_u64(st, hl::kCkptSeed, state.seed))
@@ -597,6 +618,30 @@ TrainState load_checkpoint(const std::string& path, ParamStore& store, const Con
       if (local) break;
     }
   }
+  // Buffers exist from format_version 3 on; each one the model declares must be there.
+  if (!local && version >= 3) {
+    for (const BufferInfo& b : store.buffers()) {
+      const std::string ds_name = std::string(hl::kCkptBuffers) + "/" + b.name;
+      if (!h5::exists(file, ds_name)) {
+        local.set('D', where + "dataset " + ds_name + " missing" + h5::detail_suffix());
+        break;
+      }
+      h5::Handle ds = h5::dataset(H5Dopen2(file, ds_name.c_str(), H5P_DEFAULT));
+      const std::vector<hsize_t> d = ds.valid() ? h5::dims(ds) : std::vector<hsize_t>{};
+      const std::vector<hsize_t> want(b.shape.begin(), b.shape.end());
+      h5::Handle t = h5::type(ds.valid() ? H5Dget_type(ds) : H5I_INVALID_HID);
+      if (d != want || !t.valid() || H5Tget_class(t) != H5T_FLOAT) {
+        local.set('D', where + "dataset " + ds_name + " has another shape or type than the model's buffer" +
+                           h5::detail_suffix());
+        break;
+      }
+      if (!has_fletcher32(ds)) {
+        local.set('D', where + "tensor " + ds_name + " has no checksum, which format_version " +
+                           std::to_string(version) + " requires");
+        break;
+      }
+    }
+  }
   if (Failure f = agree(comm, local)) {
     file.close();
     raise(f);
@@ -630,6 +675,31 @@ TrainState load_checkpoint(const std::string& path, ParamStore& store, const Con
       else
         local.set('D', where + "cannot read tensor " + ds_name + (d.empty() ? "" : " (HDF5: " + d + ")"));
     }
+  }
+  // Buffers: every rank reads the whole tensor (they are identical on all
+  // ranks). A checkpoint from before buffers existed (format_version < 3)
+  // was written when they were implicitly zero: they restart at zero.
+  for (const BufferInfo& b : store.buffers()) {
+    float* buf = store.buffer(b.name);
+    if (version < 3) {
+      std::fill(buf, buf + b.count, 0.0f);
+      continue;
+    }
+    if (local) break;
+    const std::string ds_name = std::string(hl::kCkptBuffers) + "/" + b.name;
+    const std::vector<hsize_t> shape(b.shape.begin(), b.shape.end());
+    const int64_t rows = b.shape.empty() ? 1 : b.shape[0];
+    h5::Handle ds = h5::dataset(H5Dopen2(file, ds_name.c_str(), H5P_DEFAULT));
+    std::string d = ds.valid() ? "" : h5::detail();
+    if (ds.valid() && rows_io(false, ds, shape, 0, rows, rows ? b.count / rows : 0, buf, H5P_DEFAULT, true, &d))
+      continue;
+    std::string low = d;
+    std::transform(low.begin(), low.end(), low.begin(), ::tolower);
+    if (low.find("checksum") != std::string::npos)
+      local.set('D', where + "checksum mismatch in tensor " + ds_name +
+                         ": its stored bytes changed after they were written (HDF5: " + d + ")");
+    else
+      local.set('D', where + "cannot read tensor " + ds_name + (d.empty() ? "" : " (HDF5: " + d + ")"));
   }
   file.close();
   if (Failure f = agree(comm, local)) raise(f);

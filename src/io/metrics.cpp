@@ -143,6 +143,8 @@ struct MetricsWriter::Impl {
     create_set(hl::kRoutingExpertLoad, {hsize_t(n_blocks), hsize_t(n_experts)});
     create_set(hl::kRoutingDroppedFraction, {hsize_t(n_blocks)});
     create_set(hl::kRoutingEntropy, {hsize_t(n_blocks)});
+    create_set(hl::kRoutingBalanceLoss, {hsize_t(n_blocks)});
+    create_set(hl::kRoutingZLoss, {hsize_t(n_blocks)});
   }
 
   void create(const std::string& at) {
@@ -237,6 +239,7 @@ struct MetricsWriter::Impl {
     put(hl::kTrainGradNorm, &TrainRow::grad_norm, old.train, nt);
     put(hl::kTrainTokensPerS, &TrainRow::tokens_per_s, old.train, nt);
     put(hl::kTrainMfu, &TrainRow::mfu, old.train, nt);
+    put(hl::kTrainAuxLoss, &TrainRow::aux_loss, old.train, nt);  // NaN for a version-1 file's rows
     put(hl::kTrainStep, &TrainRow::step, old.train, nt);
     put(hl::kEvalTokens, &EvalRow::tokens, old.eval, ne);
     put(hl::kEvalLoss, &EvalRow::loss, old.eval, ne);
@@ -244,6 +247,8 @@ struct MetricsWriter::Impl {
     append(hl::kRoutingExpertLoad, H5T_NATIVE_INT64, old.routing_expert_load.data(), nr);
     append(hl::kRoutingDroppedFraction, H5T_NATIVE_DOUBLE, old.routing_dropped.data(), nr);
     append(hl::kRoutingEntropy, H5T_NATIVE_DOUBLE, old.routing_entropy.data(), nr);
+    append(hl::kRoutingBalanceLoss, H5T_NATIVE_DOUBLE, old.routing_balance.data(), nr);
+    append(hl::kRoutingZLoss, H5T_NATIVE_DOUBLE, old.routing_z.data(), nr);
     append(hl::kRoutingStep, H5T_NATIVE_INT64, old.routing_step.data(), nr);
     counts[0] = nt, counts[1] = ne, counts[2] = nr;
   }
@@ -261,11 +266,17 @@ void MetricsWriter::Impl::resume(int64_t resume_step, int64_t file_size) {
   // First a health check that brings back steps only; the full salvage (a
   // second read) only for a damaged file.
   MetricsSalvage s = salvage_metrics(path, timeout_s, /*routing_values=*/false);
-  // Another layout, another model: not damage, and not ours to replace.
-  if (s.format_version >= 0 && s.format_version != hl::kMetricsFormatVersion)
+  // Another layout, another model: not damage, and not ours to replace. An
+  // older layout this build reads is carried over into a new-layout file.
+  if (s.format_version >= 0 && !readable_version(s.format_version))
     throw DataError("metrics " + path + ": format_version " + std::to_string(s.format_version) +
-                    ", this build writes " + std::to_string(hl::kMetricsFormatVersion) +
-                    "; move the file away to start a new one");
+                    ", this build writes " + std::to_string(hl::kMetricsFormatVersion) + " and reads " +
+                    std::to_string(hl::kMetricsOldestReadableVersion) + " to " +
+                    std::to_string(hl::kMetricsFormatVersion) + "; move the file away to start a new one");
+  if (s.format_version >= 0 && s.format_version != hl::kMetricsFormatVersion)
+    log::info("metrics %s: format_version %lld carried over into format_version %d (columns it lacks are NaN in "
+              "its rows)",
+              path.c_str(), (long long)s.format_version, hl::kMetricsFormatVersion);
   if (!s.clean()) {
     MetricsSalvage full = salvage_metrics(path, timeout_s, true);
     if (full.clean()) full.problem = s.problem;  // it failed once: damaged all the same
@@ -393,6 +404,7 @@ void MetricsWriter::append_train(const TrainRow& r) {
   m.append(hl::kTrainGradNorm, H5T_NATIVE_DOUBLE, &r.grad_norm);
   m.append(hl::kTrainTokensPerS, H5T_NATIVE_DOUBLE, &r.tokens_per_s);
   m.append(hl::kTrainMfu, H5T_NATIVE_DOUBLE, &r.mfu);
+  m.append(hl::kTrainAuxLoss, H5T_NATIVE_DOUBLE, &r.aux_loss);
   m.append(hl::kTrainStep, H5T_NATIVE_INT64, &r.step);  // last: commits the row
   m.flush();
 }
@@ -422,7 +434,8 @@ void MetricsWriter::append_routing(int64_t step, const std::vector<RoutingStats>
     throw Error("metrics " + m.path + ": append_routing got " + std::to_string(per_block.size()) +
                 " blocks, the file has " + std::to_string(m.n_blocks));
   std::vector<int64_t> load(size_t(m.n_blocks * m.n_experts), 0);
-  std::vector<double> dropped(size_t(m.n_blocks)), entropy(size_t(m.n_blocks));
+  std::vector<double> dropped(size_t(m.n_blocks)), entropy(size_t(m.n_blocks)), balance(size_t(m.n_blocks)),
+      z(size_t(m.n_blocks));
   for (int64_t b = 0; b < m.n_blocks; ++b) {
     const RoutingStats& s = per_block[size_t(b)];
     if (!s.tokens_per_expert.empty() && int64_t(s.tokens_per_expert.size()) != m.n_experts)
@@ -432,10 +445,14 @@ void MetricsWriter::append_routing(int64_t step, const std::vector<RoutingStats>
     std::copy(s.tokens_per_expert.begin(), s.tokens_per_expert.end(), load.begin() + b * m.n_experts);
     dropped[size_t(b)] = s.unserved_fraction;
     entropy[size_t(b)] = s.router_entropy;
+    balance[size_t(b)] = s.balance_loss;
+    z[size_t(b)] = s.z_loss;
   }
   m.append(hl::kRoutingExpertLoad, H5T_NATIVE_INT64, load.data());
   m.append(hl::kRoutingDroppedFraction, H5T_NATIVE_DOUBLE, dropped.data());
   m.append(hl::kRoutingEntropy, H5T_NATIVE_DOUBLE, entropy.data());
+  m.append(hl::kRoutingBalanceLoss, H5T_NATIVE_DOUBLE, balance.data());
+  m.append(hl::kRoutingZLoss, H5T_NATIVE_DOUBLE, z.data());
   m.append(hl::kRoutingStep, H5T_NATIVE_INT64, &step);
   m.flush();
 }

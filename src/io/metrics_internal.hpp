@@ -16,10 +16,20 @@ namespace hl = h5layout;
 
 // Datasets of each group; the /step dataset LAST (it commits a row).
 inline const char* const kTrainSets[] = {hl::kTrainTokens,      hl::kTrainLoss, hl::kTrainLr, hl::kTrainGradNorm,
-                                         hl::kTrainTokensPerS, hl::kTrainMfu,  hl::kTrainStep};
+                                         hl::kTrainTokensPerS, hl::kTrainMfu,  hl::kTrainAuxLoss,
+                                         hl::kTrainStep};
 inline const char* const kEvalSets[] = {hl::kEvalTokens, hl::kEvalLoss, hl::kEvalStep};
 inline const char* const kRoutingSets[] = {hl::kRoutingExpertLoad, hl::kRoutingDroppedFraction, hl::kRoutingEntropy,
-                                           hl::kRoutingStep};
+                                           hl::kRoutingBalanceLoss, hl::kRoutingZLoss, hl::kRoutingStep};
+
+// Datasets that format_version 1 files lack (the readers fill them with NaN).
+inline bool added_in_v2(const char* name) {
+  const std::string n = name;
+  return n == hl::kTrainAuxLoss || n == hl::kRoutingBalanceLoss || n == hl::kRoutingZLoss;
+}
+inline bool readable_version(int64_t v) {
+  return v >= hl::kMetricsOldestReadableVersion && v <= hl::kMetricsFormatVersion;
+}
 
 // File access without HDF5's flock: moe-analyze and h5py may read a live
 // metrics.h5 while the trainer appends (and locks fail on some cluster FSs).
@@ -35,7 +45,8 @@ class PartReader {
   // Checks the path is a readable regular file with the HDF5 signature (so a
   // FIFO never blocks), then opens it read-only.
   explicit PartReader(const std::string& path);
-  // format_version attribute; throws if missing or unreadable.
+  // format_version attribute; throws if missing or unreadable. The read_*
+  // calls then expect that version's datasets (none read it: the current one).
   int64_t format_version();
   void read_train(RunMetrics& out);
   void read_eval(RunMetrics& out);
@@ -51,6 +62,7 @@ class PartReader {
 
   std::string path_;
   int64_t file_size_ = 0;
+  int64_t version_ = hl::kMetricsFormatVersion;
   h5::Handle file_;
 };
 

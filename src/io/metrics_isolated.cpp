@@ -142,7 +142,7 @@ bool write_all(int fd, const std::string& s) {
       o.buf += char(kVersion);
       o.u64(uint64_t(v));
       send(o);
-      stop = v != h5layout::kMetricsFormatVersion;  // another layout: its rows mean something else
+      stop = !metrics_detail::readable_version(v);  // another layout: its rows mean something else
     } catch (const std::exception& e) {
       problem(kVersion, e.what());
     }
@@ -174,6 +174,8 @@ bool write_all(int fd, const std::string& s) {
           m.routing_expert_load.clear();
           m.routing_dropped.clear();
           m.routing_entropy.clear();
+          m.routing_balance.clear();
+          m.routing_z.clear();
         }
         o.u64(uint64_t(m.routing_blocks));
         o.u64(uint64_t(m.routing_experts));
@@ -181,6 +183,8 @@ bool write_all(int fd, const std::string& s) {
         o.vec(m.routing_expert_load);
         o.vec(m.routing_dropped);
         o.vec(m.routing_entropy);
+        o.vec(m.routing_balance);
+        o.vec(m.routing_z);
       });
       part(kAttrs, [&](Out& o) {
         RunMetrics m;
@@ -229,6 +233,8 @@ bool parse(const std::string& buf, MetricsSalvage& s, int* parts) {
         m.routing_expert_load = in.vec<int64_t>();
         m.routing_dropped = in.vec<double>();
         m.routing_entropy = in.vec<double>();
+        m.routing_balance = in.vec<double>();
+        m.routing_z = in.vec<double>();
         next.routing_ok = true;
         break;
       case kAttrs: {
@@ -336,9 +342,10 @@ MetricsSalvage salvage_metrics(const std::string& path, double timeout_s, bool r
 RunMetrics read_metrics_isolated(const std::string& path, double timeout_s) {
   MetricsSalvage s = salvage_metrics(path, timeout_s);
   if (!s.problem.empty() && s.format_version < 0) throw DataError(s.problem);
-  if (s.format_version != h5layout::kMetricsFormatVersion)
+  if (!metrics_detail::readable_version(s.format_version))
     throw DataError("metrics " + path + ": format_version " + std::to_string(s.format_version) +
-                    ", this build reads " + std::to_string(h5layout::kMetricsFormatVersion));
+                    ", this build reads " + std::to_string(h5layout::kMetricsOldestReadableVersion) + " to " +
+                    std::to_string(h5layout::kMetricsFormatVersion));
   if (!s.problem.empty()) throw DataError(s.problem);
   return std::move(s.metrics);
 }

@@ -41,6 +41,7 @@ int64_t PartReader::format_version() {
   int64_t version = -1;
   if (!h5::has_attr(file_, hl::kAttrFormatVersion)) fail("attribute format_version missing");
   if (!h5::read_attr_i64(file_, hl::kAttrFormatVersion, version)) fail("attribute format_version unreadable");
+  version_ = version;
   return version;
 }
 
@@ -79,6 +80,7 @@ std::vector<T> PartReader::read(const char* name, hid_t mem_type, hsize_t rows, 
 hsize_t PartReader::group_rows(const char* const* sets, size_t n) {
   hsize_t rows = std::numeric_limits<hsize_t>::max();
   for (size_t i = 0; i < n; ++i) {
+    if (version_ < 2 && added_in_v2(sets[i])) continue;
     if (!h5::exists(file_, sets[i])) fail(std::string("dataset ") + sets[i] + " missing");
     h5::Handle ds = h5::dataset(H5Dopen2(file_, sets[i], H5P_DEFAULT));
     std::vector<hsize_t> d = ds.valid() ? h5::dims(ds) : std::vector<hsize_t>{};
@@ -97,12 +99,14 @@ void PartReader::read_train(RunMetrics& out) {
   auto t_gn = read<double>(hl::kTrainGradNorm, H5T_NATIVE_DOUBLE, nt);
   auto t_tps = read<double>(hl::kTrainTokensPerS, H5T_NATIVE_DOUBLE, nt);
   auto t_mfu = read<double>(hl::kTrainMfu, H5T_NATIVE_DOUBLE, nt);
-  for (const auto* v : {&t_loss, &t_lr, &t_gn, &t_tps, &t_mfu})
+  auto t_aux = version_ >= 2 ? read<double>(hl::kTrainAuxLoss, H5T_NATIVE_DOUBLE, nt)
+                             : std::vector<double>(nt, std::numeric_limits<double>::quiet_NaN());
+  for (const auto* v : {&t_loss, &t_lr, &t_gn, &t_tps, &t_mfu, &t_aux})
     if (v->size() != nt) fail("the /train datasets are not 1-D");
   if (t_step.size() != nt || t_tok.size() != nt) fail("the /train datasets are not 1-D");
   out.train.resize(nt);
   for (hsize_t i = 0; i < nt; ++i)
-    out.train[i] = TrainRow{t_step[i], t_tok[i], t_loss[i], t_lr[i], t_gn[i], t_tps[i], t_mfu[i]};
+    out.train[i] = TrainRow{t_step[i], t_tok[i], t_loss[i], t_lr[i], t_gn[i], t_tps[i], t_mfu[i], t_aux[i]};
 }
 
 void PartReader::read_eval(RunMetrics& out) {
@@ -125,13 +129,25 @@ void PartReader::read_routing(RunMetrics& out) {
   auto entropy = read<double>(hl::kRoutingEntropy, H5T_NATIVE_DOUBLE, nr, &entropy_shape);
   // Every consumer indexes [row][block][expert]: the shapes must agree.
   const hsize_t blocks = load_shape[1];
+  std::vector<double> balance, z;
+  std::vector<hsize_t> balance_shape = entropy_shape, z_shape = entropy_shape;
+  if (version_ >= 2) {
+    balance = read<double>(hl::kRoutingBalanceLoss, H5T_NATIVE_DOUBLE, nr, &balance_shape);
+    z = read<double>(hl::kRoutingZLoss, H5T_NATIVE_DOUBLE, nr, &z_shape);
+  } else {
+    balance.assign(entropy.size(), std::numeric_limits<double>::quiet_NaN());
+    z = balance;
+  }
   if (step.size() != nr || dropped_shape.size() != 2 || entropy_shape.size() != 2 || dropped_shape[1] != blocks ||
-      entropy_shape[1] != blocks)
+      entropy_shape[1] != blocks || balance_shape.size() != 2 || balance_shape[1] != blocks || z_shape.size() != 2 ||
+      z_shape[1] != blocks)
     fail("the /routing datasets disagree on their shapes");
   out.routing_step = std::move(step);
   out.routing_expert_load = std::move(load);
   out.routing_dropped = std::move(dropped);
   out.routing_entropy = std::move(entropy);
+  out.routing_balance = std::move(balance);
+  out.routing_z = std::move(z);
   out.routing_blocks = int64_t(blocks);
   out.routing_experts = int64_t(load_shape[2]);
 }
@@ -171,8 +187,9 @@ void derive_final_eval(RunMetrics& m) {
 RunMetrics read_metrics(const std::string& path) {
   metrics_detail::PartReader r(path);
   const int64_t version = r.format_version();
-  if (version != h5layout::kMetricsFormatVersion)
+  if (!metrics_detail::readable_version(version))
     r.fail("format_version " + std::to_string(version) + ", this build reads " +
+           std::to_string(h5layout::kMetricsOldestReadableVersion) + " to " +
            std::to_string(h5layout::kMetricsFormatVersion));
   RunMetrics out;
   out.path = path;

@@ -48,6 +48,11 @@ void declare_parameters(const Config& cfg, ParamStore& store) {
     } else {
       const int64_t EG = cfg.n_experts(), de = cfg.d_expert();
       store.add(p + "moe.router.w", {d, EG}, R, d);
+      // Token choice's selection bias (DeepSeek-V3; moe.bias_update_rate):
+      // not trained, so a buffer; zero, i.e. no bias, until the trainer
+      // updates it. Declared whatever the rate, so checkpoints of one
+      // routing always hold the same tensors.
+      if (cfg.moe.routing == "token_choice") store.add_buffer(p + "moe.router.bias", {EG});
       if (cfg.moe.output_norm) {
         store.add(p + "moe.norm.w", {d}, R);
         store.add(p + "moe.norm.b", {d}, R);

@@ -33,6 +33,7 @@ struct BlockTensors {
   float *ln1w, *ln1b, *qkvw, *qkvb, *projw, *projb, *ln2w, *ln2b;
   float *fcw = nullptr, *fcprojw = nullptr;                                   // dense
   float *router = nullptr, *normw = nullptr, *normb = nullptr, *w1 = nullptr, *w2 = nullptr;  // moe
+  float* router_bias = nullptr;  // token choice: selection bias buffer (params only)
 };
 
 }  // namespace
@@ -99,6 +100,7 @@ struct Transformer::Impl {
         t.w1 = get(p + "moe.experts.w1");
         t.w2 = get(p + "moe.experts.w2");
         if (moe_norm) { t.normw = get(p + "moe.norm.w"); t.normb = get(p + "moe.norm.b"); }
+        if (!grad && store.has_buffer(p + "moe.router.bias")) t.router_bias = store.buffer(p + "moe.router.bias");
       } else {
         t.fcw = get(p + "ffn.fc.w");
         t.fcprojw = get(p + "ffn.proj.w");
@@ -118,6 +120,8 @@ struct Transformer::Impl {
       sh.capacity = cfg.expert_capacity();
       sh.capacity_factor = cfg.moe.capacity_factor;
       sh.top_k = cfg.top_k();
+      sh.balance_loss = cfg.balance_loss_coef();
+      sh.z_loss = cfg.moe.z_loss;
       sh.ep_size = store.ep_size();
       sh.ep_rank = store.ep_rank();
       for (int64_t l = 0; l < L; ++l) moe_layers.push_back(std::make_unique<MoELayer>(sh, disp));
@@ -149,7 +153,7 @@ struct Transformer::Impl {
     B_alloc = B;
   }
 
-  MoEWeights moe_weights(int64_t l) const { return {bp[l].router, bp[l].w1, bp[l].w2}; }
+  MoEWeights moe_weights(int64_t l) const { return {bp[l].router, bp[l].w1, bp[l].w2, bp[l].router_bias}; }
 
   // keep = true: every block gets its own activation slot (for backward).
   // keep = false (evaluation): all blocks share slot 0, so evaluation needs
@@ -248,9 +252,9 @@ struct Transformer::Impl {
           zero(dmoe.data(), N * d);
           ops::layernorm_backward(dmoe.data(), g.normw, g.normb, dres.data(), moe_out.data() + l * N * d, w.normw,
                                   nrm_mean.data() + l * N, nrm_rstd.data() + l * N, N, d);
-          moe_layers[l]->backward(dmoe.data(), dln.data(), moe_weights(l), mg);
+          moe_layers[l]->backward(dmoe.data(), dln.data(), moe_weights(l), mg, loss_scale);
         } else {
-          moe_layers[l]->backward(dres.data(), dln.data(), moe_weights(l), mg);
+          moe_layers[l]->backward(dres.data(), dln.data(), moe_weights(l), mg, loss_scale);
         }
       }
       // dres becomes ∂L/∂x_mid (identity path + ln2 path).
@@ -287,6 +291,34 @@ double Transformer::evaluate(const int32_t* tokens, const int32_t* targets, int6
 }
 
 const float* Transformer::token_losses() const { return impl_->losses.data(); }
+
+double Transformer::aux_loss() const {
+  double a = 0.0;
+  for (const auto& m : impl_->moe_layers) a += m->aux_loss();
+  return a;
+}
+
+std::vector<std::vector<int64_t>> Transformer::selection_counts() const {
+  std::vector<std::vector<int64_t>> c;
+  for (const auto& m : impl_->moe_layers) c.push_back(m->selection_counts());
+  return c;
+}
+
+void Transformer::update_selection_bias(const std::vector<std::vector<int64_t>>& loads, double rate) {
+  Impl& m = *impl_;
+  if (!m.moe) return;
+  if (loads.size() != size_t(m.L)) throw Error("Transformer::update_selection_bias: loads of " +
+                                               std::to_string(loads.size()) + " blocks for " + std::to_string(m.L));
+  for (int64_t l = 0; l < m.L; ++l) {
+    float* bias = m.bp[size_t(l)].router_bias;
+    if (!bias) continue;  // expert choice: balanced by construction, no bias
+    if (int64_t(loads[size_t(l)].size()) != m.cfg.n_experts())
+      throw Error("Transformer::update_selection_bias: block " + std::to_string(l) + " has " +
+                  std::to_string(loads[size_t(l)].size()) + " loads for " + std::to_string(m.cfg.n_experts()) +
+                  " experts");
+    finemoe::update_selection_bias(bias, loads[size_t(l)].data(), m.cfg.n_experts(), rate);
+  }
+}
 
 std::vector<RoutingStats> Transformer::routing_stats() const {
   std::vector<RoutingStats> s;

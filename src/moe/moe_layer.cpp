@@ -3,6 +3,7 @@
 // backward is the mirror image. All buffers are grow-only members, so after
 // the first step the layer allocates nothing.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <string>
 
@@ -47,6 +48,8 @@ void validate(const MoEShape& s) {
     require(s.top_k >= 1 && s.top_k <= s.n_experts, "moe.top_k", "must be in [1, E*G]");
     require(s.capacity_factor > 0, "moe.capacity_factor", "must be positive");
   }
+  require(std::isfinite(s.balance_loss) && s.balance_loss >= 0, "moe.balance_loss", "must be a non-negative number");
+  require(std::isfinite(s.z_loss) && s.z_loss >= 0, "moe.z_loss", "must be a non-negative number");
 }
 
 }  // namespace
@@ -90,6 +93,9 @@ void MoELayer::Impl::fill_stats() {
   }
   entropy_stale = true;  // T·E·G logarithms: only computed when somebody reads stats()
   stats.mean_experts_per_token = r.T ? double(r.assignments()) / double(r.T) : 0.0;
+  stats.balance_loss = r.balance;
+  stats.z_loss = r.z;
+  stats.selected_per_expert.assign(r.selected.begin(), r.selected.end());
 }
 
 MoELayer::MoELayer(const MoEShape& shape, Dispatcher& dispatcher) {
@@ -109,6 +115,26 @@ const RoutingStats& MoELayer::stats() const {
 }
 const MoEShape& MoELayer::shape() const { return impl_->shape; }
 
+void update_selection_bias(float* bias, const int64_t* load, int64_t n, double rate) {
+  if (rate == 0.0 || n <= 0) return;
+  int64_t total = 0;
+  for (int64_t i = 0; i < n; ++i) total += load[i];
+  // sign(mean − load_i) = sign(total − n·load_i): exact in integers.
+  const float step = float(rate);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t diff = total - n * load[i];
+    if (diff > 0) bias[i] += step;
+    else if (diff < 0) bias[i] -= step;
+  }
+}
+
+double MoELayer::aux_loss() const {
+  const moe::Routes& r = impl_->routes;
+  return impl_->shape.balance_loss * r.balance + impl_->shape.z_loss * r.z;
+}
+
+const std::vector<int64_t>& MoELayer::selection_counts() const { return impl_->routes.selected; }
+
 // Row i of dst = src row rows[i] (the gather of assignment rows).
 static void gather_rows(const float* src, const std::vector<int64_t>& rows, int64_t d, float* dst) {
   const int64_t A = int64_t(rows.size());
@@ -127,7 +153,7 @@ void MoELayer::forward(const float* x, float* out, int64_t T, const MoEWeights& 
 
   {
     FINEMOE_PROFILE("router");
-    moe::route_forward(m.shape, x, w.router, T, m.routes);
+    moe::route_forward(m.shape, x, w.router, w.selection_bias, T, m.routes);
   }
   const moe::Routes& r = m.routes;
   const int64_t A = r.assignments();
@@ -180,7 +206,7 @@ void MoELayer::forward(const float* x, float* out, int64_t T, const MoEWeights& 
   m.fill_stats();
 }
 
-void MoELayer::backward(const float* dout, float* dx, const MoEWeights& w, const MoEGrads& g) {
+void MoELayer::backward(const float* dout, float* dx, const MoEWeights& w, const MoEGrads& g, double aux_scale) {
   Impl& m = *impl_;
   moe::Scratch& ws = moe::scratch();
   const moe::Routes& r = m.routes;
@@ -256,7 +282,8 @@ void MoELayer::backward(const float* dout, float* dx, const MoEWeights& w, const
 
   ensure(ws.dlogits, size_t(T * m.shape.n_experts));
   FINEMOE_PROFILE("router");
-  moe::route_backward(m.shape, r, ws.dprob.data(), m.x.data(), w.router, ws.dlogits.data(), g.router, dx);
+  moe::route_backward(m.shape, r, ws.dprob.data(), aux_scale, m.x.data(), w.router, ws.dlogits.data(), g.router,
+                      dx);
 }
 
 }  // namespace finemoe

@@ -29,7 +29,8 @@ void router_logits(const float* x, const float* Wr, float* logits, int64_t T, in
   backend::gemm_fp32(false, false, T, EG, d, 1.0f, x, d, Wr, EG, 0.0f, logits, EG);
 }
 
-void softmax_rows(const float* logits, float* probs, int64_t T, int64_t EG) {
+// Also keeps each token's logsumexp (the z-loss's input): m + log Σ exp(l − m).
+void softmax_rows(const float* logits, float* probs, float* lse, int64_t T, int64_t EG) {
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < T; ++t) {
     const float* l = logits + t * EG;
@@ -42,6 +43,7 @@ void softmax_rows(const float* logits, float* probs, int64_t T, int64_t EG) {
       s += p[j];
     }
     for (int64_t j = 0; j < EG; ++j) p[j] /= s;
+    lse[t] = m + std::log(s);
   }
 }
 
@@ -88,6 +90,9 @@ void select_expert_choice(const MoEShape& s, Routes& r) {
   r.weight.resize(r.tok.size());
   r.scratch.resize(size_t(omp_get_max_threads() * S));
   r.dropped = r.wanted = 0;
+  // Every expert takes c slots of every group: f_{g,i} = 1/(E·G) by construction.
+  r.selected.assign(size_t(EG), per_expert);
+  r.group_sel.assign(size_t(groups * EG), c);
 #pragma omp parallel
   {
     uint64_t* keys = reinterpret_cast<uint64_t*>(r.scratch.data()) + int64_t(omp_get_thread_num()) * S;
@@ -118,7 +123,9 @@ void select_expert_choice(const MoEShape& s, Routes& r) {
 // token's choices best first), so the LATER tokens of a group are the ones
 // dropped. Groups never cross ranks, so which tokens drop does not depend on
 // how the batch is split over ranks. Deterministic for any thread count.
-void select_token_choice(const MoEShape& s, Routes& r) {
+// With a selection bias the top-k is taken over p + bias (DeepSeek-V3); the
+// combine weights below stay p.
+void select_token_choice(const MoEShape& s, const float* bias, Routes& r) {
   const int64_t T = r.T, EG = s.n_experts, k = s.top_k, S = s.group_size;
   const float* P = r.probs.data();
   r.choice.resize(size_t(T * k));
@@ -129,7 +136,10 @@ void select_token_choice(const MoEShape& s, Routes& r) {
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < T; ++t) {
       const float* p = P + t * EG;
-      for (int64_t j = 0; j < EG; ++j) keys[j] = rank_key(p[j], j);
+      if (bias)
+        for (int64_t j = 0; j < EG; ++j) keys[j] = rank_key(p[j] + bias[j], j);
+      else
+        for (int64_t j = 0; j < EG; ++j) keys[j] = rank_key(p[j], j);
       std::partial_sort(keys, keys + k, keys + EG);  // best first
       int64_t* ch = r.choice.data() + t * k;
       for (int64_t j = 0; j < k; ++j) ch[j] = int64_t(keys[j] & 0xffffffffu);
@@ -137,6 +147,8 @@ void select_token_choice(const MoEShape& s, Routes& r) {
   }
   // Capacity pass: sequential in token order (that order defines who drops).
   r.counts.assign(size_t(EG), 0);  // assignments kept per expert, all groups
+  r.selected.assign(size_t(EG), 0);  // choices before drops, all groups
+  r.group_sel.assign(size_t(r.groups(S) * EG), 0);
   r.dropped = 0;
   r.wanted = T * k;
   int64_t cap = 0;
@@ -145,8 +157,11 @@ void select_token_choice(const MoEShape& s, Routes& r) {
       r.load.assign(size_t(EG), 0);
       cap = token_choice_capacity(s, std::min(S, T - t));
     }
+    int64_t* gsel = r.group_sel.data() + (t / S) * EG;
     for (int64_t j = 0; j < k; ++j) {
       int64_t& e = r.choice[size_t(t * k + j)];
+      ++r.selected[size_t(e)];
+      ++gsel[e];
       if (r.load[size_t(e)] < cap) {
         ++r.load[size_t(e)];
         ++r.counts[size_t(e)];
@@ -183,41 +198,105 @@ void ensure(Buffer<T>& b, size_t n) {
   if (b.size() < n) b.resize(n);
 }
 
+// The balance and z statistics of moe.hpp ("Auxiliary losses"). Per group:
+// f from the selection counts, then (S_g/T)·B_g = E·G·Σ_{t∈g} Σ_i f_{g,i}·p_{t,i} / T
+// (token-outer, expert-inner: contiguous reads, no scratch). Groups in
+// parallel, each summed in token order, then the groups summed in order:
+// deterministic for any thread count.
+void aux_statistics(const MoEShape& s, Routes& r) {
+  const int64_t T = r.T, EG = s.n_experts, S = s.group_size, ng = r.groups(S);
+  r.group_frac.resize(size_t(ng * EG));
+  r.group_terms.resize(size_t(ng));
+  const float* P = r.probs.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t g = 0; g < ng; ++g) {
+    const int64_t* n = r.group_sel.data() + g * EG;
+    double* f = r.group_frac.data() + g * EG;
+    int64_t slots = 0;
+    for (int64_t i = 0; i < EG; ++i) slots += n[i];
+    for (int64_t i = 0; i < EG; ++i) f[i] = slots > 0 ? double(n[i]) / double(slots) : 0.0;
+    double term = 0.0;
+    for (int64_t t = g * S; t < std::min(T, (g + 1) * S); ++t) {
+      const float* p = P + t * EG;
+      for (int64_t i = 0; i < EG; ++i) term += f[i] * double(p[i]);
+    }
+    r.group_terms[size_t(g)] = double(EG) * term / double(T);
+  }
+  r.balance = 0.0;
+  for (double b : r.group_terms) r.balance += b;
+  double z = 0.0;
+  for (int64_t t = 0; t < T; ++t) z += double(r.lse[size_t(t)]) * double(r.lse[size_t(t)]);
+  r.z = T > 0 ? z / double(T) : 0.0;
+}
+
 }  // namespace
 
 int64_t token_choice_capacity(const MoEShape& s, int64_t T) {
   return int64_t(std::ceil(s.capacity_factor * double(T) * double(s.top_k) / double(s.n_experts)));
 }
 
-void route_forward(const MoEShape& s, const float* x, const float* Wr, int64_t T, Routes& r) {
+void route_forward(const MoEShape& s, const float* x, const float* Wr, const float* bias, int64_t T, Routes& r) {
   const int64_t EG = s.n_experts;
   if (s.routing == Routing::expert_choice && T % s.group_size != 0)
     throw Error("MoE expert-choice routing: token count " + std::to_string(T) +
                 " is not a multiple of moe.group_size " + std::to_string(s.group_size));
+  if (s.routing == Routing::expert_choice && bias)
+    throw Error("MoE expert-choice routing takes no selection bias (config key 'moe.bias_update_rate' is for "
+                "token choice)");
   r.T = T;
   ensure(r.logits, size_t(T * EG));
   ensure(r.probs, size_t(T * EG));
+  r.lse.resize(size_t(T));
   {
     FINEMOE_PROFILE("router_logits");
     router_logits(x, Wr, r.logits.data(), T, s.d_model, EG);
   }
   {
     FINEMOE_PROFILE("router_softmax");
-    softmax_rows(r.logits.data(), r.probs.data(), T, EG);
+    softmax_rows(r.logits.data(), r.probs.data(), r.lse.data(), T, EG);
   }
-  FINEMOE_PROFILE("router_select");
-  if (s.routing == Routing::expert_choice)
-    select_expert_choice(s, r);
-  else
-    select_token_choice(s, r);
-  build_token_view(r);
+  {
+    FINEMOE_PROFILE("router_select");
+    if (s.routing == Routing::expert_choice)
+      select_expert_choice(s, r);
+    else
+      select_token_choice(s, bias, r);
+    build_token_view(r);
+  }
+  FINEMOE_PROFILE("router_aux");
+  aux_statistics(s, r);
 }
 
-void route_backward(const MoEShape& s, const Routes& r, const float* dprob, const float* x, const float* Wr,
-                    float* dlogits, float* dWr, float* dx) {
+void route_backward(const MoEShape& s, const Routes& r, const float* dprob, double aux_scale, const float* x,
+                    const float* Wr, float* dlogits, float* dWr, float* dx) {
   const int64_t T = r.T, EG = s.n_experts, d = s.d_model;
   const float* P = r.probs.data();
-  {
+  if ((s.balance_loss != 0.0 || s.z_loss != 0.0) && T > 0) {
+    FINEMOE_PROFILE("router_bwd_softmax");
+    // With the auxiliary losses: ∂/∂p_{t,j} gains a_j = cb·f_{g(t),j} (dense
+    // over experts, through the softmax), ∂/∂logit_{t,j} gains cz·lse_t·p_j.
+    const double cb = s.balance_loss * aux_scale * double(EG) / double(T);
+    const double cz = s.z_loss * aux_scale * 2.0 / double(T);
+    const int64_t S = s.group_size;
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < T; ++t) {
+      const float* p = P + t * EG;
+      const double* f = r.group_frac.data() + (t / S) * EG;
+      float* dl = dlogits + t * EG;
+      float dot = 0.0f;
+      for (int64_t a = r.tok_off[size_t(t)]; a < r.tok_off[size_t(t + 1)]; ++a) {
+        const int64_t i = r.by_tok[size_t(a)];
+        dot += dprob[i] * r.weight[size_t(i)];
+      }
+      for (int64_t j = 0; j < EG; ++j) dot += float(cb * f[j]) * p[j];
+      const float zc = float(cz * double(r.lse[size_t(t)]));
+      for (int64_t j = 0; j < EG; ++j) dl[j] = p[j] * (float(cb * f[j]) - dot + zc);
+      for (int64_t a = r.tok_off[size_t(t)]; a < r.tok_off[size_t(t + 1)]; ++a) {
+        const int64_t i = r.by_tok[size_t(a)];
+        dl[r.expert[size_t(i)]] += p[r.expert[size_t(i)]] * dprob[i];
+      }
+    }
+  } else {
     FINEMOE_PROFILE("router_bwd_softmax");
     // Softmax backward: dl_j = p_j (dp_j − Σ_e dp_e p_e), dp nonzero only on
     // the selected experts (the selection itself is piecewise constant).

@@ -32,14 +32,25 @@ struct Routes {
   std::vector<int64_t> scratch;       // per-thread index arrays for the top-c / top-k searches
   std::vector<int64_t> load;          // [EG] running per-expert fill
   std::vector<double> entropy;        // [T] per-token router entropy
+  // Auxiliary-loss state (moe.hpp, "Auxiliary losses"), filled by every forward.
+  std::vector<float> lse;             // [T] logsumexp of each token's logits
+  std::vector<int64_t> selected;      // [EG] selection counts before capacity drops (all groups)
+  std::vector<int64_t> group_sel;     // [groups, EG] n_{g,i}
+  std::vector<double> group_frac;     // [groups, EG] f_{g,i} = n_{g,i} / Σ_j n_{g,j}
+  std::vector<double> group_terms;    // [groups] (S_g/T)·B_g, summed in group order
+  double balance = 0;                 // B of the layer's T tokens
+  double z = 0;                       // Z of the layer's T tokens
   int64_t assignments() const { return int64_t(tok.size()); }
+  int64_t groups(int64_t group_size) const { return (T + group_size - 1) / group_size; }
 };
 
 // logits = x·Wr (fp32, own loops: the router stays fp32 whatever precision the
 // GEMM backend uses), probs = softmax(logits) per token, then selection by
-// shape.routing. Throws Error if T is not a multiple of group_size (expert
-// choice). Reuses the storage in `r`.
-void route_forward(const MoEShape& shape, const float* x, const float* Wr, int64_t T, Routes& r);
+// shape.routing (token choice ranks p + bias when `bias` [EG] is given; the
+// combine weights are p), then the auxiliary-loss statistics (balance, z).
+// Throws Error if T is not a multiple of group_size (expert choice), or if a
+// bias is given with expert choice. Reuses the storage in `r`.
+void route_forward(const MoEShape& shape, const float* x, const float* Wr, const float* bias, int64_t T, Routes& r);
 
 // Token choice capacity per expert for a routing group of T tokens:
 // ceil(capacity_factor · T · top_k / (E·G)).
@@ -48,8 +59,11 @@ int64_t token_choice_capacity(const MoEShape& shape, int64_t T);
 // Backward of the router given dprob[i] = ∂L/∂weight[i] for every assignment.
 // Softmax backward into dlogits (only selected entries carry dprob; all
 // entries get the -p·Σ term), then dWr += xᵀ·dlogits and dx += dlogits·Wrᵀ.
-// `dlogits` is scratch of at least T·EG floats.
-void route_backward(const MoEShape& shape, const Routes& r, const float* dprob, const float* x,
+// With shape.balance_loss or shape.z_loss non-zero, aux_scale × their
+// gradients are added (the balance loss's through the softmax, dense over
+// experts; the z-loss's straight into dlogits). `dlogits` is scratch of at
+// least T·EG floats.
+void route_backward(const MoEShape& shape, const Routes& r, const float* dprob, double aux_scale, const float* x,
                     const float* Wr, float* dlogits, float* dWr, float* dx);
 
 // Mean over tokens of the softmax entropy (nats).

@@ -5,12 +5,14 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <memory>
 #include <new>
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -86,9 +88,18 @@ std::vector<RoutingStats> global_routing_stats(const std::vector<RoutingStats>& 
     s.unserved_fraction = comm.allreduce_sum(s.unserved_fraction * double(s.tokens), Group::world) / tokens;
     s.router_entropy = comm.allreduce_sum(s.router_entropy * double(s.tokens), Group::world) / tokens;
     s.mean_experts_per_token = comm.allreduce_sum(s.mean_experts_per_token * double(s.tokens), Group::world) / tokens;
+    s.balance_loss = comm.allreduce_sum(s.balance_loss * double(s.tokens), Group::world) / tokens;
+    s.z_loss = comm.allreduce_sum(s.z_loss * double(s.tokens), Group::world) / tokens;
+    comm.allreduce_sum(s.selected_per_expert.data(), int64_t(s.selected_per_expert.size()), Group::world);
     s.tokens = int64_t(tokens);
   }
   return out;
+}
+
+std::string fmt_aux(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.5f", x);
+  return buf;
 }
 
 void print_routing(int64_t step, const std::vector<RoutingStats>& stats) {
@@ -105,9 +116,9 @@ void print_routing(int64_t step, const std::vector<RoutingStats>& stats) {
     const double k = double(s.tokens_per_expert.size()), mean = sum / k;
     const double cv = mean > 0 ? std::sqrt(std::max(0.0, sq / k - mean * mean)) / mean : 0.0;
     log::info("  routing step %lld block %zu: tokens/expert min %.0f mean %.1f max %.0f cv %.3f | "
-              "experts/token %.2f | unserved %.4f | router entropy %.3f nats",
+              "experts/token %.2f | unserved %.4f | router entropy %.3f nats | balance %.4f | z %.3f",
               (long long)step, l, mn, mean, mx, cv, s.mean_experts_per_token, s.unserved_fraction,
-              s.router_entropy);
+              s.router_entropy, s.balance_loss, s.z_loss);
   }
 }
 
@@ -236,6 +247,13 @@ TrainResult train(const Config& cfg_in) {
               cfg.moe.routing == "expert_choice"
                   ? ("group " + std::to_string(cfg.moe.group_size) + ", capacity " + std::to_string(cfg.expert_capacity())).c_str()
                   : ("top-" + std::to_string(cfg.top_k()) + ", capacity factor " + std::to_string(cfg.moe.capacity_factor)).c_str());
+  const double balance_coef = cfg.balance_loss_coef();
+  const bool selection_bias = !cfg.dense() && cfg.moe.routing == "token_choice" && cfg.moe.bias_update_rate > 0;
+  const bool aux_on = balance_coef > 0 || (!cfg.dense() && cfg.moe.z_loss > 0);
+  if (!cfg.dense())
+    log::info("balancing: balance loss %g%s | z-loss %g | selection bias rate %g (aux losses logged apart from the "
+              "cross-entropy loss)",
+              balance_coef, cfg.moe.balance_loss ? "" : " (auto)", cfg.moe.z_loss, cfg.moe.bias_update_rate);
   log::info("params: N %.4g (law, non-embedding, router excluded) | N_active %.4g | embedding %.4g | router %.4g | "
             "total stored %.4g",
             counts.N, counts.N_active, counts.embedding_params, counts.router_params, counts.total_params);
@@ -320,14 +338,19 @@ TrainResult train(const Config& cfg_in) {
     const int64_t s = state.step;
     loader.load(s, tokens.data(), targets.data());
     const double local_loss = model.forward(tokens.data(), targets.data(), B);
-    model.backward(double(B * T) / double(global_tokens));
+    const double local_aux = model.aux_loss();
+    model.backward(double(B * T) / double(global_tokens));  // objective: cross-entropy + aux
     sync_grads(store, comm);
+    // `loss` stays the pure cross-entropy (the curve the scaling law is about);
+    // the auxiliary router losses are reported on their own.
     const double loss = comm.allreduce_sum(local_loss * double(B * T), Group::world) / double(global_tokens);
+    const double aux = aux_on ? comm.allreduce_sum(local_aux * double(B * T), Group::world) / double(global_tokens) : 0.0;
     const double gnorm = global_grad_norm(store, comm);
-    if (!std::isfinite(loss) || !std::isfinite(gnorm)) {
+    if (!std::isfinite(loss) || !std::isfinite(aux) || !std::isfinite(gnorm)) {
       std::string bad = first_nonfinite_grad(store);
       std::string where = std::isfinite(loss) ? "gradient of tensor '" + bad + "'" : "training loss";
       if (bad.empty() && std::isfinite(loss)) where = "gradient norm";
+      if (std::isfinite(loss) && !std::isfinite(aux)) where = "auxiliary router loss (moe.balance_loss, moe.z_loss)";
       // Step numbers count from 1, as in the progress lines and metrics.h5.
       log::error("diverged at step %lld: NaN/Inf in %s (loss %g, grad norm %g); last good checkpoint kept",
                  (long long)(s + 1), where.c_str(), loss, gnorm);
@@ -341,6 +364,13 @@ TrainResult train(const Config& cfg_in) {
     if (cfg.train.grad_clip > 0 && gnorm > cfg.train.grad_clip) opt.grad_scale = float(cfg.train.grad_clip / gnorm);
     hp.lr = lr_at(s, cfg.train.steps, warmup, cfg.train.lr, cfg.train.lr_min);
     adamw_update(store, hp, s + 1, opt);
+    if (selection_bias) {
+      // Loads of the whole global batch: integer sums over every rank (exact,
+      // so every rank applies the same update and the bias stays identical).
+      std::vector<std::vector<int64_t>> loads = model.selection_counts();
+      for (auto& l : loads) comm.allreduce_sum(l.data(), int64_t(l.size()), Group::world);
+      model.update_selection_bias(loads, cfg.moe.bias_update_rate);
+    }
     state.step = s + 1;
     tokens_since_log += global_tokens;
     ++steps_since_log;
@@ -353,13 +383,14 @@ TrainResult train(const Config& cfg_in) {
       row.step = state.step;
       row.tokens = state.step * global_tokens;
       row.loss = loss;
+      row.aux_loss = aux;
       row.lr = hp.lr;
       row.grad_norm = gnorm;
       row.tokens_per_s = double(tokens_since_log) / dt;
       row.mfu = peak > 0 ? row.tokens_per_s * counts.model_flops_per_token / peak : 0.0;
-      log::info("step %6lld/%lld | tokens %.4g | loss %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | MFU %.1f%%",
-                (long long)row.step, (long long)cfg.train.steps, double(row.tokens), loss, hp.lr, gnorm,
-                row.tokens_per_s, 100.0 * row.mfu);
+      log::info("step %6lld/%lld | tokens %.4g | loss %.4f%s | lr %.3e | grad norm %.3f | %.0f tok/s | MFU %.1f%%",
+                (long long)row.step, (long long)cfg.train.steps, double(row.tokens), loss,
+                aux_on ? (" | aux " + fmt_aux(aux)).c_str() : "", hp.lr, gnorm, row.tokens_per_s, 100.0 * row.mfu);
       if (comm.ep_size() > 1) {
         // Expert-parallel traffic of this rank, for estimating cluster scaling.
         const double n = double(std::max<int64_t>(1, steps_since_log));

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -244,4 +245,115 @@ TEST(Config, MemoryCheckNamesKeysAndBytes) {
   EXPECT_NO_THROW(check_memory_fits(c, 1, 1, uint64_t(need) + 1));
   expect_config_error([&] { check_memory_fits(c, 1, 2, uint64_t(need) + 1); }, {"x 2 ranks on this node"});
   EXPECT_GT(available_memory_bytes(), 0u);
+}
+
+// ---- load balancing: moe.balance_loss, moe.z_loss, moe.bias_update_rate -----
+
+TEST(Config, LoadBalancingDefaultsAndAuto) {
+  Config c;  // expert choice
+  EXPECT_FALSE(c.moe.balance_loss.has_value());
+  EXPECT_EQ(c.balance_loss_coef(), 0.0) << "auto: expert choice is balanced by construction";
+  c.moe.routing = "token_choice";
+  EXPECT_EQ(c.balance_loss_coef(), 0.01) << "auto: Switch's 0.01 for token choice";
+  EXPECT_EQ(c.moe.z_loss, 0.0);
+  EXPECT_EQ(c.moe.bias_update_rate, 0.0);
+  EXPECT_NO_THROW(c.validate(1));
+  c.model.ffn = "dense";
+  EXPECT_EQ(c.balance_loss_coef(), 0.0);
+
+  // "auto" and numbers round-trip through INI text and the CLI.
+  ParsedArgs a = parse({"--moe.routing", "token_choice", "--moe.balance_loss", "0.05", "--moe.z_loss", "1e-3",
+                        "--moe.bias_update_rate", "0.001"});
+  ASSERT_TRUE(a.config.moe.balance_loss.has_value());
+  EXPECT_EQ(a.config.balance_loss_coef(), 0.05);
+  EXPECT_EQ(a.config.moe.z_loss, 1e-3);
+  EXPECT_EQ(a.config.moe.bias_update_rate, 0.001);
+  EXPECT_NO_THROW(a.config.validate(1));
+  Config back = config_from_ini_text(a.config.to_ini(), "rt.ini");
+  EXPECT_EQ(back.to_ini(), a.config.to_ini());
+  EXPECT_EQ(back.balance_loss_coef(), 0.05);
+  EXPECT_NE(Config().to_ini().find("balance_loss = auto"), std::string::npos) << Config().to_ini();
+  EXPECT_FALSE(parse({"--moe.balance_loss", "0.05", "--moe.balance_loss", "auto"}).config.moe.balance_loss);
+  // An explicit 0 with expert choice is fine (it says "off").
+  Config ec;
+  ec.moe.balance_loss = 0.0;
+  EXPECT_NO_THROW(ec.validate(1));
+  // None of them is a shape key: they may change on resume.
+  Config other = ec;
+  other.moe.z_loss = 0.5;
+  EXPECT_EQ(other.shape_keys_hash(), ec.shape_keys_hash());
+}
+
+TEST(Config, LoadBalancingBadValuesNameTheKey) {
+  // Negative, beyond the bound: validate() names key and value.
+  struct Case {
+    std::string key, value, routing, text;
+  } cases[] = {
+      {"moe.balance_loss", "-0.01", "token_choice", "-0.01"},
+      {"moe.balance_loss", "1000", "token_choice", "1000"},
+      {"moe.z_loss", "-1e-3", "token_choice", "-0.001"},
+      {"moe.z_loss", "-1e-3", "expert_choice", "-0.001"},
+      {"moe.z_loss", "101", "expert_choice", "101"},
+      {"moe.bias_update_rate", "-0.001", "token_choice", "-0.001"},
+      {"moe.bias_update_rate", "2", "token_choice", "2"},
+  };
+  for (const auto& c : cases) {
+    Config cfg;
+    cfg.moe.routing = c.routing;
+    set_config_value(cfg, c.key, c.value);
+    expect_config_error([&] { cfg.validate(1); }, {"'" + c.key + "'", c.text});
+  }
+  // NaN and infinity are refused when read, naming the key and the text.
+  for (const std::string key : {"moe.balance_loss", "moe.z_loss", "moe.bias_update_rate"})
+    for (const std::string v : {"nan", "NaN", "inf", "-inf", "0.01x", ""}) {
+      expect_config_error([&] { parse({"--" + key, v}); }, {"'" + key + "'", "expected a number", "'" + v + "'"});
+      expect_config_error([&] { config_from_ini_text("[moe]\n" + key.substr(4) + " = " + v + "\n", "f.ini"); },
+                          {"'" + key + "'"});
+    }
+  // Set programmatically, NaN is caught by validate().
+  Config nan_cfg;
+  nan_cfg.moe.routing = "token_choice";
+  nan_cfg.moe.balance_loss = std::nan("");
+  expect_invalid(nan_cfg, "moe.balance_loss");
+  nan_cfg = Config();
+  nan_cfg.moe.z_loss = std::nan("");
+  expect_invalid(nan_cfg, "moe.z_loss");
+  nan_cfg = Config();
+  nan_cfg.moe.routing = "token_choice";
+  nan_cfg.moe.bias_update_rate = std::nan("");
+  expect_invalid(nan_cfg, "moe.bias_update_rate");
+}
+
+// Expert choice is balanced by construction: a non-zero balance loss or
+// selection-bias rate there is a config error saying so (never silently
+// ignored); the z-loss applies to either routing.
+TEST(Config, LoadBalancingWithExpertChoiceIsRejected) {
+  Config c;
+  c.moe.balance_loss = 0.01;
+  expect_config_error([&] { c.validate(1); }, {"'moe.balance_loss'", "expert_choice", "balanced by construction"});
+  expect_config_error([] { parse({"--moe.balance_loss", "0.02"}).config.validate(1); },
+                      {"'moe.balance_loss'", "0.02", "expert_choice"});
+  Config r;
+  r.moe.bias_update_rate = 1e-3;
+  expect_config_error([&] { r.validate(1); }, {"'moe.bias_update_rate'", "expert_choice"});
+  Config z;
+  z.moe.z_loss = 1e-3;
+  EXPECT_NO_THROW(z.validate(1));
+  // The same values are fine with token choice.
+  c.moe.routing = r.moe.routing = "token_choice";
+  EXPECT_NO_THROW(c.validate(1));
+  EXPECT_NO_THROW(r.validate(1));
+}
+
+TEST(Config, HelpListsLoadBalancingKeys) {
+  // Whitespace collapsed: the help text is wrapped to the terminal width.
+  std::string help;
+  for (char ch : config_help()) {
+    const bool space = ch == ' ' || ch == '\n';
+    if (!space || (!help.empty() && help.back() != ' ')) help += space ? ' ' : ch;
+  }
+  for (const char* k : {"moe.balance_loss", "moe.z_loss", "moe.bias_update_rate"})
+    EXPECT_NE(help.find(k), std::string::npos) << k;
+  EXPECT_NE(help.find("[default: auto]"), std::string::npos);
+  EXPECT_NE(help.find("divided by k"), std::string::npos) << "the top-k normalisation is stated";
 }

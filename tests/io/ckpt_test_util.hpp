@@ -20,16 +20,19 @@ struct Extent {
   uint64_t offset = 0, size = 0;
 };
 
-// Every chunk of every tensor of `store` in the checkpoint at `path`.
+// Every chunk of every tensor (params, moments, buffers) of `store` in the
+// checkpoint at `path`.
 inline std::vector<Extent> data_extents(const std::string& path, const finemoe::ParamStore& store) {
   namespace h5 = finemoe::h5;
   h5::silence();
   std::vector<Extent> out;
   h5::Handle f = h5::file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
   if (!f.valid()) return out;
+  std::vector<std::string> names;
   for (const auto& p : store.params())
-    for (const char* g : {"/params/", "/adam_m/", "/adam_v/"}) {
-      const std::string name = g + p.name;
+    for (const char* g : {"/params/", "/adam_m/", "/adam_v/"}) names.push_back(g + p.name);
+  for (const auto& b : store.buffers()) names.push_back("/buffers/" + b.name);
+  for (const std::string& name : names) {
       h5::Handle ds = h5::dataset(H5Dopen2(f, name.c_str(), H5P_DEFAULT));
       h5::Handle sp = h5::space(H5Dget_space(ds));
       hsize_t n = 0;

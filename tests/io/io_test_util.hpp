@@ -19,6 +19,8 @@
 namespace iotest {
 
 // Expert-class tensors have E·G = 8 rows, so EP 1, 2, 4 and 8 all divide.
+// Two buffers (non-trainable state, whole on every rank), as the router's
+// selection bias.
 inline finemoe::ParamStore make_store(int ep_size, int ep_rank, int64_t big = 0) {
   finemoe::ParamStore s(ep_size, ep_rank);
   s.add("wte", {32, 16}, finemoe::ParamClass::replicated);
@@ -28,6 +30,8 @@ inline finemoe::ParamStore make_store(int ep_size, int ep_rank, int64_t big = 0)
   s.add("blocks.1.moe.w2", {8, 8, 16}, finemoe::ParamClass::expert);
   s.add("blocks.1/nested name", {3, 5}, finemoe::ParamClass::replicated);  // odd name: '/' and space
   if (big > 0) s.add("big", {big}, finemoe::ParamClass::replicated);
+  s.add_buffer("blocks.0.moe.router.bias", {8});
+  s.add_buffer("blocks.1/odd buffer", {2, 3});
   s.finalize();
   return s;
 }
@@ -48,10 +52,17 @@ inline float* buf_of(finemoe::ParamStore& s, const finemoe::ParamInfo& p, int k)
   return b.data() + p.offset;
 }
 
-// Fills this rank's part of every tensor with expected(); `garbage` fills
-// with a value that must never reach the file (ranks that must not write).
+// Buffer `b`'s values: expected() of tensor index 100 + b, k = 3.
+inline float* buffer_of(finemoe::ParamStore& s, size_t b) { return s.buffer(s.buffers()[b].name); }
+
+// Fills this rank's part of every tensor (and every buffer) with expected();
+// `garbage` fills with a value that must never reach the file (ranks that
+// must not write; buffers count as replicated: rank 0 writes them).
 inline void fill(finemoe::ParamStore& s, int64_t salt = 0, bool garbage_replicated = false,
                  bool garbage_expert = false) {
+  for (size_t b = 0; b < s.buffers().size(); ++b)
+    for (int64_t i = 0; i < s.buffers()[b].count; ++i)
+      buffer_of(s, b)[i] = garbage_replicated ? -777.0f : expected(100 + b, i, 3, salt);
   for (size_t t = 0; t < s.params().size(); ++t) {
     const auto& p = s.params()[t];
     const bool garbage = p.cls == finemoe::ParamClass::expert ? garbage_expert : garbage_replicated;
@@ -63,9 +74,15 @@ inline void fill(finemoe::ParamStore& s, int64_t salt = 0, bool garbage_replicat
   }
 }
 
-// Number of elements of this rank's part that differ (bitwise) from expected().
-inline int64_t mismatches(finemoe::ParamStore& s, int64_t salt = 0) {
+// Number of elements of this rank's part that differ (bitwise) from expected()
+// (buffers included unless `buffers` is false).
+inline int64_t mismatches(finemoe::ParamStore& s, int64_t salt = 0, bool buffers = true) {
   int64_t bad = 0;
+  for (size_t b = 0; buffers && b < s.buffers().size(); ++b)
+    for (int64_t i = 0; i < s.buffers()[b].count; ++i) {
+      const float e = expected(100 + b, i, 3, salt);
+      if (std::memcmp(&e, &buffer_of(s, b)[i], sizeof e) != 0) ++bad;
+    }
   for (size_t t = 0; t < s.params().size(); ++t) {
     const auto& p = s.params()[t];
     for (int k = 0; k < 3; ++k) {

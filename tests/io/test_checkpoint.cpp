@@ -100,6 +100,8 @@ TEST(Checkpoint, RoundTripIsByteExact) {
   EXPECT_EQ(h5::dims(ds), (std::vector<hsize_t>{8, 16, 8}));
   h5::Handle nested = h5::dataset(H5Dopen2(f, "/adam_v/blocks.1/nested name", H5P_DEFAULT));
   EXPECT_TRUE(nested.valid());
+  h5::Handle buf = h5::dataset(H5Dopen2(f, "/buffers/blocks.1/odd buffer", H5P_DEFAULT));
+  EXPECT_EQ(h5::dims(buf), (std::vector<hsize_t>{2, 3}));
   h5::Handle state = h5::group(H5Gopen2(f, hl::kCkptState, H5P_DEFAULT));
   std::string hash, ini;
   int64_t version = 0;
@@ -170,10 +172,11 @@ TEST(Checkpoint, CorruptInputsGiveClearErrorsAndTouchNothing) {
   const std::string bytes = iotest::read_file(good);
 
   const std::string trunc = run + "/trunc.h5", version = run + "/version.h5", missing = run + "/missing.h5",
-                    text = run + "/text.h5";
+                    text = run + "/text.h5", nobuf = run + "/nobuf.h5";
   iotest::write_file(trunc, bytes.substr(0, bytes.size() / 2));
   iotest::write_file(version, bytes);
   iotest::write_file(missing, bytes);
+  iotest::write_file(nobuf, bytes);
   iotest::write_file(text, "not a checkpoint\n");
   {
     h5::Handle f = h5::file(H5Fopen(version.c_str(), H5F_ACC_RDWR, H5P_DEFAULT));
@@ -181,9 +184,11 @@ TEST(Checkpoint, CorruptInputsGiveClearErrorsAndTouchNothing) {
     ASSERT_TRUE(h5::write_attr_i32(st, hl::kCkptFormatVersion, 99));
     h5::Handle g = h5::file(H5Fopen(missing.c_str(), H5F_ACC_RDWR, H5P_DEFAULT));
     ASSERT_GE(H5Ldelete(g, "/adam_v/blocks.0.moe.b1", H5P_DEFAULT), 0);
+    h5::Handle n = h5::file(H5Fopen(nobuf.c_str(), H5F_ACC_RDWR, H5P_DEFAULT));
+    ASSERT_GE(H5Ldelete(n, "/buffers/blocks.0.moe.router.bias", H5P_DEFAULT), 0);
   }
   std::map<std::string, std::string> before;
-  for (const auto& p : {good, trunc, version, missing, text}) before[p] = iotest::read_file(p);
+  for (const auto& p : {good, trunc, version, missing, text, nobuf}) before[p] = iotest::read_file(p);
 
   ParamStore b = iotest::make_store(1, 0);
   iotest::fill(b, 2);  // must stay as is on every failed load
@@ -196,6 +201,10 @@ TEST(Checkpoint, CorruptInputsGiveClearErrorsAndTouchNothing) {
   msg = error_of<DataError>([&] { load_checkpoint(missing, b, cfg, comm); });
   expect_has(msg, missing);
   expect_has(msg, "dataset /adam_v/blocks.0.moe.b1 missing");
+  // A format_version 3 checkpoint must hold every buffer the model declares.
+  msg = error_of<DataError>([&] { load_checkpoint(nobuf, b, cfg, comm); });
+  expect_has(msg, nobuf);
+  expect_has(msg, "dataset /buffers/blocks.0.moe.router.bias missing");
   msg = error_of<DataError>([&] { load_checkpoint(text, b, cfg, comm); });
   expect_has(msg, "not an HDF5 file");
   msg = error_of<DataError>([&] { load_checkpoint(run + "/nope.h5", b, cfg, comm); });
@@ -219,6 +228,17 @@ TEST(Checkpoint, CorruptInputsGiveClearErrorsAndTouchNothing) {
   wrong.finalize();
   msg = error_of<DataError>([&] { load_checkpoint(good, wrong, cfg, comm); });
   expect_has(msg, "dataset /params/wte has shape [32, 16], expected float [32, 17]");
+  // ... or a buffer of another shape.
+  ParamStore wrong_buf = iotest::make_store(1, 0, 0);
+  {
+    ParamStore w(1, 0);
+    for (const ParamInfo& p : wrong_buf.params()) w.add(p.name, p.global_shape, p.cls);
+    w.add_buffer("blocks.0.moe.router.bias", {16});
+    w.add_buffer("blocks.1/odd buffer", {2, 3});
+    w.finalize();
+    msg = error_of<DataError>([&] { load_checkpoint(good, w, cfg, comm); });
+    expect_has(msg, "dataset /buffers/blocks.0.moe.router.bias has another shape");
+  }
 
   EXPECT_EQ(iotest::mismatches(b, 2), 0) << "a failed load modified the store";
   for (const auto& [p, data] : before) EXPECT_EQ(iotest::read_file(p), data) << p << " was modified";
@@ -333,7 +353,7 @@ TEST(CheckpointIntegrity, EveryTensorIsChecksummedAndAChangedByteIsRefused) {
   const std::string good = save_checkpoint(run, a, state_at(cfg, 4), cfg, comm, owned);
   const std::string bytes = iotest::read_file(good);
   const auto extents = ckpttest::data_extents(good, a);
-  ASSERT_GE(extents.size(), 3 * a.params().size()) << "every tensor is chunked";
+  ASSERT_GE(extents.size(), 3 * a.params().size() + a.buffers().size()) << "every tensor is chunked";
   {
     h5::Handle f = h5::file(H5Fopen(good.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
     for (const auto& e : extents) {
@@ -365,7 +385,7 @@ TEST(CheckpointIntegrity, EveryTensorIsChecksummedAndAChangedByteIsRefused) {
     }
     ++refused;
   }
-  EXPECT_EQ(refused, int(3 * a.params().size()));
+  EXPECT_EQ(refused, int(3 * a.params().size() + a.buffers().size()));
   EXPECT_EQ(std::system(("h5dump '" + good + "' > /dev/null 2>&1").c_str()), 0);
 }
 
@@ -433,6 +453,7 @@ TEST(CheckpointIntegrity, FormatVersion1LoadsWithOneWarning) {
   const Config cfg = test_config();
   for (int round = 0; round < 2; ++round) {
     ParamStore b = iotest::make_store(1, 0);
+    iotest::fill(b, 99);  // buffers not zero: the load must zero them
     iotest::StderrCapture cap;
     TrainState st;
     std::string what;
@@ -445,7 +466,11 @@ TEST(CheckpointIntegrity, FormatVersion1LoadsWithOneWarning) {
     ASSERT_EQ(what, "");
     EXPECT_EQ(st.step, 7);
     EXPECT_EQ(st.tokens, 7 * 16 * 64);
-    EXPECT_EQ(iotest::mismatches(b, 7), 0);
+    EXPECT_EQ(iotest::mismatches(b, 7, /*buffers=*/false), 0);
+    // Written before buffers existed (and before the selection bias, whose
+    // value then was zero): they restart at zero.
+    for (const BufferInfo& buf : b.buffers())
+      for (int64_t i = 0; i < buf.count; ++i) ASSERT_EQ(b.buffer(buf.name)[i], 0.0f) << buf.name;
     if (round == 0) {
       expect_has(err, v1);
       expect_has(err, "format_version 1");

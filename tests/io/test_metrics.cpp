@@ -36,7 +36,8 @@ Config test_config() {
 
 TrainRow train_row(int64_t step) {
   return TrainRow{step, step * 4096, 5.0 / (1.0 + 0.01 * double(step)), 1e-3 * std::sin(double(step)),
-                  0.1 + double(step) * 1e-4, 12345.678 + double(step), 0.0123 * double(step)};
+                  0.1 + double(step) * 1e-4, 12345.678 + double(step), 0.0123 * double(step),
+                  0.0101 + 1e-6 * double(step)};
 }
 EvalRow eval_row(int64_t step) { return EvalRow{step, step * 4096, 4.0 / (1.0 + 0.02 * double(step))}; }
 
@@ -47,6 +48,8 @@ std::vector<RoutingStats> routing_row(int64_t step, int64_t blocks, int64_t expe
     for (int64_t e = 0; e < experts; ++e) s.tokens_per_expert.push_back(step * 1000 + b * 100 + e);
     s.unserved_fraction = 0.001 * double(step + b);
     s.router_entropy = std::log(double(experts)) - 0.01 * double(b) - 1e-5 * double(step);
+    s.balance_loss = 1.0 + 0.03 * double(b) + 1e-4 * double(step);
+    s.z_loss = 4.5 - 0.2 * double(b) + 1e-3 * double(step);
   }
   return out;
 }
@@ -61,9 +64,11 @@ void write_run(const std::string& path, const Config& cfg, int64_t first, int64_
   }
 }
 
-// Train rows must be exactly `steps`; routing rows `routing_steps` (default: the same).
+// Train rows must be exactly `steps`; routing rows `routing_steps` (default:
+// the same). Rows of steps below `v1_rows_before` come from a format_version 1
+// file: their aux columns must read NaN.
 void expect_rows(const RunMetrics& m, const std::vector<int64_t>& steps, const Config& cfg,
-                 const std::vector<int64_t>* routing_steps = nullptr) {
+                 const std::vector<int64_t>* routing_steps = nullptr, int64_t v1_rows_before = 0) {
   ASSERT_EQ(m.train.size(), steps.size());
   for (size_t i = 0; i < steps.size(); ++i) {
     TrainRow e = train_row(steps[i]);
@@ -75,6 +80,11 @@ void expect_rows(const RunMetrics& m, const std::vector<int64_t>& steps, const C
     EXPECT_EQ(r.grad_norm, e.grad_norm);
     EXPECT_EQ(r.tokens_per_s, e.tokens_per_s);
     EXPECT_EQ(r.mfu, e.mfu);
+    if (v1_rows_before > steps[i]) {
+      EXPECT_TRUE(std::isnan(r.aux_loss)) << "a version-1 row has no aux_loss";
+    } else {
+      EXPECT_EQ(r.aux_loss, e.aux_loss);
+    }
   }
   const std::vector<int64_t>& rsteps = routing_steps ? *routing_steps : steps;
   ASSERT_EQ(m.routing_step.size(), rsteps.size());
@@ -89,6 +99,13 @@ void expect_rows(const RunMetrics& m, const std::vector<int64_t>& steps, const C
         EXPECT_EQ(m.routing_expert_load[size_t((int64_t(i) * B + b) * X + x)], rs[size_t(b)].tokens_per_expert[size_t(x)]);
       EXPECT_EQ(m.routing_dropped[size_t(int64_t(i) * B + b)], rs[size_t(b)].unserved_fraction);
       EXPECT_EQ(m.routing_entropy[size_t(int64_t(i) * B + b)], rs[size_t(b)].router_entropy);
+      if (v1_rows_before > rsteps[i]) {
+        EXPECT_TRUE(std::isnan(m.routing_balance[size_t(int64_t(i) * B + b)]));
+        EXPECT_TRUE(std::isnan(m.routing_z[size_t(int64_t(i) * B + b)]));
+      } else {
+        EXPECT_EQ(m.routing_balance[size_t(int64_t(i) * B + b)], rs[size_t(b)].balance_loss);
+        EXPECT_EQ(m.routing_z[size_t(int64_t(i) * B + b)], rs[size_t(b)].z_loss);
+      }
     }
   }
 }
@@ -253,6 +270,42 @@ TEST(Metrics, UnreadableFileOnResumeIsMovedAside) {
   write_run(path, cfg, 40, 50, 10, 30);
   expect_rows(read_metrics(path), {40, 50}, cfg);
   EXPECT_EQ(iotest::read_file(path + ".corrupt"), bytes.substr(0, bytes.size() / 3));
+}
+
+// format_version 1 (before the auxiliary router losses): the same file
+// without /train/aux_loss, /routing/balance_loss and /routing/z_loss. It reads
+// (those columns NaN), and a resumed run continues it in a version-2 file
+// whose earlier rows keep NaN there.
+TEST(Metrics, FormatVersion1ReadsAndResumesIntoVersion2) {
+  const std::string dir = iotest::fresh_dir("metrics_v1"), path = dir + "/metrics.h5";
+  const Config cfg = test_config();
+  write_run(path, cfg, 10, 50, 10, -1);
+  {
+    h5::silence();
+    h5::Handle f = h5::file(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT));
+    ASSERT_TRUE(f.valid());
+    for (const char* name : {hl::kTrainAuxLoss, hl::kRoutingBalanceLoss, hl::kRoutingZLoss})
+      ASSERT_GE(H5Ldelete(f, name, H5P_DEFAULT), 0) << name;
+    ASSERT_TRUE(h5::write_attr_i32(f, hl::kAttrFormatVersion, 1));
+  }
+  RunMetrics old = read_metrics(path);
+  EXPECT_EQ(old.num_attrs.at("format_version"), 1);
+  expect_rows(old, range(10, 50, 10), cfg, nullptr, /*v1_rows_before=*/1000);
+  expect_rows(read_metrics_isolated(path), range(10, 50, 10), cfg, nullptr, 1000);
+  // A version-2 file that lacks a version-2 dataset is damaged, not old.
+  {
+    const std::string broken = dir + "/broken.h5";
+    write_run(broken, cfg, 10, 20, 10, -1);
+    h5::Handle f = h5::file(H5Fopen(broken.c_str(), H5F_ACC_RDWR, H5P_DEFAULT));
+    ASSERT_GE(H5Ldelete(f, hl::kRoutingZLoss, H5P_DEFAULT), 0);
+    f.close();
+    expect_data_error([&] { read_metrics(broken); }, {broken, "dataset /routing/z_loss missing"});
+  }
+  // Resume at step 30: rows 10..30 carried over (aux NaN), 40.. new.
+  write_run(path, cfg, 40, 60, 10, 30);
+  RunMetrics m = read_metrics(path);
+  EXPECT_EQ(m.num_attrs.at("format_version"), hl::kMetricsFormatVersion);
+  expect_rows(m, range(10, 60, 10), cfg, nullptr, /*v1_rows_before=*/40);
 }
 
 TEST(Metrics, ReadErrorsNameTheFileAndProblem) {

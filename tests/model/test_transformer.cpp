@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <random>
 #include <vector>
@@ -138,7 +139,13 @@ GradStats check_model_gradients(Model& m, int64_t B, double rtol, double atol, f
   m.tf->backward(1.0);
   if (corrupt) corrupt(m.store);
   const bool report = !corrupt;
-  auto f = [&] { return m.tf->evaluate(tok.data(), tgt.data(), B); };
+  // The objective backward() differentiates: mean cross-entropy plus the
+  // auxiliary router losses (0 unless moe.balance_loss / moe.z_loss are on;
+  // token choice has balance_loss 0.01 by default).
+  auto f = [&] {
+    const double ce = m.tf->evaluate(tok.data(), tgt.data(), B);
+    return ce + m.tf->aux_loss();
+  };
   const double f0 = f();
   GradStats st;
   std::mt19937_64 rng(17);
@@ -223,6 +230,67 @@ TEST(Transformer, GradCheckMoETokenChoice) {
   const GradStats st = check_model_gradients(m, 4, 2e-2, 2e-5, 3e-4f, 1e-3f);
   EXPECT_EQ(st.failed, 0);
   EXPECT_LE(st.skipped, st.checks / 10);
+}
+
+// The auxiliary router losses through the whole model (their gradient reaches
+// every tensor below the router through x), with coefficients far above the
+// defaults so that they dominate the router's gradient, and a non-zero
+// selection bias (which changes the selection, not the differentiable path).
+// Same tolerances as the CE-only checks: the aux terms are smooth functions of
+// the router logits, so nothing in them needs more slack.
+TEST(Transformer, GradCheckMoETokenChoiceAuxLosses) {
+  Config c = fmtest::tiny_config("moe", "token_choice");
+  c.moe.balance_loss = 0.5;
+  c.moe.z_loss = 0.05;
+  Model m(c, 15, true);
+  ASSERT_TRUE(m.store.has_buffer("blocks.0.moe.router.bias"));
+  for (int l = 0; l < 2; ++l) {
+    float* b = m.store.buffer("blocks." + std::to_string(l) + ".moe.router.bias");
+    for (int64_t i = 0; i < c.n_experts(); ++i) b[i] = 0.03f * float((i * 5 + l) % 7 - 3);
+  }
+  std::vector<int32_t> tok, tgt;
+  make_batch(tok, tgt, 4, c.model.seq_len, c.model.vocab_size, 3);
+  m.tf->evaluate(tok.data(), tgt.data(), 4);
+  EXPECT_GT(m.tf->aux_loss(), 0.5) << "balance >= 1 per block: the aux term must be a real part of the objective";
+  const GradStats st = check_model_gradients(m, 4, 2e-2, 2e-5, 3e-4f, 1e-3f);
+  EXPECT_EQ(st.failed, 0);
+  EXPECT_LE(st.skipped, st.checks / 10);
+}
+
+// forward()/evaluate() return the cross-entropy alone whatever the aux
+// coefficients (the logged loss and the final evaluation the law is fitted
+// on); aux_loss() reports the rest, and only the gradient sees both.
+TEST(Transformer, LossIsCrossEntropyAloneAuxReportedApart) {
+  Config off = fmtest::tiny_config("moe", "token_choice");
+  off.moe.balance_loss = 0.0;
+  Config on = off;
+  on.moe.balance_loss = 0.3;
+  on.moe.z_loss = 0.02;
+  Model a(off, 21, true), b(on, 21, true);
+  std::vector<int32_t> tok, tgt;
+  make_batch(tok, tgt, 4, off.model.seq_len, off.model.vocab_size, 5);
+  const double fa = a.tf->forward(tok.data(), tgt.data(), 4), fb = b.tf->forward(tok.data(), tgt.data(), 4);
+  EXPECT_EQ(fa, fb) << "forward() is the cross-entropy alone";
+  EXPECT_EQ(a.tf->aux_loss(), 0.0);
+  const double aux = b.tf->aux_loss();
+  EXPECT_GT(aux, 0.3) << "0.3 x balance (about 1 per block) + 0.02 x z";
+  // The statistics behind it, per block: aux = Σ 0.3·balance + 0.02·z.
+  double sum = 0;
+  for (const RoutingStats& st : b.tf->routing_stats()) sum += 0.3 * st.balance_loss + 0.02 * st.z_loss;
+  EXPECT_NEAR(aux, sum, 1e-12 * aux);
+  a.tf->backward(1.0);
+  b.tf->backward(1.0);
+  // Only the router's gradient (and what flows back from it) changes.
+  const float* ga = a.store.grad("blocks.1.moe.router.w");
+  const float* gb = b.store.grad("blocks.1.moe.router.w");
+  double diff = 0;
+  for (int64_t i = 0; i < a.store.info("blocks.1.moe.router.w").local_count; ++i) diff += std::fabs(ga[i] - gb[i]);
+  EXPECT_GT(diff, 1e-3);
+  EXPECT_EQ(std::memcmp(a.store.grad("head.w"), b.store.grad("head.w"),
+                        size_t(a.store.info("head.w").local_count) * sizeof(float)),
+            0)
+      << "layers above the last router see the cross-entropy only";
+  EXPECT_EQ(a.tf->evaluate(tok.data(), tgt.data(), 4), b.tf->evaluate(tok.data(), tgt.data(), 4));
 }
 
 // With capacity = group size (E = 1: every expert takes every token) or

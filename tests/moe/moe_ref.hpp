@@ -67,8 +67,10 @@ struct RefResult {
 };
 
 // Double-precision reference of MoELayer::forward with all experts on one rank.
+// `bias` [E·G] (token choice only): the top-k is taken over p + bias, the
+// combine weights stay p (DeepSeek-V3's selection bias).
 inline RefResult ref_forward(const MoEShape& s, int64_t T, const float* x, const float* wr, const float* w1,
-                             const float* w2) {
+                             const float* w2, const float* bias = nullptr) {
   const int64_t d = s.d_model, EG = s.n_experts, de = s.d_expert;
   std::vector<double> P(size_t(T * EG));
   for (int64_t t = 0; t < T; ++t) {
@@ -107,8 +109,8 @@ inline RefResult ref_forward(const MoEShape& s, int64_t T, const float* x, const
       }
       std::vector<int64_t> idx(static_cast<size_t>(EG));
       std::iota(idx.begin(), idx.end(), 0);
-      std::stable_sort(idx.begin(), idx.end(),
-                       [&](int64_t a, int64_t b) { return P[size_t(t * EG + a)] > P[size_t(t * EG + b)]; });
+      auto score = [&](int64_t e) { return P[size_t(t * EG + e)] + (bias ? double(bias[e]) : 0.0); };
+      std::stable_sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) { return score(a) > score(b); });
       for (int64_t j = 0; j < s.top_k; ++j) {
         const int64_t e = idx[size_t(j)];
         if (load[size_t(e)] < cap) {

@@ -57,30 +57,35 @@ struct Result {
   std::vector<float> out, dx, gwr, gw1, gw2;
   RoutingStats stats;
   int64_t bytes = 0;
+  double aux = 0;  // aux_loss() of the slice's tokens
 };
 
-// Forward + backward of the layer on one rank's slice, through `disp`.
-Result run_slice(const Slice& sl, const std::vector<float>& wr, Dispatcher& disp) {
+// Forward + backward of the layer on one rank's slice, through `disp`. The
+// auxiliary losses (if the shape has them) enter with weight aux_scale, as
+// the trainer's local/global token share.
+Result run_slice(const Slice& sl, const std::vector<float>& wr, Dispatcher& disp, const float* bias = nullptr,
+                 double aux_scale = 1.0) {
   MoELayer layer(sl.s, disp);
   Result r;
-  const MoEWeights w{wr.data(), sl.w1.data(), sl.w2.data()};
+  const MoEWeights w{wr.data(), sl.w1.data(), sl.w2.data(), bias};
   r.out.assign(sl.x.size(), 0.0f);
   r.dx.assign(sl.x.size(), 0.0f);
   r.gwr.assign(wr.size(), 0.0f);
   r.gw1.assign(sl.w1.size(), 0.0f);
   r.gw2.assign(sl.w2.size(), 0.0f);
   layer.forward(sl.x.data(), r.out.data(), sl.T, w);
-  layer.backward(sl.dout.data(), r.dx.data(), w, MoEGrads{r.gwr.data(), r.gw1.data(), r.gw2.data()});
+  r.aux = layer.aux_loss();
+  layer.backward(sl.dout.data(), r.dx.data(), w, MoEGrads{r.gwr.data(), r.gw1.data(), r.gw2.data()}, aux_scale);
   r.stats = layer.stats();
   r.bytes = disp.last_bytes_sent();
   return r;
 }
 
 // Single-rank reference: the whole global batch with all experts.
-Result run_reference(const Problem& g) {
+Result run_reference(const Problem& g, const float* bias = nullptr) {
   Slice whole = slice_of(g, 1, 0);
   auto disp = make_local_dispatcher();
-  return run_slice(whole, g.wr, *disp);
+  return run_slice(whole, g.wr, *disp, bias);
 }
 
 // |a - b| ≤ rtol·(1 + |b|) over a range; returns the largest |a-b|/(1+|b|).
@@ -94,6 +99,7 @@ struct Case {
   Routing routing;
   int64_t G;
   double cf;
+  bool aux = false;  // balance loss (token choice), z-loss, selection bias (token choice)
 };
 
 class ExpertParallel : public testing::TestWithParam<Case> {};
@@ -101,16 +107,60 @@ class ExpertParallel : public testing::TestWithParam<Case> {};
 // One EP group's share of the check: the group's ranks together against one
 // rank holding all of the group's tokens and all experts. With EP < world
 // (EP × DP), each DP replica checks its own problem (seeded by dp rank).
-void check_against_one_rank(const Comm& comm, Routing routing, int64_t G, double cf) {
+//
+// With `aux`: every rank's aux losses enter with weight T_local/T (the
+// trainer's loss_scale), so the router gradients summed over ranks equal the
+// one-rank gradient of the global aux loss, the token-weighted aux values sum
+// to the one-rank value, and the selection counts summed over ranks give
+// every rank the same bias update as one rank holding all tokens.
+void check_against_one_rank(const Comm& comm, Routing routing, int64_t G, double cf, bool aux = false) {
   const int64_t P = comm.ep_size(), me = comm.ep_rank();
   const int64_t d = 8, E = 4, T_local = 32;
   MoEShape s = make_shape(d, E, G, routing, /*group=*/16, cf);
+  std::vector<float> bias_v(size_t(s.n_experts), 0.0f);
+  const float* bias = nullptr;
+  if (aux) {
+    s.z_loss = 0.02;
+    if (routing == Routing::token_choice) {
+      s.balance_loss = 0.3;
+      for (size_t e = 0; e < bias_v.size(); ++e) bias_v[e] = 0.03f * float(int(e * 5 % 7) - 3);
+      bias = bias_v.data();
+    }
+  }
+  const double share = 1.0 / double(P);  // T_local / T of this EP group's problem
   Problem g = make_problem(s, P * T_local, 500 + uint64_t(G) + 1000 * uint64_t(comm.dp_rank()), 2.0);
   Slice sl = slice_of(g, P, me);
 
   auto disp = make_dispatcher(comm);
   ASSERT_NE(dynamic_cast<AllToAllDispatcher*>(disp.get()), nullptr);
-  Result dist = run_slice(sl, g.wr, *disp);
+  Result dist = run_slice(sl, g.wr, *disp, bias, share);
+  if (aux) {
+    // Selection loads summed over the group, then the bias update: the same
+    // on every rank (compared bitwise through the sum of all ranks' copies)
+    // and equal to one rank's update from all tokens.
+    std::vector<int64_t> load = dist.stats.selected_per_expert;
+    comm.allreduce_sum(load.data(), int64_t(load.size()), Group::ep);
+    std::vector<float> updated = bias_v;
+    update_selection_bias(updated.data(), load.data(), s.n_experts, 0.01);
+    const Result whole = run_reference(g, bias);
+    EXPECT_EQ(load, whole.stats.selected_per_expert);
+    std::vector<float> ref_updated = bias_v;
+    update_selection_bias(ref_updated.data(), whole.stats.selected_per_expert.data(), s.n_experts, 0.01);
+    for (size_t e = 0; e < updated.size(); ++e) {
+      EXPECT_EQ(updated[e], ref_updated[e]) << "expert " << e;
+      const double hi = comm.allreduce_max(double(updated[e]), Group::ep);
+      const double lo = -comm.allreduce_max(-double(updated[e]), Group::ep);
+      EXPECT_EQ(hi, lo) << "ranks disagree on the bias of expert " << e;
+    }
+    int64_t moved = 0;
+    for (size_t e = 0; e < updated.size(); ++e) moved += updated[e] != bias_v[e];
+    if (routing == Routing::token_choice) EXPECT_GT(moved, 0) << "the update must do something";
+    // Token-weighted aux values: the one-rank value up to the fp32 router
+    // logits' reassociation (other GEMM shapes per rank, ~1e-7 relative).
+    const double aux_sum = comm.allreduce_sum(dist.aux * share, Group::ep);
+    EXPECT_NEAR(aux_sum, whole.aux, 1e-6 * whole.aux);
+    EXPECT_GT(whole.aux, 0.0);
+  }
   std::vector<float> gwr_sum = dist.gwr;
   comm.allreduce_sum(gwr_sum.data(), int64_t(gwr_sum.size()), Group::ep);
 
@@ -138,7 +188,7 @@ void check_against_one_rank(const Comm& comm, Routing routing, int64_t G, double
       tok.w1 = g.w1;
       tok.w2 = g.w2;
       auto local = make_local_dispatcher();
-      Result rr = run_slice(tok, g.wr, *local);
+      Result rr = run_slice(tok, g.wr, *local, bias, share);
       for (size_t i = 0; i < ref_gw1.size(); ++i) ref_gw1[i] += rr.gw1[i];
       for (size_t i = 0; i < ref_gw2.size(); ++i) ref_gw2[i] += rr.gw2[i];
       for (size_t i = 0; i < ref_gwr.size(); ++i) ref_gwr[i] += rr.gwr[i];
@@ -162,7 +212,7 @@ void check_against_one_rank(const Comm& comm, Routing routing, int64_t G, double
     return;
   }
 
-  Result ref = run_reference(g);
+  Result ref = run_reference(g, bias);
   const int64_t de = s.d_expert;
   const double e_out = max_rel(dist.out.data(), ref.out.data() + sl.t0 * d, dist.out.size());
   const double e_dx = max_rel(dist.dx.data(), ref.dx.data() + sl.t0 * d, dist.dx.size());
@@ -186,23 +236,24 @@ void check_against_one_rank(const Comm& comm, Routing routing, int64_t G, double
 }
 
 TEST_P(ExpertParallel, MatchesOneRankWithAllExperts) {
-  const auto [routing, G, cf] = GetParam();
+  const auto [routing, G, cf, aux] = GetParam();
   Comm comm(world_size());  // EP = world
-  check_against_one_rank(comm, routing, G, cf);
+  check_against_one_rank(comm, routing, G, cf, aux);
 }
 
 // EP = 2 inside a 4-rank world (2 DP replicas): the dispatcher must stay
 // inside its EP sub-communicator.
 TEST_P(ExpertParallel, MatchesOneRankInsideEPxDPGrid) {
-  const auto [routing, G, cf] = GetParam();
+  const auto [routing, G, cf, aux] = GetParam();
   if (world_size() != 4) GTEST_SKIP() << "needs 4 ranks";
   Comm comm(2);
   ASSERT_EQ(comm.dp_size(), 2);
-  check_against_one_rank(comm, routing, G, cf);
+  check_against_one_rank(comm, routing, G, cf, aux);
 }
 
 TEST_P(ExpertParallel, SameRunTwiceIsBitIdentical) {
-  const auto [routing, G, cf] = GetParam();
+  const auto [routing, G, cf, aux] = GetParam();
+  (void)aux;
   Comm comm(world_size());
   MoEShape s = make_shape(8, 4, G, routing, 16, cf);
   Problem g = make_problem(s, comm.ep_size() * 32, 900 + uint64_t(G), 2.0);
@@ -223,18 +274,21 @@ TEST_P(ExpertParallel, SameRunTwiceIsBitIdentical) {
 
 std::string case_name(const testing::TestParamInfo<Case>& info) {
   return std::string(info.param.routing == Routing::expert_choice ? "ExpertChoice" : "TokenChoice") + "_G" +
-         std::to_string(info.param.G) + (info.param.cf > 2.0 ? "_NoDrops" : "");
+         std::to_string(info.param.G) + (info.param.cf > 2.0 ? "_NoDrops" : "") + (info.param.aux ? "_Aux" : "");
 }
 void PrintTo(const Case& c, std::ostream* os) {
   *os << (c.routing == Routing::expert_choice ? "expert_choice" : "token_choice") << " G=" << c.G
-      << " cf=" << c.cf;
+      << " cf=" << c.cf << (c.aux ? " with balance loss, z-loss, selection bias" : "");
 }
 
 INSTANTIATE_TEST_SUITE_P(Routings, ExpertParallel,
                          testing::Values(Case{Routing::expert_choice, 1, 1.0}, Case{Routing::expert_choice, 4, 1.0},
                                          Case{Routing::token_choice, 1, 1.0}, Case{Routing::token_choice, 4, 1.0},
                                          Case{Routing::token_choice, 1, 16.0},
-                                         Case{Routing::token_choice, 4, 16.0}),
+                                         Case{Routing::token_choice, 4, 16.0},
+                                         Case{Routing::token_choice, 4, 1.0, true},
+                                         Case{Routing::token_choice, 2, 16.0, true},
+                                         Case{Routing::expert_choice, 4, 1.0, true}),
                          case_name);
 
 // Finite differences of the GLOBAL loss Σ_ranks Σ out·dout through the

@@ -77,7 +77,7 @@ std::string run_status(const std::string& run_dir) {
 }
 
 bool checkpoints_identical(const std::string& a, const std::string& b) {
-  for (const char* g : {"/params", "/adam_m", "/adam_v"}) {
+  for (const char* g : {"/params", "/adam_m", "/adam_v", "/buffers"}) {
     Result r = run("h5diff -q " + a + " " + b + " " + g + " " + g);
     if (r.code != 0) return false;
   }

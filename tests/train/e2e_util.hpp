@@ -25,7 +25,8 @@ std::string tiny_args(const std::string& run_dir, int steps);
 std::vector<double> train_losses(const std::string& run_dir);
 std::vector<long long> train_steps(const std::string& run_dir);
 std::string run_status(const std::string& run_dir);
-// True if `h5diff` finds the /params and AdamW moments of two checkpoints identical.
+// True if `h5diff` finds the /params, AdamW moments and /buffers (the selection
+// bias) of two checkpoints identical.
 bool checkpoints_identical(const std::string& a, const std::string& b);
 int count_occurrences(const std::string& haystack, const std::string& needle);
 

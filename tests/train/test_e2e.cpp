@@ -25,6 +25,30 @@
 using namespace e2e;
 namespace fs = std::filesystem;
 
+namespace {
+
+std::vector<double> train_aux_losses(const std::string& run_dir) {
+  std::vector<double> v;
+  for (const auto& r : finemoe::read_metrics(run_dir + "/metrics.h5").train) v.push_back(r.aux_loss);
+  return v;
+}
+
+// A checkpoint's /buffers/<name> values, through h5dump (no h5py here).
+std::vector<double> checkpoint_buffer(const std::string& ckpt, const std::string& name) {
+  Result r = run("h5dump -d '/buffers/" + name + "' -y -w 0 -O /dev/null -o /dev/stdout '" + ckpt + "'");
+  std::vector<double> v;
+  if (r.code != 0) return v;
+  std::string text = r.out;
+  for (char& ch : text)
+    if (ch == ',') ch = ' ';
+  std::istringstream is(text);
+  double x;
+  while (is >> x) v.push_back(x);
+  return v;
+}
+
+}  // namespace
+
 // ---------------------------------------------------------------- Cli --------
 TEST(Cli, HelpListsKeysAndExitCodes) {
   Result r = run(train_cmd(1, "--help"));
@@ -48,6 +72,9 @@ TEST(Cli, BadValuesExit2NamingTheKey) {
       {"--moe.bogus 1", "moe.bogus"},
       {"--train.precision fp8", "train.precision"},
       {"--config /nonexistent.ini", "/nonexistent.ini"},
+      {"--moe.balance_loss 0.01", "moe.balance_loss"},  // expert choice: balanced by construction
+      {"--moe.routing token_choice --moe.z_loss -1", "moe.z_loss"},
+      {"--moe.routing token_choice --moe.bias_update_rate nan", "moe.bias_update_rate"},
   };
   for (const auto& c : cases) {
     Result r = run(train_cmd(1, "--run.dir " + dir + " " + c.args));
@@ -105,6 +132,52 @@ TEST(Learning, ValidationLossApproachesEntropyFloor) {
   EXPECT_GT(floor, 0.5);
   EXPECT_LT(val[1], val[0] - 0.1) << "240 steps should beat 40 steps";
   EXPECT_GT(val[1], floor - 0.05) << "validation loss below the entropy rate";
+}
+
+// The auxiliary router losses are logged beside, never inside, the
+// cross-entropy: the first step's loss (weights not yet updated) is bitwise
+// the same with and without them, /train/aux_loss holds what was added, the
+// per-block statistics are in /routing, and the final evaluation stays
+// cross-entropy (close to the periodic eval, far from eval + aux).
+TEST(Learning, AuxLossesAreLoggedApartFromTheCrossEntropy) {
+  const std::string tc = " --moe.routing token_choice --moe.granularity 2";
+  const std::string off = temp_dir("aux_off"), on = temp_dir("aux_on"), dflt = temp_dir("aux_default");
+  ASSERT_EQ(run(train_cmd(1, tiny_args(off, 4) + tc + " --moe.balance_loss 0")).code, 0);
+  Result r = run(train_cmd(1, tiny_args(on, 4) + tc + " --moe.balance_loss 0.5 --moe.z_loss 0.1"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("| aux "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("balancing: balance loss 0.5 | z-loss 0.1"), std::string::npos) << r.out;
+  Result d = run(train_cmd(1, tiny_args(dflt, 2) + tc));
+  ASSERT_EQ(d.code, 0) << d.out;
+  EXPECT_NE(d.out.find("balance loss 0.01 (auto)"), std::string::npos) << d.out;
+
+  const auto lo = train_losses(off), ln = train_losses(on);
+  ASSERT_EQ(lo.size(), 4u);
+  ASSERT_EQ(ln.size(), 4u);
+  EXPECT_EQ(lo[0], ln[0]) << "step 1's logged loss must not include the aux losses";
+  EXPECT_NE(lo[3], ln[3]) << "the aux losses must reach the gradient";
+  for (double a : train_aux_losses(off)) EXPECT_EQ(a, 0.0);
+  const auto mo = finemoe::read_metrics(on + "/metrics.h5");
+  ASSERT_EQ(mo.routing_step.size(), 4u);
+  ASSERT_EQ(mo.routing_balance.size(), 4u * 2u);
+  for (size_t i = 0; i < mo.train.size(); ++i) {
+    // aux = Σ_blocks 0.5·balance + 0.1·z, from the same step's routing row.
+    double want = 0;
+    for (size_t b = 0; b < 2; ++b) {
+      const double bal = mo.routing_balance[i * 2 + b], z = mo.routing_z[i * 2 + b];
+      EXPECT_GT(bal, 0.9) << "about 1 or more: experts are picked by probability";
+      EXPECT_LT(bal, 8.0) << "at most E*G";
+      EXPECT_GT(z, 0.0);
+      want += 0.5 * bal + 0.1 * z;
+    }
+    EXPECT_NEAR(mo.train[i].aux_loss, want, 1e-9 * want) << "step " << mo.train[i].step;
+  }
+  ASSERT_TRUE(mo.has_final_eval);
+  ASSERT_FALSE(mo.eval.empty());
+  EXPECT_NEAR(mo.final_eval.loss, mo.eval.back().loss, 5 * mo.final_eval.stderr_loss + 0.05);
+  EXPECT_GT(mo.train.back().aux_loss, 0.5) << "an aux term big enough that including it would show";
+  EXPECT_EQ(mo.str_attrs.at("config.moe.balance_loss"), "0.5");
+  EXPECT_EQ(finemoe::read_metrics(dflt + "/metrics.h5").str_attrs.at("config.moe.balance_loss"), "auto");
 }
 
 TEST(Cli, UnwritableRunDirIsAClearError) {
@@ -169,6 +242,7 @@ std::vector<std::pair<std::string, std::vector<double>>> rank_differences(const 
   Result r1 = run(train_cmd(1, tiny_args(ref_dir, steps) + config));
   EXPECT_EQ(r1.code, 0) << r1.out;
   const auto ref = train_losses(ref_dir);
+  const auto ref_aux = train_aux_losses(ref_dir);
   for (auto g : kGrids) {
     if (dp_only && g.ep != 1) continue;
     const std::string dir = temp_dir("pn");
@@ -176,19 +250,30 @@ std::vector<std::pair<std::string, std::vector<double>>> rank_differences(const 
                                           std::to_string(g.ep)));
     EXPECT_EQ(r.code, 0) << r.out;
     const auto l = train_losses(dir);
+    const auto a = train_aux_losses(dir);
     EXPECT_EQ(l.size(), ref.size()) << config;
     std::vector<double> diff;
-    for (size_t i = 0; i < std::min(l.size(), ref.size()); ++i) diff.push_back(std::fabs(l[i] - ref[i]));
+    // The larger of the cross-entropy's and the aux losses' differences.
+    for (size_t i = 0; i < std::min(l.size(), ref.size()); ++i)
+      diff.push_back(std::max(std::fabs(l[i] - ref[i]), i < a.size() ? std::fabs(a[i] - ref_aux[i]) : 1.0));
     out.emplace_back(config + " ranks=" + std::to_string(g.ranks) + " EP=" + std::to_string(g.ep), diff);
   }
   return out;
 }
 
+// The auxiliary losses are per routing group and weighted by local/global
+// tokens, so with them on the curves (and the logged aux_loss) still match:
+// the last config carries the z-loss's gradient through every rank count (the
+// balance loss's is zero with every expert selected, and the selection bias
+// stays zero with equal loads).
 TEST(Parallel, RankCountsMatchOneRankWithoutRoutingDecisions) {
   const std::pair<const char*, bool> configs[] = {
       {" --model.ffn dense", true},
       {" --moe.routing expert_choice --moe.experts 1 --moe.granularity 4", false},
       {" --moe.routing token_choice --moe.granularity 4 --moe.top_k 16 --moe.capacity_factor 1", false},
+      {" --moe.routing token_choice --moe.granularity 4 --moe.top_k 16 --moe.capacity_factor 1 "
+       "--moe.balance_loss 0.05 --moe.z_loss 0.01 --moe.bias_update_rate 0.01",
+       false},
   };
   for (const auto& [config, dp_only] : configs)
     for (const auto& [what, diff] : rank_differences(config, 20, dp_only)) {
@@ -199,9 +284,16 @@ TEST(Parallel, RankCountsMatchOneRankWithoutRoutingDecisions) {
 }
 
 TEST(Parallel, RankCountsTrackOneRankThroughRoutingFlips) {
-  for (std::string routing : {"expert_choice", "token_choice"})
+  for (std::string routing : {"expert_choice", "token_choice", "token_choice balanced"})
     for (int G : {1, 4}) {
-      const std::string config = " --moe.routing " + routing + " --moe.granularity " + std::to_string(G);
+      if (routing == "token_choice balanced" && G == 1) continue;
+      // Token choice has the 0.01 balance loss by default; the last case adds
+      // the z-loss and the selection bias (loads summed over every rank).
+      const std::string config =
+          routing == "token_choice balanced"
+              ? " --moe.routing token_choice --moe.granularity 4 --moe.balance_loss 0.05 --moe.z_loss 1e-3 "
+                "--moe.bias_update_rate 1e-3"
+              : " --moe.routing " + routing + " --moe.granularity " + std::to_string(G);
       for (const auto& [what, diff] : rank_differences(config, 20)) {
         ASSERT_EQ(diff.size(), 20u) << what;
         double mean = 0;
@@ -260,6 +352,27 @@ TEST(Restart, ResumeIsBitExact) {
   for (int ranks : {1, 2})
     expect_resume_bit_exact(ranks, " --moe.granularity 2 --parallel.expert_parallel " + std::to_string(ranks), 8,
                             "rs");
+}
+
+// Token choice with every load-balancing option on: the selection bias is
+// state outside the optimizer, saved in /buffers and restored on resume, so
+// the resumed run selects exactly as the straight one (checkpoints_identical
+// compares /buffers too). The bias must have moved for this to mean anything.
+TEST(Restart, ResumeWithSelectionBiasIsBitExact) {
+  const std::string extra = " --moe.routing token_choice --moe.granularity 2 --moe.z_loss 1e-3 "
+                            "--moe.bias_update_rate 0.01 --parallel.expert_parallel ";
+  for (int ranks : {1, 2}) expect_resume_bit_exact(ranks, extra + std::to_string(ranks), 8, "rsb");
+  // The bias after 8 of 16 steps, as the resumed run started from it.
+  const std::string dir = temp_dir("rsb_probe");
+  ASSERT_EQ(run(train_cmd(1, tiny_args(dir, 16) + extra + "1 --train.checkpoint_every 8")).code, 0);
+  for (const char* block : {"blocks.0.moe.router.bias", "blocks.1.moe.router.bias"}) {
+    const auto bias = checkpoint_buffer(dir + "/checkpoints/step_0000008.h5", block);
+    ASSERT_EQ(bias.size(), 8u) << block;
+    double moved = 0;
+    for (double b : bias) moved = std::max(moved, std::fabs(b));
+    EXPECT_GE(moved, 0.01) << block << ": the bias never moved";
+    EXPECT_LE(moved, 0.08 + 1e-6) << block << ": at most 8 steps of 0.01";
+  }
 }
 
 // bf16 GEMMs reuse the weights' bf16 copies for a whole optimizer step
