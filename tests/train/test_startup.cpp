@@ -302,7 +302,7 @@ TEST(Startup, StopSignalWhileResumingExits75StatusPreempted) {
   const std::string dir = temp_dir("sigresume") + "/run", log = dir + ".log";
   const std::string args = "--model.d_model 256 --model.n_blocks 2 --model.seq_len 64 --moe.experts 8 "
                            "--train.batch_size 4 --moe.group_size 64 --train.threads 1 --train.eval_tokens 256 "
-                           "--run.dir " + dir;
+                           "--train.final_eval_tokens 2048 --run.dir " + dir;  // not the default 2M: minutes under load
   Result first = run(train_cmd(1, args + " --train.steps 1"));
   ASSERT_EQ(first.code, 0) << first.out;
   const std::string latest = read_file(dir + "/checkpoints/LATEST");
