@@ -497,6 +497,17 @@ std::string save_checkpoint(const std::string& run_dir, const ParamStore& store,
 
 namespace {
 
+// Why reading tensor `ds_name` failed, from HDF5's detail `d`: a Fletcher32
+// checksum mismatch (bytes changed after writing) or any other failure.
+std::string tensor_read_failure(const std::string& ds_name, const std::string& d) {
+  std::string low = d;
+  std::transform(low.begin(), low.end(), low.begin(), ::tolower);
+  if (low.find("checksum") != std::string::npos)
+    return "checksum mismatch in tensor " + ds_name + ": its stored bytes changed after they were written (HDF5: " +
+           d + ")";
+  return "cannot read tensor " + ds_name + (d.empty() ? "" : " (HDF5: " + d + ")");
+}
+
 // The /state checks that need only the file: format version, presence and
 // range of step/tokens/seed, the stored config's shape keys against `cfg`,
 // and the scalars against the stored config (a value edited or damaged after
@@ -667,13 +678,7 @@ TrainState load_checkpoint(const std::string& path, ParamStore& store, const Con
       std::string d = ds.valid() ? "" : h5::detail();
       if (ds.valid() && rows_io(false, ds, shape, p.row0, p.local_rows, p.row_elems(), bufs[k], H5P_DEFAULT, true, &d))
         continue;
-      std::string low = d;
-      std::transform(low.begin(), low.end(), low.begin(), ::tolower);
-      if (low.find("checksum") != std::string::npos)
-        local.set('D', where + "checksum mismatch in tensor " + ds_name +
-                           ": its stored bytes changed after they were written (HDF5: " + d + ")");
-      else
-        local.set('D', where + "cannot read tensor " + ds_name + (d.empty() ? "" : " (HDF5: " + d + ")"));
+      local.set('D', where + tensor_read_failure(ds_name, d));
     }
   }
   // Buffers: every rank reads the whole tensor (they are identical on all
@@ -693,13 +698,7 @@ TrainState load_checkpoint(const std::string& path, ParamStore& store, const Con
     std::string d = ds.valid() ? "" : h5::detail();
     if (ds.valid() && rows_io(false, ds, shape, 0, rows, rows ? b.count / rows : 0, buf, H5P_DEFAULT, true, &d))
       continue;
-    std::string low = d;
-    std::transform(low.begin(), low.end(), low.begin(), ::tolower);
-    if (low.find("checksum") != std::string::npos)
-      local.set('D', where + "checksum mismatch in tensor " + ds_name +
-                         ": its stored bytes changed after they were written (HDF5: " + d + ")");
-    else
-      local.set('D', where + "cannot read tensor " + ds_name + (d.empty() ? "" : " (HDF5: " + d + ")"));
+    local.set('D', where + tensor_read_failure(ds_name, d));
   }
   file.close();
   if (Failure f = agree(comm, local)) raise(f);
