@@ -271,45 +271,33 @@ void route_backward(const MoEShape& s, const Routes& r, const float* dprob, doub
                     const float* Wr, float* dlogits, float* dWr, float* dx) {
   const int64_t T = r.T, EG = s.n_experts, d = s.d_model;
   const float* P = r.probs.data();
-  if ((s.balance_loss != 0.0 || s.z_loss != 0.0) && T > 0) {
+  {
     FINEMOE_PROFILE("router_bwd_softmax");
+    // Softmax backward: dl_j = p_j (dp_j − Σ_e dp_e p_e), dp nonzero only on
+    // the selected experts (the selection itself is piecewise constant).
     // With the auxiliary losses: ∂/∂p_{t,j} gains a_j = cb·f_{g(t),j} (dense
     // over experts, through the softmax), ∂/∂logit_{t,j} gains cz·lse_t·p_j.
-    const double cb = s.balance_loss * aux_scale * double(EG) / double(T);
-    const double cz = s.z_loss * aux_scale * 2.0 / double(T);
+    const bool aux = (s.balance_loss != 0.0 || s.z_loss != 0.0) && T > 0;
+    const double cb = aux ? s.balance_loss * aux_scale * double(EG) / double(T) : 0.0;
+    const double cz = aux ? s.z_loss * aux_scale * 2.0 / double(T) : 0.0;
     const int64_t S = s.group_size;
 #pragma omp parallel for schedule(static)
     for (int64_t t = 0; t < T; ++t) {
       const float* p = P + t * EG;
-      const double* f = r.group_frac.data() + (t / S) * EG;
       float* dl = dlogits + t * EG;
       float dot = 0.0f;
       for (int64_t a = r.tok_off[size_t(t)]; a < r.tok_off[size_t(t + 1)]; ++a) {
         const int64_t i = r.by_tok[size_t(a)];
         dot += dprob[i] * r.weight[size_t(i)];
       }
-      for (int64_t j = 0; j < EG; ++j) dot += float(cb * f[j]) * p[j];
-      const float zc = float(cz * double(r.lse[size_t(t)]));
-      for (int64_t j = 0; j < EG; ++j) dl[j] = p[j] * (float(cb * f[j]) - dot + zc);
-      for (int64_t a = r.tok_off[size_t(t)]; a < r.tok_off[size_t(t + 1)]; ++a) {
-        const int64_t i = r.by_tok[size_t(a)];
-        dl[r.expert[size_t(i)]] += p[r.expert[size_t(i)]] * dprob[i];
+      if (aux) {
+        const double* f = r.group_frac.data() + (t / S) * EG;
+        for (int64_t j = 0; j < EG; ++j) dot += float(cb * f[j]) * p[j];
+        const float zc = float(cz * double(r.lse[size_t(t)]));
+        for (int64_t j = 0; j < EG; ++j) dl[j] = p[j] * (float(cb * f[j]) - dot + zc);
+      } else {
+        for (int64_t j = 0; j < EG; ++j) dl[j] = -p[j] * dot;
       }
-    }
-  } else {
-    FINEMOE_PROFILE("router_bwd_softmax");
-    // Softmax backward: dl_j = p_j (dp_j − Σ_e dp_e p_e), dp nonzero only on
-    // the selected experts (the selection itself is piecewise constant).
-#pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < T; ++t) {
-      const float* p = P + t * EG;
-      float* dl = dlogits + t * EG;
-      float dot = 0.0f;
-      for (int64_t a = r.tok_off[size_t(t)]; a < r.tok_off[size_t(t + 1)]; ++a) {
-        const int64_t i = r.by_tok[size_t(a)];
-        dot += dprob[i] * r.weight[size_t(i)];
-      }
-      for (int64_t j = 0; j < EG; ++j) dl[j] = -p[j] * dot;
       for (int64_t a = r.tok_off[size_t(t)]; a < r.tok_off[size_t(t + 1)]; ++a) {
         const int64_t i = r.by_tok[size_t(a)];
         dl[r.expert[size_t(i)]] += p[r.expert[size_t(i)]] * dprob[i];

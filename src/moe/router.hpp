@@ -44,8 +44,8 @@ struct Routes {
   int64_t groups(int64_t group_size) const { return (T + group_size - 1) / group_size; }
 };
 
-// logits = x·Wr (fp32, own loops: the router stays fp32 whatever precision the
-// GEMM backend uses), probs = softmax(logits) per token, then selection by
+// logits = x·Wr (backend::gemm_fp32: the router stays fp32 whatever precision
+// the GEMM backend uses), probs = softmax(logits) per token, then selection by
 // shape.routing (token choice ranks p + bias when `bias` [EG] is given; the
 // combine weights are p), then the auxiliary-loss statistics (balance, z).
 // Throws Error if T is not a multiple of group_size (expert choice), or if a
