@@ -27,6 +27,12 @@
 //   extra = --gpus-per-task=1 --constraint=h100   (raw sbatch options)
 //   [model] / [moe] / [train] / [data] / [parallel]
 //   any config key: overrides the base for every run
+//   [slice.tc]                    ; optional extra grids, any number: the main
+//   n_blocks = 2                  ;    grid with these grid keys and dotted
+//   granularity = 1, 4            ;    config keys on top (name, base and
+//   dense = false                 ;    ranks are the sweep's); runs are named
+//   moe.routing = token_choice    ;    NAME-tc-L2-...; same manifest, same
+//                                 ;    Slurm array
 //
 // Each run's steps = round(D / (train.batch_size * model.seq_len)); the
 // manifest reports the realised D = steps * batch * seq and F = D * F/token,
@@ -52,6 +58,16 @@ struct SweepSlurm {
   std::string extra;           // raw sbatch options, one #SBATCH line each
 };
 
+// A [slice.NAME] section as written: applied by expand_sweep.
+struct SweepSlice {
+  std::string name;
+  struct Entry {
+    std::string key, value;
+    int line = 0;
+  };
+  std::vector<Entry> entries;
+};
+
 struct SweepSpec {
   std::string origin;          // spec file name, for messages
   std::string text;            // the spec as written (copied next to the runs)
@@ -64,6 +80,7 @@ struct SweepSpec {
   int64_t ranks = 1;
   double max_flops = 0;        // 0: no cap
   SweepSlurm slurm;
+  std::vector<SweepSlice> slices;  // extra grids, expanded after the main one
 };
 
 struct SweepRun {
@@ -82,7 +99,7 @@ struct SweepRun {
 SweepSpec parse_sweep_spec(const std::string& text, const std::string& origin, const std::string& base_dir);
 SweepSpec load_sweep_spec(const std::string& path);
 
-// Expands the grid; every config gets run.dir = runs_dir/NAME. Names are
+// Expands the main grid, then each slice's; every config gets run.dir = runs_dir/NAME. Names are
 // unique (checked). Throws ConfigError naming the run and the key when a
 // combination is invalid (e.g. G not dividing 4*d_model) or a budget is
 // smaller than one step.

@@ -150,6 +150,74 @@ std::string sweep_number(double x) {
   return buf;
 }
 
+namespace {
+
+// The grid keys of [sweep], shared by the main grid and its [slice.*]
+// sections. `full` is the key as the user wrote it, for messages.
+void apply_grid_key(SweepSpec& spec, const std::string& origin, const std::string& full, const std::string& key,
+                    const std::string& value) {
+  if (key == "granularity") {
+    spec.granularity = int_list(origin, full, value);
+  } else if (key == "experts") {
+    spec.experts = int_list(origin, full, value);
+  } else if (key == "n_blocks") {
+    spec.n_blocks = int_list(origin, full, value);
+  } else if (key == "d_model") {
+    spec.d_model = int_list(origin, full, value);
+  } else if (key == "aspect_ratio") {
+    spec.aspect_ratio = parse_pos_int(origin, full, value);
+  } else if (key == "flops") {
+    spec.flops = double_list(origin, full, value);
+  } else if (key == "tokens") {
+    spec.tokens = double_list(origin, full, value);
+  } else if (key == "max_flops") {
+    const auto v = double_list(origin, full, value);
+    if (v.size() != 1) spec_error(origin, full, "must be one number (FLOPs), got '" + value + "'");
+    spec.max_flops = v[0];
+  } else if (key == "seeds") {
+    spec.seeds = int_list(origin, full, value);
+  } else if (key == "dense") {
+    if (value != "true" && value != "false" && value != "only")
+      spec_error(origin, full, "must be true, false or only, got '" + value + "'");
+    spec.dense = value;
+  } else {
+    spec_error(origin, full,
+               "unknown sweep key (known: name base granularity experts n_blocks d_model aspect_ratio "
+               "flops tokens max_flops dense seeds ranks)");
+  }
+}
+
+// The grid of one [slice.NAME]: the main grid and base config with the
+// slice's keys on top. Its runs are named MAIN-NAME-...; a budget key
+// replaces the main grid's budgets of either kind.
+SweepSpec slice_spec(const SweepSpec& main, const SweepSlice& slice) {
+  SweepSpec s = main;
+  s.slices.clear();
+  s.name = main.name + "-" + slice.name;
+  const std::string origin = main.origin;
+  for (const auto& e : slice.entries)
+    if (e.key == "flops" || e.key == "tokens") s.flops.clear(), s.tokens.clear();
+  for (const auto& e : slice.entries) {
+    const std::string full = "slice." + slice.name + "." + e.key;
+    if (e.key.find('.') != std::string::npos) {
+      try {
+        set_config_value(s.base, e.key, e.value);
+      } catch (const ConfigError& err) {
+        throw ConfigError(origin + ":" + std::to_string(e.line) + ": [slice." + slice.name + "]: " + err.what());
+      }
+    } else if (e.key == "name" || e.key == "base" || e.key == "ranks") {
+      spec_error(origin, full,
+                 "is one per sweep, not per slice (a slice sets grid keys, e.g. n_blocks, and config keys, "
+                 "e.g. moe.routing)");
+    } else {
+      apply_grid_key(s, origin, full, e.key, e.value);
+    }
+  }
+  return s;
+}
+
+}  // namespace
+
 SweepSpec parse_sweep_spec(const std::string& text, const std::string& origin, const std::string& base_dir) {
   SweepSpec spec;
   spec.origin = origin;
@@ -179,37 +247,23 @@ SweepSpec parse_sweep_spec(const std::string& text, const std::string& origin, c
         if (e.value.empty() || e.value.find_first_of("/ \t") != std::string::npos)
           spec_error(origin, full, "must be a non-empty name without '/' or spaces, got '" + e.value + "'");
         spec.name = e.value;
-      } else if (e.key == "granularity") {
-        spec.granularity = int_list(origin, full, e.value);
-      } else if (e.key == "experts") {
-        spec.experts = int_list(origin, full, e.value);
-      } else if (e.key == "n_blocks") {
-        spec.n_blocks = int_list(origin, full, e.value);
-      } else if (e.key == "d_model") {
-        spec.d_model = int_list(origin, full, e.value);
-      } else if (e.key == "aspect_ratio") {
-        spec.aspect_ratio = parse_pos_int(origin, full, e.value);
-      } else if (e.key == "flops") {
-        spec.flops = double_list(origin, full, e.value);
-      } else if (e.key == "tokens") {
-        spec.tokens = double_list(origin, full, e.value);
-      } else if (e.key == "max_flops") {
-        const auto v = double_list(origin, full, e.value);
-        if (v.size() != 1) spec_error(origin, full, "must be one number (FLOPs), got '" + e.value + "'");
-        spec.max_flops = v[0];
-      } else if (e.key == "seeds") {
-        spec.seeds = int_list(origin, full, e.value);
       } else if (e.key == "ranks") {
         spec.ranks = parse_pos_int(origin, full, e.value);
-      } else if (e.key == "dense") {
-        if (e.value != "true" && e.value != "false" && e.value != "only")
-          spec_error(origin, full, "must be true, false or only, got '" + e.value + "'");
-        spec.dense = e.value;
       } else {
-        spec_error(origin, full,
-                   "unknown sweep key (known: name base granularity experts n_blocks d_model aspect_ratio "
-                   "flops tokens max_flops dense seeds ranks)");
+        apply_grid_key(spec, origin, full, e.key, e.value);
       }
+    } else if (e.section.rfind("slice.", 0) == 0) {
+      // Collected here, applied by expand_sweep on top of the finished main
+      // grid (and any command-line overrides of the base).
+      const std::string slice = e.section.substr(6);
+      if (slice.empty() || slice.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") !=
+                               std::string::npos)
+        throw ConfigError(origin + ":" + std::to_string(e.line) + ": section [" + e.section +
+                          "]: a slice name is letters, digits and '_' only");
+      auto it = std::find_if(spec.slices.begin(), spec.slices.end(),
+                             [&](const SweepSlice& s) { return s.name == slice; });
+      if (it == spec.slices.end()) it = spec.slices.insert(spec.slices.end(), SweepSlice{slice, {}});
+      it->entries.push_back({e.key, e.value, e.line});
     } else if (e.section == "slurm") {
       if (e.key == "time") {
         spec.slurm.time = e.value;
@@ -242,6 +296,7 @@ SweepSpec parse_sweep_spec(const std::string& text, const std::string& origin, c
   if (spec.flops.empty() == spec.tokens.empty())
     spec_error(origin, spec.flops.empty() ? "sweep.flops" : "sweep.tokens",
                "give exactly one of sweep.flops (FLOPs budgets) or sweep.tokens (token budgets)");
+  for (const auto& sl : spec.slices) (void)slice_spec(spec, sl);  // bad slice keys fail here, naming the key
   return spec;
 }
 
@@ -251,8 +306,11 @@ SweepSpec load_sweep_spec(const std::string& path) {
   return parse_sweep_spec(text, path, dir.empty() ? "." : dir.string());
 }
 
-std::vector<SweepRun> expand_sweep(const SweepSpec& spec, const std::string& runs_dir,
-                                   std::vector<std::pair<std::string, double>>* capped) {
+namespace {
+
+// One grid (the main one or a slice's), without its slices.
+std::vector<SweepRun> expand_grid(const SweepSpec& spec, const std::string& runs_dir,
+                                  std::vector<std::pair<std::string, double>>* capped) {
   const Config& base = spec.base;
   // Axes default to the base config's single value.
   std::vector<int64_t> Es = spec.experts.empty() ? std::vector<int64_t>{base.moe.experts} : spec.experts;
@@ -337,7 +395,24 @@ std::vector<SweepRun> expand_sweep(const SweepSpec& spec, const std::string& run
       }
   if (runs.empty() && spec.max_flops > 0)
     spec_error(spec.origin, "sweep.max_flops",
-               sweep_number(spec.max_flops) + " leaves no run: every grid point needs more FLOPs");
+               sweep_number(spec.max_flops) + " leaves no run of '" + spec.name + "': every grid point needs more FLOPs");
+  return runs;
+}
+
+}  // namespace
+
+std::vector<SweepRun> expand_sweep(const SweepSpec& spec, const std::string& runs_dir,
+                                   std::vector<std::pair<std::string, double>>* capped) {
+  std::vector<SweepRun> runs = expand_grid(spec, runs_dir, capped);
+  std::set<std::string> names;
+  for (const auto& r : runs) names.insert(r.name);
+  for (const auto& sl : spec.slices)
+    for (auto& r : expand_grid(slice_spec(spec, sl), runs_dir, capped)) {
+      if (!names.insert(r.name).second)
+        throw ConfigError(spec.origin + ": [slice." + sl.name + "]: run '" + r.name +
+                          "' is already a run of the sweep (rename the slice)");
+      runs.push_back(std::move(r));
+    }
   return runs;
 }
 

@@ -113,6 +113,37 @@ TEST(Sweep, MaxFlopsLeavesOutTheGridPointsAboveIt) {
   EXPECT_EQ(expand_sweep(spec_of("n_blocks = 1, 2\ntokens = 1e6\ndense = only\n"), "r").size(), 2u);
 }
 
+// A [slice.NAME] adds a grid: the main grid's keys and base config with the
+// slice's own on top; its runs follow the main ones in the manifest.
+TEST(Sweep, SlicesAddGridsWithTheirOwnKeys) {
+  auto spec = spec_of("n_blocks = 1, 2\ngranularity = 1, 2\ntokens = 1e6\ndense = true\n",
+                      "[slice.tc]\nn_blocks = 2\ngranularity = 1\ndense = false\nmoe.routing = token_choice\n"
+                      "tokens = 2e6\n"
+                      "[slice.big]\nn_blocks = 3\ndense = only\ntrain.lr = 5e-4\n");
+  ASSERT_EQ(spec.slices.size(), 2u);
+  auto runs = expand_sweep(spec, "/r");
+  // main: 2 sizes x (2 G + dense) = 6; tc: 1; big: 1 (dense only, main's token budget).
+  ASSERT_EQ(runs.size(), 8u);
+  EXPECT_EQ(runs[5].name, "t-L2-d128-dense-D1e6");
+  for (size_t i = 0; i < 6; ++i) {
+    EXPECT_EQ(runs[i].config.moe.routing, "expert_choice") << runs[i].name;
+    EXPECT_DOUBLE_EQ(runs[i].config.train.lr, spec.base.train.lr);
+  }
+  EXPECT_EQ(runs[6].name, "t-tc-L2-d128-E8-G1-D2e6");
+  EXPECT_EQ(runs[6].config.moe.routing, "token_choice");
+  EXPECT_EQ(runs[6].steps, 1953);  // 2e6 / 1024 = 1953.125
+  EXPECT_EQ(runs[6].config.run.dir, "/r/t-tc-L2-d128-E8-G1-D2e6");
+  EXPECT_EQ(runs[7].name, "t-big-L3-d192-dense-D1e6");
+  EXPECT_DOUBLE_EQ(runs[7].config.train.lr, 5e-4);
+  EXPECT_EQ(runs[7].config.moe.routing, "expert_choice");
+  // The manifest lists every run, slices last.
+  std::istringstream manifest(sweep_manifest(runs));
+  std::string line;
+  int lines = 0;
+  while (std::getline(manifest, line)) ++lines;
+  EXPECT_EQ(lines, 9);
+}
+
 TEST(Sweep, AspectRatioAndExplicitWidths) {
   auto runs = expand_sweep(spec_of("n_blocks = 1, 2, 3\ntokens = 1e6\n"), "r");
   ASSERT_EQ(runs.size(), 3u);
@@ -256,6 +287,14 @@ TEST(Sweep, BadSpecsNameTheKey) {
   expect_error("n_blocks = 2\n", {"outside a [section]"});
   // Two budgets equal to 6 digits would give two runs the same name.
   expect_error("[sweep]\nn_blocks = 2\ntokens = 1000000, 1000000.1\n" + base, {"sweep.tokens", "named"});
+  // Slices: unknown grid key, bad config key or value, per-sweep keys, bad names.
+  const std::string main = "[sweep]\nn_blocks = 2\ntokens = 1e6\n" + base;
+  expect_error(main + "[slice.tc]\ngranularty = 2\n", {"slice.tc.granularty", "unknown sweep key"});
+  expect_error(main + "[slice.tc]\nmoe.routing = top2\n", {"run-tc-L2", "moe.routing", "top2"});
+  expect_error(main + "[slice.tc]\nmoe.foo = 1\n", {"[slice.tc]", "moe.foo"});
+  expect_error(main + "[slice.tc]\nranks = 2\n", {"slice.tc.ranks", "one per sweep"});
+  expect_error(main + "[slice.t c]\nn_blocks = 1\n", {"[slice.t c]", "letters, digits"});
+  expect_error(main + "[slice.tc]\ngranularity = 3\n", {"moe.granularity", "run-tc-L2-d128-E8-G3"});
   // ranks: batch 16 over 3 ranks does not split (dense, so no group-size check comes first).
   expect_error("[sweep]\nn_blocks = 2\ntokens = 1e6\nranks = 3\ndense = only\n" + base, {"train.batch_size", "3 ranks"});
 }
