@@ -51,7 +51,9 @@ if [ "$BUILD" = 1 ]; then
   echo "== study: building (scripts/build.sh release)"
   bash scripts/build.sh release || die "build failed"
 fi
-BIN=$ROOT/build/release
+# FINEMOE_BIN_DIR: binaries elsewhere (e.g. a frozen copy, so that rebuilding
+# this checkout during a long study does not change the trainer mid-sweep).
+BIN=${FINEMOE_BIN_DIR:-$ROOT/build/release}
 for b in moe-sweep moe-train moe-analyze; do [ -x "$BIN/$b" ] || die "$BIN/$b not found (build first)"; done
 
 START=$(date +%s)
@@ -108,7 +110,8 @@ cp "$RUNS/sweep.tsv" "$SPEC" "$DOCS/"
   echo "# Study run: provenance"
   echo
   echo "- spec: \`$SPEC\`, $(($(wc -l < "$RUNS/sweep.tsv") - 1)) runs"
-  echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with local changes)')"
+  echo "- trained by moe-train at commit(s): $(for d in "$RUNS"/*/metrics.h5; do h5dump -a /code_version "$d" 2>/dev/null | sed -n 's/.*(0): *"\([^"]*\)".*/\1/p' | head -n1; done | sort | uniq -c | awk '{printf "%s%s (%d runs)", (NR > 1 ? ", " : ""), $2, $1}')"
+  echo "- analysed at commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with local changes)')"
   echo "- CPU: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1), $(nproc) threads available"
   echo "- ISA: $(grep -o -w -E 'avx512_bf16|avx512f|amx_tile|avx2' /proc/cpuinfo | sort -u | tr '\n' ' ')"
   echo "- training wall time: $(awk -F'\t' '{s += $2} END {print s}' "$RUNS/study-timing.tsv") s over $(wc -l < "$RUNS/study-timing.tsv") invocation(s) of this script (local: jobs/run_local.sh, one run at a time; slurm: the array's wall time)"
