@@ -58,11 +58,18 @@ expect_rc 2 "jobs-dir" "$SWEEP" --spec "$T/spec.ini" --out "$T/r2" --slurm --job
 
 # Every shipped spec expands and validates.
 n=0
-for s in "$SRC"/input/sweep-*.ini "$SRC"/input/demo-sweep.ini; do
+for s in "$SRC"/input/sweep-*.ini "$SRC"/input/demo-sweep.ini "$SRC"/input/study-*.ini; do
   [ -f "$s" ] || continue
   expect_rc 0 "" "$SWEEP" --spec "$s" --out "$T/x" --print
   [ "$(wc -l < "$T/out")" -ge 2 ] || fail "$s expands to no runs"
   n=$((n + 1))
 done
 [ "$n" -ge 1 ] || fail "no shipped sweep specs found in $SRC/input"
+# The study's spec: 90 main runs + the 20 runs of its token-choice slice, named and routed as such.
+expect_rc 0 "" "$SWEEP" --spec "$SRC/input/study-cpu.ini" --out "$T/study" --print
+[ "$(grep -c '^study-' "$T/out")" = 110 ] || fail "study-cpu.ini: expected 110 runs, got $(grep -c '^study-' "$T/out")"
+[ "$(grep -c '^study-tc-L2-d96-E8-G' "$T/out")" = 20 ] || fail "study-cpu.ini: expected 20 token-choice runs"
+expect_rc 0 "" "$SWEEP" --spec "$SRC/input/study-cpu.ini" --out "$T/study"
+grep -q '^routing = token_choice' "$T/study/study-tc-L2-d96-E8-G4-D3e5/config.ini" || fail "slice run is not token choice"
+grep -q '^routing = expert_choice' "$T/study/study-L2-d96-E8-G4-D3e5/config.ini" || fail "main run is not expert choice"
 echo "PASS ($n shipped specs expand)"
