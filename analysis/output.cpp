@@ -107,12 +107,12 @@ std::string runs_csv(const Analysis& a) {
   std::ostringstream os;
   os.precision(10);
   os << "name,path,status,d_model,n_blocks,E,G,dense,cooldown_branch,N,N_active,D,flops_per_token,F,final_loss,"
-        "window,rows,final_source,final_stderr\n";
+        "window,rows,final_source,final_stderr,routing\n";
   for (const auto& r : a.runs.runs)
     os << r.name << ',' << r.path << ',' << r.status << ',' << r.d_model << ',' << r.n_blocks << ',' << r.E << ','
        << r.G << ',' << int(r.dense) << ',' << int(r.cooldown) << ',' << r.N << ',' << r.N_active << ',' << r.D
        << ',' << r.flops_per_token << ',' << r.F << ',' << r.final_loss << ',' << r.window << ',' << r.rows << ',' << r.final_source << ','
-       << r.final_stderr << '\n';
+       << r.final_stderr << ',' << r.routing << '\n';
   return os.str();
 }
 
@@ -151,6 +151,15 @@ std::string report_md(const Analysis& a, const std::vector<std::string>& plots) 
     if (!a.notes.empty()) os << "\n";
   }
   if (!a.options.points.empty()) os << "Points file: `" << a.options.points << "`.\n\n";
+  if (!a.routing.empty()) {
+    os << "Routing of the MoE fit: `" << a.routing << "` ("
+       << (a.routing_chosen_by == "--routing" ? "chosen with `--routing`" : "the routing of most MoE runs") << "; MoE runs:";
+    const char* sep = " ";
+    for (const auto& [name, n] : a.routing_counts) os << sep << n << " " << name, sep = ", ";
+    os << ").";
+    if (!a.routing_note.empty()) os << " **" << a.routing_note << ".**";
+    os << "\n\n";
+  }
   if (!a.runs.runs.empty()) {
     size_t from_eval = 0, warned = 0;
     for (const auto& r : a.runs.runs) from_eval += r.final_source == "eval", warned += !r.warning.empty();
@@ -221,6 +230,8 @@ std::string report_md(const Analysis& a, const std::vector<std::string>& plots) 
     }
     os << "\n";
   }
+  os << routing_comparison_md(a.routing_cmp);
+  os << loss_vs_g_md(a.loss_vs_g, a.routing);
   if (a.optimal.present) {
     const auto& op = a.optimal;
     os << "## Compute-optimal configurations\n\nLaw `" << op.law_name << "`: `" << law_to_string(op.law)
@@ -273,6 +284,11 @@ std::string fit_json(const Analysis& a) {
   w.str("points_file", a.options.points).str("final_loss", a.options.collect.final_from_eval ? "eval" : "train");
   if (!a.c_note.empty()) w.str("c_fixed_note", a.c_note);
   w.num("final_window", double(a.options.collect.final_window));
+  w.begin_object("routing").str("fitted", a.routing).str("chosen_by", a.routing_chosen_by);
+  w.begin_object("moe_runs");
+  for (const auto& [name, n] : a.routing_counts) w.num(name, n);
+  w.end_object();
+  w.num("not_fitted", a.routing_excluded).str("note", a.routing_note).end_object();
   w.begin_array("fits");
   for (const auto& f : a.fits) json_fit(w, a, f);
   w.end_array();
@@ -280,7 +296,7 @@ std::string fit_json(const Analysis& a) {
   for (const auto& r : a.runs.runs) {
     w.begin_object().str("name", r.name).str("path", r.path).str("status", r.status);
     w.num("d_model", r.d_model).num("n_blocks", r.n_blocks).num("E", r.E).num("G", r.G);
-    w.boolean("dense", r.dense).boolean("cooldown_branch", r.cooldown);
+    w.boolean("dense", r.dense).str("routing", r.routing).boolean("cooldown_branch", r.cooldown);
     w.num("N", r.N).num("N_active", r.N_active).num("D", r.D).num("F", r.F).num("final_loss", r.final_loss);
     w.str("final_source", r.final_source).num("final_stderr", r.final_stderr);
     if (!r.warning.empty()) w.str("warning", r.warning);
@@ -292,7 +308,10 @@ std::string fit_json(const Analysis& a) {
   w.end_array();
   w.begin_array("excluded");
   for (const auto& n : a.notes) w.str(n);
+  if (!a.routing_note.empty()) w.str(a.routing_note);
   w.end_array();
+  json_routing_comparison(w, a.routing_cmp);
+  json_loss_vs_g(w, a.loss_vs_g);
   if (a.optimal.present) {
     const auto& op = a.optimal;
     w.begin_object("optimal").str("law_name", op.law_name);
