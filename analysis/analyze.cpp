@@ -337,15 +337,23 @@ Analysis run_analysis(const AnalyzeOptions& o) {
     for (double F : budgets) {
       OptimalRow row = optimal_for_budget(op.law, F, op.options, op.has_dense ? &op.dense : nullptr);
       if (op.has_range) {
-        char b[160] = "";
-        auto add = [&](const char* what, double x, double mx) {
-          if (x > 10 * (1 + 1e-6) * mx) std::snprintf(b + std::strlen(b), sizeof b - std::strlen(b), "%s%s %.3gx", b[0] ? ", " : "", what, x / mx);
+        // "F 12x, N 15x": what of (F, N, D) lies more than 10x beyond the fitted runs.
+        auto beyond = [&](const OptimalPoint& p) {
+          char b[160] = "";
+          auto add = [&](const char* what, double x, double mx) {
+            if (x > 10 * (1 + 1e-6) * mx) std::snprintf(b + std::strlen(b), sizeof b - std::strlen(b), "%s%s %.3gx", b[0] ? ", " : "", what, x / mx);
+          };
+          add("F", F, op.F_max);
+          add("N", p.N_total, op.N_max);
+          add("D", p.D, op.D_max);
+          return std::string(b);
         };
-        add("F", F, op.F_max);
-        add("N", row.best.N_total, op.N_max);
-        add("D", row.best.D, op.D_max);
-        row.extrapolated = b[0] != 0;
-        row.extrapolated_why = b;
+        row.extrapolated_why = beyond(row.best);
+        row.extrapolated = !row.extrapolated_why.empty();
+        // The G = 1 multiplier rests on the G = 1 optimum, whose N and D differ.
+        for (const auto& p : row.per_g)
+          if (p.G == 1) row.extrapolated_g1_why = beyond(p);
+        row.extrapolated_g1 = !row.extrapolated_g1_why.empty();
       }
       op.rows.push_back(row);
     }
@@ -365,6 +373,9 @@ Analysis run_analysis(const AnalyzeOptions& o) {
                      op.has_dense ? r.multiplier : NAN, op.has_dense ? r.multiplier_g1 : NAN,
                      b.at_range_edge ? "  (at search edge)" : "",
                      r.extrapolated ? ("  EXTRAPOLATED (" + r.extrapolated_why + " beyond the runs)").c_str() : "");
+        if (r.extrapolated_g1 && r.extrapolated_g1_why != r.extrapolated_why)
+          std::fprintf(out, "  %-9s G = 1 optimum (x_dns_G1): EXTRAPOLATED (%s beyond the runs)\n", "",
+                       r.extrapolated_g1_why.c_str());
       }
     }
   } else if (!o.optimal.empty() && !have_law && !o.quiet) {

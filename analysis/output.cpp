@@ -120,14 +120,15 @@ std::string optimal_csv(const Analysis& a) {
   std::ostringstream os;
   os.precision(10);
   os << "budget,n_blocks,d_model,N_active,N_total,G,D,tokens_per_active_param,loss,dense_optimal_loss,"
-        "dense_compute_to_match,compute_multiplier,compute_multiplier_g1,extrapolated,extrapolated_by\n";
+        "dense_compute_to_match,compute_multiplier,compute_multiplier_g1,extrapolated,extrapolated_by,extrapolated_g1,extrapolated_g1_by\n";
   for (const auto& r : a.optimal.rows) {
     const auto& b = r.best;
     os << b.budget << ',' << b.n_blocks << ',' << b.d_model << ',' << b.N_active << ',' << b.N_total << ',' << b.G
        << ',' << b.D << ',' << b.tokens_per_active << ',' << b.loss << ',';
     if (a.optimal.has_dense) os << r.dense_loss << ',' << r.dense_compute << ',' << r.multiplier << ',' << r.multiplier_g1;
     else os << ",,,";
-    os << ',' << int(r.extrapolated) << ',' << r.extrapolated_why << '\n';
+    os << ',' << int(r.extrapolated) << ',' << r.extrapolated_why << ',' << int(r.extrapolated_g1) << ','
+       << r.extrapolated_g1_why << '\n';
   }
   return os.str();
 }
@@ -252,18 +253,30 @@ std::string report_md(const Analysis& a, const std::vector<std::string>& plots) 
     } else {
       os << "No runs were fitted: the table is the given law's, with no data range to compare.\n\n";
     }
+    if (op.has_dense)
+      os << "Each multiplier is the dense compute that reaches the MoE loss, divided by the budget: at the row's "
+            "optimal G, and "
+            "(*same, G = 1*) with the same law at G fixed to 1 (coarse MoE, its own optimal shape at that budget). "
+            "The range column marks the optimal-G row; a G = 1 optimum beyond the runs is marked there too.\n\n";
     os << "| budget (FLOPs) | n_blocks | d_model | N_active | N_total | G | D (tokens) | D/N_active | loss | dense "
           "compute multiplier | same, G = 1 | range |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for (const auto& r : op.rows) {
       const auto& b = r.best;
-      char mult[32] = "–", mult1[32] = "–";
+      char mult[32] = "–", mult1[48] = "–";
       if (op.has_dense) {
         std::snprintf(mult, sizeof mult, std::isfinite(r.multiplier) ? "%.3g×" : "unreachable", r.multiplier);
-        std::snprintf(mult1, sizeof mult1, std::isfinite(r.multiplier_g1) ? "%.3g×" : "–", r.multiplier_g1);
+        std::snprintf(mult1, sizeof mult1,
+                      std::isfinite(r.multiplier_g1)  ? "%.3g×"
+                      : std::isnan(r.multiplier_g1)   ? "– (G = 1 not a candidate)"
+                                                      : "unreachable",
+                      r.multiplier_g1);
       }
+      std::string range = r.extrapolated ? "*extrapolated* (" + r.extrapolated_why + ")" : "data";
+      if (r.extrapolated_g1 && r.extrapolated_g1_why != r.extrapolated_why)
+        range += "; G = 1 optimum: *extrapolated* (" + r.extrapolated_g1_why + ")";
       std::snprintf(buf, sizeof buf, "| %.3g | %.2f | %.0f | %.3g | %.3g | %g | %.4g | %.1f | %.4f | %s | %s | %s |\n",
                     b.budget, b.n_blocks, b.d_model, b.N_active, b.N_total, b.G, b.D, b.tokens_per_active, b.loss,
-                    mult, mult1, r.extrapolated ? ("*extrapolated* (" + r.extrapolated_why + ")").c_str() : "data");
+                    mult, mult1, range.c_str());
       os << buf;
     }
     os << "\n";
@@ -337,6 +350,7 @@ std::string fit_json(const Analysis& a) {
         w.num("dense_optimal_loss", r.dense_loss).num("dense_compute", r.dense_compute).num("multiplier", r.multiplier)
             .num("multiplier_g1", r.multiplier_g1);
       w.boolean("extrapolated", r.extrapolated).str("extrapolated_by", r.extrapolated_why);
+      w.boolean("extrapolated_g1", r.extrapolated_g1).str("extrapolated_g1_by", r.extrapolated_g1_why);
       w.begin_array("loss_per_G");
       for (const auto& p : r.per_g) w.begin_object().num("G", p.G).num("loss", p.loss).num("n_blocks", p.n_blocks).end_object();
       w.end_array().end_object();
