@@ -78,6 +78,29 @@ void print_fit(FILE* f, const FitReport& r) {
   }
 }
 
+// The one line on the MoE runs of the other routing: how many, why they are
+// not fitted, and whether the comparison table has them.
+std::string routing_note(const Analysis& a) {
+  const bool other_tc = a.routing == kExpertChoice;
+  const std::string other = other_tc ? "token-choice" : "expert-choice";
+  const std::string fitted = other_tc ? "expert-choice" : "token-choice";
+  std::set<std::string> compared;
+  for (const auto& row : a.routing_cmp.rows)
+    for (const auto& n : (other_tc ? row.tc : row.ec).names) compared.insert(n);
+  const int n = a.routing_excluded, k = int(compared.size());
+  std::string s = std::to_string(n) + " " + other + " run" + (n == 1 ? "" : "s");
+  if (k == n) s += std::string(n == 1 ? " is" : " are") + " compared below, not fitted: the law is fitted per routing";
+  else
+    s += " not fitted (the law is fitted per routing); " + std::to_string(k) + " of them " + (k == 1 ? "is" : "are") +
+         " compared below with " + fitted + " runs of the same (E, size, D, G)";
+  const std::string other_name = other_tc ? kTokenChoice : kExpertChoice;
+  s += " (fitted: " + a.routing +
+       (a.routing_chosen_by == "majority" ? ", the routing of most MoE runs; --routing " + other_name + " fits the others"
+                                          : ", chosen with --routing") +
+       ")";
+  return s;
+}
+
 }  // namespace
 
 Analysis run_analysis(const AnalyzeOptions& o) {
@@ -133,20 +156,45 @@ Analysis run_analysis(const AnalyzeOptions& o) {
     if (!o.quiet) std::fprintf(out, "%s\n", b);
   }
 
-  // Split the runs: dense ones, MoE ones of the chosen E (and G <= max_g).
+  // The MoE law is fitted per routing: --routing, else the majority's (ties: expert choice).
+  for (const auto& r : a.runs.runs)
+    if (!r.dense) a.routing_counts[r.routing]++;
+  if (!a.routing_counts.empty()) {
+    if (!o.routing.empty()) {
+      if (!a.routing_counts.count(o.routing)) {
+        std::string have;
+        for (const auto& [name, n] : a.routing_counts) have += (have.empty() ? "" : ", ") + std::to_string(n) + " " + name;
+        throw ConfigError("--routing " + o.routing + ": no MoE run uses it (MoE runs: " + have + ")");
+      }
+      a.routing = o.routing;
+      a.routing_chosen_by = "--routing";
+    } else {
+      const int ec = a.routing_counts.count(kExpertChoice) ? a.routing_counts.at(kExpertChoice) : 0;
+      const int tc = a.routing_counts.count(kTokenChoice) ? a.routing_counts.at(kTokenChoice) : 0;
+      a.routing = tc > ec ? kTokenChoice : kExpertChoice;
+      a.routing_chosen_by = "majority";
+    }
+  }
+
+  // Split the runs: dense ones, MoE ones of the fitted routing and the chosen E (and G <= max_g).
   std::map<double, int> e_count;
   for (const auto& r : a.runs.runs)
-    if (!r.dense) e_count[r.E]++;
+    if (!r.dense && r.routing == a.routing) e_count[r.E]++;
   double E = o.expansion;
   if (E == 0 && !e_count.empty())
     E = std::max_element(e_count.begin(), e_count.end(), [](auto& x, auto& y) { return x.second < y.second; })->first;
   std::vector<FitPoint> moe, dense;
+  std::vector<int> moe_runs;  // indices of the runs in the MoE fit
   std::map<double, std::vector<FitPoint>> by_g;
   for (size_t i = 0; i < a.runs.runs.size(); ++i) {
     const auto& r = a.runs.runs[i];
     char buf[512];
     if (r.dense) {
       dense.insert(dense.end(), r.points.begin(), r.points.end());
+      continue;
+    }
+    if (r.routing != a.routing) {
+      ++a.routing_excluded;  // one summary line below, not one per run
       continue;
     }
     if (r.E != E) {
@@ -161,9 +209,14 @@ Analysis run_analysis(const AnalyzeOptions& o) {
     }
     moe.insert(moe.end(), r.points.begin(), r.points.end());
     by_g[r.G].insert(by_g[r.G].end(), r.points.begin(), r.points.end());
+    moe_runs.push_back(int(i));
   }
+  a.routing_cmp = compare_routing(a.runs);
+  a.loss_vs_g = loss_vs_g(a.runs, moe_runs);
+  if (a.routing_excluded > 0) a.routing_note = routing_note(a);
   if (!o.quiet)
     for (const auto& n : a.notes) std::fprintf(out, "  not in the MoE fit: %s\n", n.c_str());
+  if (!a.routing_note.empty()) std::fprintf(out, "%s\n", a.routing_note.c_str());
 
   if (have_runs) {
     if (!moe.empty() || dense.empty()) {
@@ -187,6 +240,8 @@ Analysis run_analysis(const AnalyzeOptions& o) {
         a.fits.push_back(make_fit(label, pts, fo, o, entropy));
       }
     for (const auto& f : a.fits) print_fit(out, f);
+    print_routing_comparison(out, a.routing_cmp);
+    print_loss_vs_g(out, a.loss_vs_g, a.routing);
   }
 
   // Optimal allocation: with a given law, or the fitted MoE law.
@@ -282,15 +337,23 @@ Analysis run_analysis(const AnalyzeOptions& o) {
     for (double F : budgets) {
       OptimalRow row = optimal_for_budget(op.law, F, op.options, op.has_dense ? &op.dense : nullptr);
       if (op.has_range) {
-        char b[160] = "";
-        auto add = [&](const char* what, double x, double mx) {
-          if (x > 10 * (1 + 1e-6) * mx) std::snprintf(b + std::strlen(b), sizeof b - std::strlen(b), "%s%s %.3gx", b[0] ? ", " : "", what, x / mx);
+        // "F 12x, N 15x": what of (F, N, D) lies more than 10x beyond the fitted runs.
+        auto beyond = [&](const OptimalPoint& p) {
+          char b[160] = "";
+          auto add = [&](const char* what, double x, double mx) {
+            if (x > 10 * (1 + 1e-6) * mx) std::snprintf(b + std::strlen(b), sizeof b - std::strlen(b), "%s%s %.3gx", b[0] ? ", " : "", what, x / mx);
+          };
+          add("F", F, op.F_max);
+          add("N", p.N_total, op.N_max);
+          add("D", p.D, op.D_max);
+          return std::string(b);
         };
-        add("F", F, op.F_max);
-        add("N", row.best.N_total, op.N_max);
-        add("D", row.best.D, op.D_max);
-        row.extrapolated = b[0] != 0;
-        row.extrapolated_why = b;
+        row.extrapolated_why = beyond(row.best);
+        row.extrapolated = !row.extrapolated_why.empty();
+        // The G = 1 multiplier rests on the G = 1 optimum, whose N and D differ.
+        for (const auto& p : row.per_g)
+          if (p.G == 1) row.extrapolated_g1_why = beyond(p);
+        row.extrapolated_g1 = !row.extrapolated_g1_why.empty();
       }
       op.rows.push_back(row);
     }
@@ -310,6 +373,9 @@ Analysis run_analysis(const AnalyzeOptions& o) {
                      op.has_dense ? r.multiplier : NAN, op.has_dense ? r.multiplier_g1 : NAN,
                      b.at_range_edge ? "  (at search edge)" : "",
                      r.extrapolated ? ("  EXTRAPOLATED (" + r.extrapolated_why + " beyond the runs)").c_str() : "");
+        if (r.extrapolated_g1 && r.extrapolated_g1_why != r.extrapolated_why)
+          std::fprintf(out, "  %-9s G = 1 optimum (x_dns_G1): EXTRAPOLATED (%s beyond the runs)\n", "",
+                       r.extrapolated_g1_why.c_str());
       }
     }
   } else if (!o.optimal.empty() && !have_law && !o.quiet) {

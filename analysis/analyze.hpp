@@ -2,10 +2,12 @@
 // moe-analyze.cpp is only `return analyze_main(argc, argv);`, so the tests
 // run the whole program in-process.
 #pragma once
+#include <map>
 #include <string>
 #include <vector>
 
 #include "bootstrap.hpp"
+#include "compare.hpp"
 #include "fit.hpp"
 #include "guardrails.hpp"
 #include "optimal.hpp"
@@ -25,6 +27,7 @@ struct AnalyzeOptions {
   bool slice_g = false;               // extra Chinchilla fits per fixed G
   double max_g = 0;                   // drop MoE runs with G > max_g (0: keep all)
   double expansion = 0;               // E of the fine fit (0: the most common E)
+  std::string routing;                // --routing: MoE runs of this routing are fitted ("": the majority's; ties expert_choice)
   BootstrapOptions boot;
   std::string holdout;                // "", largest-n, largest-d, random:FRAC
   std::string law = "fit";            // fit | paper | paper-rounded | a=..,alpha=..
@@ -69,6 +72,16 @@ struct Analysis {
   AnalyzeOptions options;
   RunSet runs;
   std::vector<std::string> notes;     // runs collected but left out of a fit, and why
+  // The MoE law is fitted per routing: the one fitted ("" when there are no
+  // MoE runs), how it was chosen ("--routing" or "majority"), MoE runs per
+  // routing, and the one line saying how many runs of the other routing were
+  // left out of the fit and why ("" when none).
+  std::string routing, routing_chosen_by;
+  std::map<std::string, int> routing_counts;
+  int routing_excluded = 0;
+  std::string routing_note;
+  RoutingComparison routing_cmp;      // expert vs token choice (both present)
+  std::vector<LossVsG> loss_vs_g;     // loss vs G per (size, D), fitted routing's MoE runs
   std::string c_note;                 // how c was fixed, when it was
   std::vector<FitReport> fits;
   OptimalReport optimal;

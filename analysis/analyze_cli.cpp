@@ -52,6 +52,15 @@ bimodal bootstrap distribution, or c below the data's entropy rate; a misfit whe
 the RMSE exceeds 2x the runs' final-eval standard errors; optimal
 rows more than 10x beyond the runs' F, N or D are marked extrapolated.
 
+Routing: each MoE run's moe.routing (metrics.h5 config.moe.routing) is
+expert_choice or token_choice. The MoE law is fitted per routing (--routing;
+default the majority's): runs of the other routing are not fitted but compared
+with the fitted ones at the same (E, n_blocks, d_model, D, G) (final loss +-
+SE, TC - EC, whether it exceeds 2 combined SE; plot 'routing'). Also, from the
+data alone: final loss vs G for every (size, D) with two or more G, with the
+dense run at the same size and D, the FLOPs spread, and the best G (plot
+'loss_vs_g').
+
 Outputs in --out: fit.json, runs.csv, optimal.csv, report.md, plots/*.png|svg.
 Exit status: 0 when a law was fitted or an optimal table was computed from a
 given law; 3 when nothing could be fitted or a --points CSV is unusable (the
@@ -68,7 +77,7 @@ bool parse_analyze_args(int argc, const char* const* argv, AnalyzeOptions& o, st
     ("out", po::value<std::string>(), "output directory [default: moe-analysis]")
     ("final-loss", po::value<std::string>(), "eval: a run's final loss is its final evaluation on the fixed held-out set (metrics.h5 final_eval_*), falling back to the train window with a warning per run; train: always the train window [default: eval]")
     ("final-window", po::value<int64_t>(), "K: train-window final loss = mean of the last K logged train losses [default: 10% of the rows, at least 1]")
-    ("points", po::value<std::string>(), "also fit the runs of FILE.csv: columns N, D, loss; optional G, E, N_active, F, run, weight, dense (see docs/analysis.md)")
+    ("points", po::value<std::string>(), "also fit the runs of FILE.csv: columns N, D, loss; optional G, E, N_active, F, run, weight, dense, routing, loss_se, n_blocks + d_model (see docs/analysis.md)")
     ("write-points", po::value<std::string>(), "write the collected fit points as a --points CSV to FILE")
     ("cooldown-points", po::value<int>(), "points taken from each cooldown-branch run, final one included [default: 4]")
     ("include-running", "also use runs whose status is not 'completed' (their curves are not finished: not valid law points)")
@@ -79,6 +88,7 @@ bool parse_analyze_args(int argc, const char* const* argv, AnalyzeOptions& o, st
     ("l2", po::value<double>(), "weight of the L2 penalty on the log-space parameters [default: 1e-8]")
     ("slice-g", "also fit the Chinchilla form separately for each G")
     ("max-g", po::value<double>(), "leave MoE runs with G > this out of the fits (paper: 16) [default: keep all]")
+    ("routing", po::value<std::string>(), "expert_choice | token_choice: the MoE law (fit, bootstrap, holdout, guardrails, optimal table, dense multiplier) is fitted on the MoE runs of this routing only; the others are compared with them at the same (E, size, D, G), not fitted [default: the routing of most MoE runs; ties expert_choice]")
     ("expansion", po::value<double>(), "E: fit MoE runs with this expansion rate, and use it in the allocation [default: the most common E; 64 for a given law]")
     ("bootstrap", po::value<int>(), "bootstrap refits over resampled runs (0: off) [default: 100]")
     ("bootstrap-fraction", po::value<double>(), "runs per replicate, as a fraction of all runs, drawn with replacement [default: 0.8]")
@@ -159,6 +169,11 @@ bool parse_analyze_args(int argc, const char* const* argv, AnalyzeOptions& o, st
   }
   o.slice_g = vm.count("slice-g") > 0;
   if (vm.count("max-g")) o.max_g = vm["max-g"].as<double>();
+  if (vm.count("routing")) {
+    o.routing = vm["routing"].as<std::string>();
+    if (o.routing != kExpertChoice && o.routing != kTokenChoice)
+      throw ConfigError("--routing: expected expert_choice or token_choice, got '" + o.routing + "'");
+  }
   if (vm.count("expansion")) o.expansion = vm["expansion"].as<double>();
   o.boot.threads = int(hw);
   if (vm.count("bootstrap")) o.boot.replicates = vm["bootstrap"].as<int>();

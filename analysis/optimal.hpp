@@ -34,6 +34,8 @@ struct OptimalRow {
   double multiplier_g1 = 0;           // the same for the best G = 1 (vanilla MoE) shape; NaN without a G = 1 candidate
   bool extrapolated = false;          // budget, N or D more than 10x beyond the fitted runs
   std::string extrapolated_why;       // which of them, e.g. "F 120x, N 15x"
+  bool extrapolated_g1 = false;       // the same for the G = 1 optimum (multiplier_g1's shape)
+  std::string extrapolated_g1_why;
 };
 
 OptimalPoint optimal_for_g(const Law& law, double F, double G, const OptimalOptions& o);

@@ -107,12 +107,12 @@ std::string runs_csv(const Analysis& a) {
   std::ostringstream os;
   os.precision(10);
   os << "name,path,status,d_model,n_blocks,E,G,dense,cooldown_branch,N,N_active,D,flops_per_token,F,final_loss,"
-        "window,rows,final_source,final_stderr\n";
+        "window,rows,final_source,final_stderr,routing\n";
   for (const auto& r : a.runs.runs)
     os << r.name << ',' << r.path << ',' << r.status << ',' << r.d_model << ',' << r.n_blocks << ',' << r.E << ','
        << r.G << ',' << int(r.dense) << ',' << int(r.cooldown) << ',' << r.N << ',' << r.N_active << ',' << r.D
        << ',' << r.flops_per_token << ',' << r.F << ',' << r.final_loss << ',' << r.window << ',' << r.rows << ',' << r.final_source << ','
-       << r.final_stderr << '\n';
+       << r.final_stderr << ',' << r.routing << '\n';
   return os.str();
 }
 
@@ -120,14 +120,15 @@ std::string optimal_csv(const Analysis& a) {
   std::ostringstream os;
   os.precision(10);
   os << "budget,n_blocks,d_model,N_active,N_total,G,D,tokens_per_active_param,loss,dense_optimal_loss,"
-        "dense_compute_to_match,compute_multiplier,compute_multiplier_g1,extrapolated,extrapolated_by\n";
+        "dense_compute_to_match,compute_multiplier,compute_multiplier_g1,extrapolated,extrapolated_by,extrapolated_g1,extrapolated_g1_by\n";
   for (const auto& r : a.optimal.rows) {
     const auto& b = r.best;
     os << b.budget << ',' << b.n_blocks << ',' << b.d_model << ',' << b.N_active << ',' << b.N_total << ',' << b.G
        << ',' << b.D << ',' << b.tokens_per_active << ',' << b.loss << ',';
     if (a.optimal.has_dense) os << r.dense_loss << ',' << r.dense_compute << ',' << r.multiplier << ',' << r.multiplier_g1;
     else os << ",,,";
-    os << ',' << int(r.extrapolated) << ',' << r.extrapolated_why << '\n';
+    os << ',' << int(r.extrapolated) << ',' << r.extrapolated_why << ',' << int(r.extrapolated_g1) << ','
+       << r.extrapolated_g1_why << '\n';
   }
   return os.str();
 }
@@ -151,6 +152,15 @@ std::string report_md(const Analysis& a, const std::vector<std::string>& plots) 
     if (!a.notes.empty()) os << "\n";
   }
   if (!a.options.points.empty()) os << "Points file: `" << a.options.points << "`.\n\n";
+  if (!a.routing.empty()) {
+    os << "Routing of the MoE fit: `" << a.routing << "` ("
+       << (a.routing_chosen_by == "--routing" ? "chosen with `--routing`" : "the routing of most MoE runs") << "; MoE runs:";
+    const char* sep = " ";
+    for (const auto& [name, n] : a.routing_counts) os << sep << n << " " << name, sep = ", ";
+    os << ").";
+    if (!a.routing_note.empty()) os << " **" << a.routing_note << ".**";
+    os << "\n\n";
+  }
   if (!a.runs.runs.empty()) {
     size_t from_eval = 0, warned = 0;
     for (const auto& r : a.runs.runs) from_eval += r.final_source == "eval", warned += !r.warning.empty();
@@ -221,6 +231,8 @@ std::string report_md(const Analysis& a, const std::vector<std::string>& plots) 
     }
     os << "\n";
   }
+  os << routing_comparison_md(a.routing_cmp);
+  os << loss_vs_g_md(a.loss_vs_g, a.routing);
   if (a.optimal.present) {
     const auto& op = a.optimal;
     os << "## Compute-optimal configurations\n\nLaw `" << op.law_name << "`: `" << law_to_string(op.law)
@@ -241,18 +253,30 @@ std::string report_md(const Analysis& a, const std::vector<std::string>& plots) 
     } else {
       os << "No runs were fitted: the table is the given law's, with no data range to compare.\n\n";
     }
+    if (op.has_dense)
+      os << "Each multiplier is the dense compute that reaches the MoE loss, divided by the budget: at the row's "
+            "optimal G, and "
+            "(*same, G = 1*) with the same law at G fixed to 1 (coarse MoE, its own optimal shape at that budget). "
+            "The range column marks the optimal-G row; a G = 1 optimum beyond the runs is marked there too.\n\n";
     os << "| budget (FLOPs) | n_blocks | d_model | N_active | N_total | G | D (tokens) | D/N_active | loss | dense "
           "compute multiplier | same, G = 1 | range |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for (const auto& r : op.rows) {
       const auto& b = r.best;
-      char mult[32] = "–", mult1[32] = "–";
+      char mult[32] = "–", mult1[48] = "–";
       if (op.has_dense) {
         std::snprintf(mult, sizeof mult, std::isfinite(r.multiplier) ? "%.3g×" : "unreachable", r.multiplier);
-        std::snprintf(mult1, sizeof mult1, std::isfinite(r.multiplier_g1) ? "%.3g×" : "–", r.multiplier_g1);
+        std::snprintf(mult1, sizeof mult1,
+                      std::isfinite(r.multiplier_g1)  ? "%.3g×"
+                      : std::isnan(r.multiplier_g1)   ? "– (G = 1 not a candidate)"
+                                                      : "unreachable",
+                      r.multiplier_g1);
       }
+      std::string range = r.extrapolated ? "*extrapolated* (" + r.extrapolated_why + ")" : "data";
+      if (r.extrapolated_g1 && r.extrapolated_g1_why != r.extrapolated_why)
+        range += "; G = 1 optimum: *extrapolated* (" + r.extrapolated_g1_why + ")";
       std::snprintf(buf, sizeof buf, "| %.3g | %.2f | %.0f | %.3g | %.3g | %g | %.4g | %.1f | %.4f | %s | %s | %s |\n",
                     b.budget, b.n_blocks, b.d_model, b.N_active, b.N_total, b.G, b.D, b.tokens_per_active, b.loss,
-                    mult, mult1, r.extrapolated ? ("*extrapolated* (" + r.extrapolated_why + ")").c_str() : "data");
+                    mult, mult1, range.c_str());
       os << buf;
     }
     os << "\n";
@@ -273,6 +297,11 @@ std::string fit_json(const Analysis& a) {
   w.str("points_file", a.options.points).str("final_loss", a.options.collect.final_from_eval ? "eval" : "train");
   if (!a.c_note.empty()) w.str("c_fixed_note", a.c_note);
   w.num("final_window", double(a.options.collect.final_window));
+  w.begin_object("routing").str("fitted", a.routing).str("chosen_by", a.routing_chosen_by);
+  w.begin_object("moe_runs");
+  for (const auto& [name, n] : a.routing_counts) w.num(name, n);
+  w.end_object();
+  w.num("not_fitted", a.routing_excluded).str("note", a.routing_note).end_object();
   w.begin_array("fits");
   for (const auto& f : a.fits) json_fit(w, a, f);
   w.end_array();
@@ -280,7 +309,7 @@ std::string fit_json(const Analysis& a) {
   for (const auto& r : a.runs.runs) {
     w.begin_object().str("name", r.name).str("path", r.path).str("status", r.status);
     w.num("d_model", r.d_model).num("n_blocks", r.n_blocks).num("E", r.E).num("G", r.G);
-    w.boolean("dense", r.dense).boolean("cooldown_branch", r.cooldown);
+    w.boolean("dense", r.dense).str("routing", r.routing).boolean("cooldown_branch", r.cooldown);
     w.num("N", r.N).num("N_active", r.N_active).num("D", r.D).num("F", r.F).num("final_loss", r.final_loss);
     w.str("final_source", r.final_source).num("final_stderr", r.final_stderr);
     if (!r.warning.empty()) w.str("warning", r.warning);
@@ -292,7 +321,10 @@ std::string fit_json(const Analysis& a) {
   w.end_array();
   w.begin_array("excluded");
   for (const auto& n : a.notes) w.str(n);
+  if (!a.routing_note.empty()) w.str(a.routing_note);
   w.end_array();
+  json_routing_comparison(w, a.routing_cmp);
+  json_loss_vs_g(w, a.loss_vs_g);
   if (a.optimal.present) {
     const auto& op = a.optimal;
     w.begin_object("optimal").str("law_name", op.law_name);
@@ -318,6 +350,7 @@ std::string fit_json(const Analysis& a) {
         w.num("dense_optimal_loss", r.dense_loss).num("dense_compute", r.dense_compute).num("multiplier", r.multiplier)
             .num("multiplier_g1", r.multiplier_g1);
       w.boolean("extrapolated", r.extrapolated).str("extrapolated_by", r.extrapolated_why);
+      w.boolean("extrapolated_g1", r.extrapolated_g1).str("extrapolated_g1_by", r.extrapolated_g1_why);
       w.begin_array("loss_per_G");
       for (const auto& p : r.per_g) w.begin_object().num("G", p.G).num("loss", p.loss).num("n_blocks", p.n_blocks).end_object();
       w.end_array().end_object();

@@ -10,6 +10,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include "analyze.hpp"
 #include "finemoe/log.hpp"
@@ -111,9 +112,10 @@ void plot_curves(Plotter& p, const Analysis& a) {
           "set key top right font ',8'\n";
   int panel = 0;
   for (const auto& [N, runs] : by_n) {
-    std::map<std::pair<bool, double>, std::ostringstream> train, evals, finals;
+    // Token-choice runs are their own series (dashed), never merged with expert choice.
+    std::map<std::tuple<bool, double, bool>, std::ostringstream> train, evals, finals;
     for (const RunInfo* r : runs) {
-      const auto key = std::make_pair(r->dense, r->dense ? 1.0 : r->G);
+      const auto key = std::make_tuple(r->dense, r->dense ? 1.0 : r->G, r->routing == kTokenChoice);
       const auto sm = smooth5(r->curve_loss);
       auto& t = train[key];
       for (size_t i = 0; i < sm.size(); ++i) t << r->curve_tokens[i] << ' ' << sm[i] << '\n';
@@ -128,12 +130,13 @@ void plot_curves(Plotter& p, const Analysis& a) {
     int k = 0;
     for (auto& [key, os] : train) {
       const std::string tag = std::to_string(panel) + "_" + std::to_string(k);
-      const int c = g_colour(key.second, key.first);
+      const auto [dense, G, tc] = key;
+      const int c = g_colour(G, dense);
       p.data("curves_" + tag + ".dat", os.str());
       p.data("evals_" + tag + ".dat", evals[key].str() + "\n");
       p.data("finals_" + tag + ".dat", finals[key].str() + "\n");
-      body << (k ? ", " : "") << "'curves_" << tag << ".dat' using 1:2 with lines lw 1.5 lc " << c << " title '"
-           << (key.first ? std::string("dense") : g_label(key.second)) << "', 'evals_" << tag
+      body << (k ? ", " : "") << "'curves_" << tag << ".dat' using 1:2 with lines lw 1.5 dt " << (tc ? 2 : 1) << " lc "
+           << c << " title '" << (dense ? std::string("dense") : g_label(G) + (tc ? " TC" : "")) << "', 'evals_" << tag
            << ".dat' using 1:2 with points pt 6 ps 0.7 lc " << c << " notitle, 'finals_" << tag
            << ".dat' using 1:2 with points pt 7 ps 1.3 lc " << c << " notitle";
       ++k;
@@ -246,6 +249,93 @@ void plot_optimal(Plotter& p, const Analysis& a) {
   p.draw("moe_vs_dense", body + "\n");
 }
 
+// Final loss vs D at the sizes where both routings ran: one line per
+// (routing, G) (and size, when there are several), colour by G, expert choice
+// solid, token choice dashed; error bars ± the final evaluation's SE.
+void plot_routing(Plotter& p, const Analysis& a) {
+  const auto& rows = a.routing_cmp.rows;
+  std::set<std::string> sizes;
+  for (const auto& r : rows) sizes.insert(size_label(r.n_blocks, r.d_model, r.N_active));
+  // (size, G) -> D-sorted rows (compare_routing sorts by size, D, G).
+  std::map<std::pair<std::string, double>, std::vector<const RoutingRow*>> series;
+  for (const auto& r : rows) series[{size_label(r.n_blocks, r.d_model, r.N_active), r.G}].push_back(&r);
+  std::ostringstream body;
+  body << "set title 'Final loss vs tokens: expert choice (solid) vs token choice (dashed), error bars ± SE"
+       << (sizes.size() == 1 ? ", size " + *sizes.begin() : std::string()) << "'\n"
+       << "set xlabel 'training tokens D'\nset ylabel 'final loss (nats/token)'\nset logscale x\n"
+          "set format x '10^{%T}'\nset key outside right font ',9'\nplot ";
+  int k = 0, size_idx = 0;
+  std::map<std::string, int> size_pt;
+  for (const auto& sz : sizes) size_pt[sz] = size_idx++;
+  for (const auto& [key, rs] : series) {
+    const int c = g_colour(key.second, false), pt = 2 * (size_pt[key.first] % 4);
+    for (int routing = 0; routing < 2; ++routing) {
+      std::ostringstream os;
+      for (const RoutingRow* r : rs) {
+        const Cell& cell = routing == 0 ? r->ec : r->tc;
+        os << r->D << ' ' << cell.loss << ' ' << (std::isfinite(cell.se) ? cell.se : 0.0) << '\n';
+      }
+      const std::string file = "routing_" + std::to_string(k) + "_" + (routing == 0 ? "ec" : "tc") + ".dat";
+      p.data(file, os.str());
+      std::string title = std::string(routing == 0 ? "EC " : "TC ") + g_label(key.second);
+      if (sizes.size() > 1) title += ", " + key.first;
+      body << (k || routing ? ", " : "") << "'" << file << "' using 1:2:3 with yerrorlines lw 1.5 dt "
+           << (routing == 0 ? 1 : 2) << " pt " << (routing == 0 ? 7 : 6) + pt << " lc " << c << " title '" << title
+           << "'";
+    }
+    ++k;
+  }
+  p.draw("routing", body.str() + "\n");
+}
+
+// Final loss vs G (measured) for a readable subset of the (size, D) rows: the
+// largest size at each of its budgets and each size at the largest budget.
+// Dense runs at the same (size, D): a dashed horizontal line in the row's colour.
+void plot_loss_vs_g(Plotter& p, const Analysis& a) {
+  const auto& rows = a.loss_vs_g;
+  double na_max = 0, d_max = 0, g_max = 1;
+  for (const auto& r : rows) na_max = std::max(na_max, r.N_active), d_max = std::max(d_max, r.D);
+  std::vector<const LossVsG*> pick;
+  for (const auto& r : rows)
+    if (r.N_active == na_max || r.D == d_max) {
+      pick.push_back(&r);
+      for (const auto& e : r.per_g) g_max = std::max(g_max, e.G);
+    }
+  if (pick.empty()) return;
+  std::string big;
+  for (const auto& r : rows)
+    if (r.N_active == na_max) big = size_label(r.n_blocks, r.d_model, r.N_active);
+  char head[256];
+  std::snprintf(head, sizeof head,
+                "Final loss vs G (measured, ± SE): size %s at every budget, every size at D = %.3g; dashed: dense",
+                big.c_str(), d_max);
+  std::ostringstream body, tics;
+  for (double G = 1; G <= g_max * (1 + 1e-9); G *= 2) tics << (G > 1 ? ", " : "") << G;
+  body << "set title '" << head << "'\nset xlabel 'granularity G'\nset ylabel 'final loss (nats/token)'\n"
+       << "set logscale x 2\nset xrange [0.8:" << 1.25 * g_max << "]\nset xtics (" << tics.str() << ")\n"
+       << "set key outside right font ',9'\nplot ";
+  int k = 0;
+  for (const LossVsG* r : pick) {
+    std::ostringstream os;
+    for (const auto& e : r->per_g) os << e.G << ' ' << e.cell.loss << ' ' << (std::isfinite(e.cell.se) ? e.cell.se : 0.0) << '\n';
+    const std::string file = "lvg_" + std::to_string(k) + ".dat";
+    p.data(file, os.str());
+    char title[128];
+    std::snprintf(title, sizeof title, "%s, D %.3g", size_label(r->n_blocks, r->d_model, r->N_active).c_str(), r->D);
+    const int c = 1 + k % 8;
+    body << (k ? ", " : "") << "'" << file << "' using 1:2:3 with yerrorlines lw 1.5 pt 7 lc " << c << " title '"
+         << title << "'";
+    if (r->has_dense) {
+      std::ostringstream d;
+      d << r->per_g.front().G << ' ' << r->dense.loss << '\n' << r->per_g.back().G << ' ' << r->dense.loss << '\n';
+      p.data("lvg_dense_" + std::to_string(k) + ".dat", d.str());
+      body << ", 'lvg_dense_" << k << ".dat' using 1:2 with lines dt 2 lw 1.5 lc " << c << " notitle";
+    }
+    ++k;
+  }
+  p.draw("loss_vs_g", body.str() + "\n");
+}
+
 }  // namespace
 
 std::vector<std::string> make_plots(const Analysis& a) {
@@ -263,6 +353,8 @@ std::vector<std::string> make_plots(const Analysis& a) {
     plot_fit(p, a, *f);
     plot_loss_vs_n(p, *f);
   }
+  if (!a.routing_cmp.rows.empty()) plot_routing(p, a);
+  if (!a.loss_vs_g.empty()) plot_loss_vs_g(p, a);
   if (a.optimal.present && !a.optimal.rows.empty()) plot_optimal(p, a);
   return p.made;
 }

@@ -9,6 +9,7 @@
 #include <sstream>
 #include <vector>
 
+#include "finemoe/counting.hpp"
 #include "finemoe/error.hpp"
 
 namespace finemoe::analysis {
@@ -57,8 +58,8 @@ RunSet read_points_csv(const std::string& path) {
   auto has = [&](const char* c) { return col.count(c) > 0; };
 
   struct Row {
-    std::string run;
-    double N, D, loss, G, E, N_active, F, weight;
+    std::string run, routing;
+    double N, D, loss, G, E, N_active, F, weight, loss_se, n_blocks, d_model;
     bool dense;
     int line;
   };
@@ -90,8 +91,33 @@ RunSet read_points_csv(const std::string& path) {
     const double dense = num("dense", 0, false);
     if (dense != 0 && dense != 1) throw fail(lineno, "column 'dense' must be 0 or 1");
     r.dense = dense == 1;
-    r.N_active = num("N_active", r.dense ? r.N : 12 * r.N / (8 * r.E + 4));
-    r.F = num("F", 6 * r.N_active * r.D);
+    // The shape: both columns, or neither (absent or empty: unknown).
+    auto given = [&](const char* c) { return has(c) && !v[col.at(c)].empty(); };
+    if (given("n_blocks") != given("d_model"))
+      throw fail(lineno, "columns 'n_blocks' and 'd_model' go together (both given or both empty)");
+    const bool shape = given("n_blocks");
+    r.n_blocks = shape ? num("n_blocks", 0) : 0;
+    r.d_model = shape ? num("d_model", 0) : 0;
+    if (shape) {
+      const double N = finemoe::law_N(r.d_model, r.n_blocks, r.dense ? 1 : r.E);
+      if (std::fabs(N - r.N) > 1e-6 * N) {
+        char b[160];
+        std::snprintf(b, sizeof b, "N = %.17g, but n_blocks %g, d_model %g, E %g give N = %.17g", r.N, r.n_blocks,
+                      r.d_model, r.E, N);
+        throw fail(lineno, b);
+      }
+    }
+    r.N_active = num("N_active", shape ? finemoe::law_N_active(r.d_model, r.n_blocks)
+                                 : r.dense ? r.N : 12 * r.N / (8 * r.E + 4));
+    r.F = num("F", shape ? finemoe::law_flops_per_token(r.d_model, r.n_blocks, r.E, r.G, r.dense) * r.D
+                         : 6 * r.N_active * r.D);
+    r.loss_se = num("loss_se", 0, false);
+    if (r.loss_se < 0) throw fail(lineno, "column 'loss_se' must be >= 0");
+    r.routing = has("routing") ? v[col.at("routing")] : "";
+    if (r.routing.empty()) r.routing = kExpertChoice;
+    if (r.routing != kExpertChoice && r.routing != kTokenChoice)
+      throw fail(lineno, "column 'routing': '" + r.routing + "' is not " + kExpertChoice + " or " + kTokenChoice);
+    if (r.dense) r.routing = "";
     r.weight = num("weight", 1);
     r.run = has("run") ? v[col.at("run")] : path + ":" + std::to_string(lineno);
     if (r.run.empty()) throw fail(lineno, "column 'run' is empty");
@@ -109,15 +135,17 @@ RunSet read_points_csv(const std::string& path) {
       ri.name = r.run;
       ri.status = "points";
       ri.E = r.E, ri.G = r.G, ri.dense = r.dense, ri.N = r.N, ri.N_active = r.N_active;
+      ri.routing = r.routing, ri.n_blocks = r.n_blocks, ri.d_model = r.d_model;
       ri.final_source = "points";
       ri.final_stderr = std::numeric_limits<double>::quiet_NaN();
       ri.entropy_rate = std::numeric_limits<double>::quiet_NaN();
       set.runs.push_back(ri);
     }
     RunInfo& ri = set.runs[it->second];
-    if (ri.N != r.N || ri.G != r.G || ri.E != r.E || ri.dense != r.dense)
-      throw fail(r.line, "run '" + r.run + "' has rows with different N, G, E or dense");
-    ri.points.push_back(FitPoint{r.N, r.D, r.G, r.loss, int(it->second), r.F, r.weight});
+    if (ri.N != r.N || ri.G != r.G || ri.E != r.E || ri.dense != r.dense || ri.routing != r.routing ||
+        ri.n_blocks != r.n_blocks || ri.d_model != r.d_model)
+      throw fail(r.line, "run '" + r.run + "' has rows with different N, G, E, dense, routing or shape");
+    ri.points.push_back(FitPoint{r.N, r.D, r.G, r.loss, int(it->second), r.F, r.weight, r.loss_se});
     ri.rows++;
   }
   for (RunInfo& ri : set.runs) {
@@ -129,6 +157,7 @@ RunSet read_points_csv(const std::string& path) {
     ri.points.erase(ri.points.begin() + long(k));
     ri.points.push_back(last);
     ri.D = last.D, ri.F = last.F, ri.final_loss = last.loss;
+    if (last.loss_se > 0) ri.final_stderr = last.loss_se;
     ri.flops_per_token = last.F / last.D;
   }
   return set;
@@ -137,16 +166,22 @@ RunSet read_points_csv(const std::string& path) {
 void write_points_csv(const RunSet& runs, const std::string& path) {
   std::ofstream f(path);
   if (!f) throw Error("--write-points: cannot write '" + path + "'");
-  f << "run,N,D,loss,G,E,N_active,F,weight,dense\n";
+  f << "run,N,D,loss,G,E,N_active,F,weight,dense,routing,loss_se,n_blocks,d_model\n";
   char buf[512];
   for (const RunInfo& r : runs.runs)
     for (const FitPoint& p : r.points) {
       std::string name = r.name;
       for (char& c : name)
         if (c == ',' || c == '\n') c = ';';
-      std::snprintf(buf, sizeof buf, "%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%d\n", p.N, p.D, p.loss, p.G,
+      std::snprintf(buf, sizeof buf, "%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%d,", p.N, p.D, p.loss, p.G,
                     r.E, r.N_active, p.F, p.weight, int(r.dense));
-      f << name << ',' << buf;
+      f << name << ',' << buf << r.routing;
+      // A shape only when both are known (runs from metrics.h5; a --points CSV that had them).
+      if (r.n_blocks > 0 && r.d_model > 0)
+        std::snprintf(buf, sizeof buf, ",%.17g,%.17g,%.17g\n", p.loss_se, r.n_blocks, r.d_model);
+      else
+        std::snprintf(buf, sizeof buf, ",%.17g,,\n", p.loss_se);
+      f << buf;
     }
   if (!f) throw Error("--write-points: error writing '" + path + "'");
 }

@@ -15,6 +15,12 @@
 //                       row is its own run, named FILE:LINE
 //   weight              optional, > 0, multiplies the row's Huber term
 //   dense               optional 0/1: dense rows get the separate dense fit
+//   routing             optional expert_choice | token_choice (MoE rows;
+//                       default expert_choice; ignored on dense rows)
+//   loss_se             optional, >= 0: standard error of loss (0: unknown)
+//   n_blocks, d_model   optional, together: the shape; N must then equal
+//                       law_N(d_model, n_blocks, E), and the default F
+//                       includes the router (law_flops_per_token)
 // Lines starting with '#' and blank lines are skipped; fields are not quoted.
 #pragma once
 #include <string>

@@ -27,6 +27,39 @@ double opt_attr(const RunMetrics& m, const char* name, double dflt) {
   return it == m.num_attrs.end() ? dflt : it->second;
 }
 
+// The run's moe.routing: the config.moe.routing attribute (every key of the
+// resolved config is stored as config.KEY), else the [moe] section of the
+// stored config.ini text, else the trainer's default.
+std::string routing_of(const RunMetrics& m) {
+  auto it = m.str_attrs.find(std::string(hl::kAttrConfigPrefix) + "moe.routing");
+  std::string v;
+  if (it != m.str_attrs.end()) {
+    v = it->second;
+  } else if (auto ini = m.str_attrs.find(hl::kAttrConfigIni); ini != m.str_attrs.end()) {
+    std::istringstream is(ini->second);
+    std::string section;
+    for (std::string line; std::getline(is, line);) {
+      const size_t a = line.find_first_not_of(" \t\r");
+      if (a == std::string::npos || line[a] == '#' || line[a] == ';') continue;
+      line = line.substr(a, line.find_last_not_of(" \t\r") - a + 1);
+      if (line.front() == '[') {
+        section = line.substr(1, line.find(']') - 1);
+        continue;
+      }
+      const size_t eq = line.find('=');
+      if (section != "moe" || eq == std::string::npos) continue;
+      std::string key = line.substr(0, eq), val = line.substr(eq + 1);
+      key.erase(key.find_last_not_of(" \t") + 1);
+      val.erase(0, val.find_first_not_of(" \t"));
+      if (key == "routing") v = val;
+    }
+  }
+  if (v.empty()) return kExpertChoice;
+  if (v != kExpertChoice && v != kTokenChoice)
+    throw DataError("moe.routing is '" + v + "', expected " + kExpertChoice + " or " + kTokenChoice);
+  return v;
+}
+
 // Mean train loss over the K rows ending at row `end` (inclusive).
 double window_mean(const RunMetrics& m, int64_t end, int64_t K) {
   double s = 0;
@@ -43,6 +76,10 @@ double window_mean(const RunMetrics& m, int64_t end, int64_t K) {
 }
 
 }  // namespace
+
+std::string routing_short(const std::string& routing) {
+  return routing == kExpertChoice ? "EC" : routing == kTokenChoice ? "TC" : routing;
+}
 
 std::vector<FitPoint> RunSet::all_points() const {
   std::vector<FitPoint> out;
@@ -75,6 +112,7 @@ RunInfo run_from_metrics(const RunMetrics& m, const CollectOptions& o) {
   r.E = r.dense ? 1.0 : need_attr(m, hl::kAttrE);
   r.G = r.dense ? 1.0 : need_attr(m, hl::kAttrG);
   r.cooldown = opt_attr(m, hl::kAttrCooldown, 0.0) != 0.0;
+  r.routing = r.dense ? "" : routing_of(m);
   r.entropy_rate = opt_attr(m, hl::kAttrEntropyFloor, std::numeric_limits<double>::quiet_NaN());
   if (r.d_model <= 0 || r.n_blocks <= 0 || r.E <= 0 || r.G <= 0)
     throw DataError("attributes d_model/n_blocks/E/G must be positive");

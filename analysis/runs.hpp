@@ -33,6 +33,10 @@ struct RunInfo {
   std::string path, name, status;
   double d_model = 0, n_blocks = 0, E = 1, G = 1;
   bool dense = false, cooldown = false;
+  // MoE routing: "expert_choice" or "token_choice" (metrics.h5 attribute
+  // config.moe.routing, else the [moe] routing key of the stored config.ini,
+  // else expert_choice, the trainer's default); "" for dense runs.
+  std::string routing;
   double N = 0, N_active = 0, D = 0, flops_per_token = 0, F = 0;
   double final_loss = 0;
   std::string final_source;       // "eval" (final_eval_*), "train" (window) or "points" (a --points CSV)
@@ -56,6 +60,11 @@ struct RunSet {
   // Mean entropy rate of the runs' data (the true c a fit should find), NaN if none knows it.
   double mean_entropy_rate() const;
 };
+
+constexpr const char* kExpertChoice = "expert_choice";
+constexpr const char* kTokenChoice = "token_choice";
+// "EC" / "TC" for tables; the routing itself when unknown.
+std::string routing_short(const std::string& routing);
 
 // One run from its metrics; throws DataError with the reason to skip it.
 RunInfo run_from_metrics(const RunMetrics& m, const CollectOptions& o);

@@ -28,6 +28,8 @@ struct FixtureRun {
   bool cooldown = false;
   double entropy_rate = NAN;  // data_entropy_rate attribute (NaN: unknown, as for shards)
   double final_eval = NAN;    // finite: a final evaluation at the last step with this loss
+  double final_eval_se = 0.004;  // its standard error
+  std::string routing = "expert_choice";  // moe.routing (config.moe.routing attribute)
 };
 
 // Writes DIR/NAME/metrics.h5 and returns its path.
@@ -39,6 +41,7 @@ inline std::string write_run(const fs::path& dir, const std::string& name, const
   cfg.model.ffn = f.dense ? "dense" : "moe";
   cfg.moe.experts = f.E;
   cfg.moe.granularity = f.G;
+  cfg.moe.routing = f.routing;
   const ModelCounts counts = count_model(cfg.shape());
   const std::string path = (dir / name / "metrics.h5").string();
   MetricsWriter w(path, cfg, counts, f.entropy_rate, -1);
@@ -53,7 +56,7 @@ inline std::string write_run(const fs::path& dir, const std::string& name, const
     w.append_train(r);
   }
   if (f.cooldown) w.set_attr("cooldown_branch", 1.0);
-  if (std::isfinite(f.final_eval)) w.set_final_eval(FinalEval{f.rows, 1 << 21, f.final_eval, 0.004});
+  if (std::isfinite(f.final_eval)) w.set_final_eval(FinalEval{f.rows, 1 << 21, f.final_eval, f.final_eval_se});
   w.set_status(f.status);
   return path;
 }
