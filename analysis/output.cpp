@@ -296,6 +296,8 @@ std::string fit_json(const Analysis& a) {
   w.str("tool", "moe-analyze").num("format_version", 1).str("runs_dir", a.options.runs_dir);
   w.str("points_file", a.options.points).str("final_loss", a.options.collect.final_from_eval ? "eval" : "train");
   if (!a.c_note.empty()) w.str("c_fixed_note", a.c_note);
+  // The data's irreducible loss (null when the runs do not know it, e.g. token shards).
+  w.num("data_entropy_rate", a.runs.mean_entropy_rate());
   w.num("final_window", double(a.options.collect.final_window));
   w.begin_object("routing").str("fitted", a.routing).str("chosen_by", a.routing_chosen_by);
   w.begin_object("moe_runs");
