@@ -213,6 +213,7 @@ Analysis run_analysis(const AnalyzeOptions& o) {
   }
   a.routing_cmp = compare_routing(a.runs);
   a.loss_vs_g = loss_vs_g(a.runs, moe_runs);
+  a.loss_vs_g_iso = loss_vs_g_iso_flops(a.runs, moe_runs);
   if (a.routing_excluded > 0) a.routing_note = routing_note(a);
   if (!o.quiet)
     for (const auto& n : a.notes) std::fprintf(out, "  not in the MoE fit: %s\n", n.c_str());
@@ -242,6 +243,7 @@ Analysis run_analysis(const AnalyzeOptions& o) {
     for (const auto& f : a.fits) print_fit(out, f);
     print_routing_comparison(out, a.routing_cmp);
     print_loss_vs_g(out, a.loss_vs_g, a.routing);
+    print_loss_vs_g_iso(out, a.loss_vs_g_iso, a.routing);
   }
 
   // Optimal allocation: with a given law, or the fitted MoE law.

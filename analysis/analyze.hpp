@@ -82,6 +82,7 @@ struct Analysis {
   std::string routing_note;
   RoutingComparison routing_cmp;      // expert vs token choice (both present)
   std::vector<LossVsG> loss_vs_g;     // loss vs G per (size, D), fitted routing's MoE runs
+  std::vector<LossVsGIso> loss_vs_g_iso;  // loss vs G per size at equal F (interpolated in log F), same runs
   std::string c_note;                 // how c was fixed, when it was
   std::vector<FitReport> fits;
   OptimalReport optimal;

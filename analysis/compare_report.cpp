@@ -32,17 +32,39 @@ const char* verdict(const RoutingRow& r) {
 }
 
 // "G = 8", "G = 8 (not distinguishable from G = 4)", "G = 8 (SE unknown)".
-std::string best_text(const LossVsG& r) {
+std::string best_text(double best_G, double runner_up_G, double gap, double gap_se, bool distinguishable) {
   char b[160];
-  if (!std::isfinite(r.gap_se))
-    std::snprintf(b, sizeof b, "G = %g (runner-up G = %g %.4f higher; SE unknown)", r.best_G, r.runner_up_G, r.gap);
-  else if (!r.distinguishable)
-    std::snprintf(b, sizeof b, "G = %g, not distinguishable from G = %g (gap %.4f ≤ 2 SE %.4f)", r.best_G,
-                  r.runner_up_G, r.gap, 2 * r.gap_se);
+  if (!std::isfinite(gap_se))
+    std::snprintf(b, sizeof b, "G = %g (runner-up G = %g %.4f higher; SE unknown)", best_G, runner_up_G, gap);
+  else if (!distinguishable)
+    std::snprintf(b, sizeof b, "G = %g, not distinguishable from G = %g (gap %.4f ≤ 2 SE %.4f)", best_G, runner_up_G,
+                  gap, 2 * gap_se);
   else
-    std::snprintf(b, sizeof b, "G = %g (G = %g next, gap %.4f > 2 SE %.4f)", r.best_G, r.runner_up_G, r.gap,
-                  2 * r.gap_se);
+    std::snprintf(b, sizeof b, "G = %g (G = %g next, gap %.4f > 2 SE %.4f)", best_G, runner_up_G, gap, 2 * gap_se);
   return b;
+}
+
+std::string best_text(const LossVsG& r) { return best_text(r.best_G, r.runner_up_G, r.gap, r.gap_se, r.distinguishable); }
+
+std::string best_text(const LossVsGIsoRow& r) {
+  return best_text(r.best_G, r.runner_up_G, r.gap, r.gap_se, r.distinguishable);
+}
+
+// "3.0000 ± 0.0040", with a (markdown-escaped) asterisk when interpolated.
+std::string loss_pm(const IsoFlopsEntry& e) {
+  char b[96];
+  const char* mark = e.interpolated ? "\\*" : "";
+  if (std::isfinite(e.se)) std::snprintf(b, sizeof b, "%.4f ± %.4f%s", e.loss, e.se, mark);
+  else std::snprintf(b, sizeof b, "%.4f ± ?%s", e.loss, mark);
+  return b;
+}
+
+void json_iso_entry(JsonWriter& w, const IsoFlopsEntry& e) {
+  w.num("loss", e.loss).num("se", e.se).boolean("interpolated", e.interpolated);
+  w.num("F_lo", e.F_lo).num("F_hi", e.F_hi).num("D_lo", e.D_lo).num("D_hi", e.D_hi);
+  w.begin_array("runs");
+  for (const auto& n : e.runs) w.str(n);
+  w.end_array();
 }
 
 void json_cell(JsonWriter& w, const std::string& prefix, const Cell& c) {
@@ -96,6 +118,26 @@ void print_loss_vs_g(FILE* f, const std::vector<LossVsG>& rows, const std::strin
     for (const auto& e : r.per_g) std::fprintf(f, " G=%g %s,", e.G, loss_pm(e.cell).c_str());
     if (r.has_dense) std::fprintf(f, " dense %s,", loss_pm(r.dense).c_str());
     std::fprintf(f, " F spread %.2f%%; best %s\n", 100 * r.F_spread, best_text(r).c_str());
+  }
+}
+
+void print_loss_vs_g_iso(FILE* f, const std::vector<LossVsGIso>& sizes, const std::string& routing) {
+  if (sizes.empty()) return;
+  std::fprintf(f,
+               "final loss vs G at equal compute (%s MoE runs, interpolated in log F within each G's runs; best G "
+               "per budget):\n",
+               routing.c_str());
+  for (const auto& s : sizes) {
+    std::fprintf(f, "  E %g %s (budgets of G = %g):", s.E, size_label(s.n_blocks, s.d_model, s.N_active).c_str(),
+                 s.reference_G);
+    const char* sep = " ";
+    for (const auto& r : s.rows) {
+      std::fprintf(f, "%sF %.3g: G = %g", sep, r.F, r.best_G);
+      if (!std::isfinite(r.gap_se)) std::fprintf(f, " (SE unknown)");
+      else if (!r.distinguishable) std::fprintf(f, " (not distinguishable from G = %g)", r.runner_up_G);
+      sep = "; ";
+    }
+    std::fprintf(f, "\n");
   }
 }
 
@@ -179,6 +221,57 @@ std::string loss_vs_g_md(const std::vector<LossVsG>& rows, const std::string& ro
   return os.str();
 }
 
+std::string loss_vs_g_iso_md(const std::vector<LossVsGIso>& sizes, const std::string& routing) {
+  if (sizes.empty()) return "";
+  std::ostringstream os;
+  char buf[512];
+  os << "## Final loss vs G at equal compute (interpolated in log F between a G's own runs)\n\n";
+  os << "Same D is not equal compute: the router's FLOPs (d·E·G·14 per token and block) grow with G. Here the "
+        "budgets are the training FLOPs F of each size's G = 1 runs (of its smallest G when it has no G = 1 runs), "
+        "and the loss of every G at such an F is the measured final loss of the "
+     << routing
+     << " MoE runs, linear in log F between the two runs (runs of one (G, D) averaged) of that G whose F bracket "
+        "it — an asterisk marks those interpolated cells; unmarked cells are runs at that F. Never extrapolated: "
+        "\"–\" where F lies outside the G's runs, and a budget with fewer than two G left is not shown. Only sizes "
+        "with at least two G that each have runs at two or more F. The SE of an interpolated cell is the two runs' "
+        "SEs interpolated the same way: a rough value that ignores the covariance of the two evaluations and the "
+        "error of the log-linear interpolation. Best G: the lowest loss; *not distinguishable* when the runner-up is "
+        "within 2 combined SE. Dense: the dense runs of the same size, interpolated the same way. "
+        "Plot: `loss_vs_g_iso`.\n\n";
+  int nd = 0, nrows = 0;
+  for (const auto& s : sizes) {
+    std::snprintf(buf, sizeof buf, "### E %g, size %s (budgets: F of the G = %g runs)\n\n", s.E,
+                  size_label(s.n_blocks, s.d_model, s.N_active).c_str(), s.reference_G);
+    os << buf;
+    std::snprintf(buf, sizeof buf, "| F (FLOPs) | D of the G = %g run |", s.reference_G);
+    os << buf;
+    for (double G : s.G_values) os << " G = " << G << " |";
+    if (s.has_dense_runs) os << " dense |";
+    os << " best G |\n|---|---|";
+    for (size_t i = 0; i < s.G_values.size() + (s.has_dense_runs ? 1 : 0); ++i) os << "---|";
+    os << "---|\n";
+    for (const auto& r : s.rows) {
+      std::snprintf(buf, sizeof buf, "| %.4g | %.4g |", r.F, r.D_ref);
+      os << buf;
+      for (double G : s.G_values) {
+        auto it = std::find_if(r.per_g.begin(), r.per_g.end(), [&](const IsoFlopsEntry& e) { return e.G == G; });
+        if (it == r.per_g.end()) os << " – |";
+        else os << " " << loss_pm(*it) << (G == r.best_G ? " **best**" : "") << " |";
+      }
+      if (s.has_dense_runs) os << " " << (r.has_dense ? loss_pm(r.dense) : std::string("–")) << " |";
+      os << " " << best_text(r) << " |\n";
+      nd += !r.distinguishable, ++nrows;
+    }
+    os << "\n";
+  }
+  std::snprintf(buf, sizeof buf,
+                "\\* interpolated in log F between two runs of that G. In %d of %d budgets the best G is not "
+                "distinguishable from the runner-up.\n\n",
+                nd, nrows);
+  os << buf;
+  return os.str();
+}
+
 void json_routing_comparison(JsonWriter& w, const RoutingComparison& c) {
   w.begin_object("routing_comparison");
   w.boolean("present", c.present).num("ec_runs", c.ec_runs).num("tc_runs", c.tc_runs);
@@ -214,6 +307,38 @@ void json_loss_vs_g(JsonWriter& w, const std::vector<LossVsG>& rows) {
     w.num("gap", r.gap).num("gap_se", r.gap_se).boolean("distinguishable", r.distinguishable);
     w.end_object();
   }
+  w.end_array();
+}
+
+void json_loss_vs_g_iso(JsonWriter& w, const std::vector<LossVsGIso>& sizes) {
+  // One object per (size, reference budget F).
+  w.begin_array("loss_vs_g_iso_flops");
+  for (const auto& s : sizes)
+    for (const auto& r : s.rows) {
+      w.begin_object().num("E", s.E).num("n_blocks", s.n_blocks).num("d_model", s.d_model).num("N_active", s.N_active);
+      w.num("reference_G", s.reference_G).num("F", r.F).num("reference_D", r.D_ref);
+      w.str("interpolation", "linear in log F between the two runs of a G whose F bracket F; no extrapolation; "
+                             "se interpolated linearly (rough: ignores the covariance)");
+      w.begin_array("per_G");
+      for (const auto& e : r.per_g) {
+        w.begin_object().num("G", e.G);
+        json_iso_entry(w, e);
+        w.end_object();
+      }
+      w.end_array();
+      w.begin_array("outside_G");
+      for (double G : r.outside_G) w.num(G);
+      w.end_array();
+      w.boolean("has_dense", r.has_dense);
+      if (r.has_dense) {
+        w.begin_object("dense");
+        json_iso_entry(w, r.dense);
+        w.end_object();
+      }
+      w.num("best_G", r.best_G).num("runner_up_G", r.runner_up_G);
+      w.num("gap", r.gap).num("gap_se", r.gap_se).boolean("distinguishable", r.distinguishable);
+      w.end_object();
+    }
   w.end_array();
 }
 

@@ -233,6 +233,7 @@ std::string report_md(const Analysis& a, const std::vector<std::string>& plots) 
   }
   os << routing_comparison_md(a.routing_cmp);
   os << loss_vs_g_md(a.loss_vs_g, a.routing);
+  os << loss_vs_g_iso_md(a.loss_vs_g_iso, a.routing);
   if (a.optimal.present) {
     const auto& op = a.optimal;
     os << "## Compute-optimal configurations\n\nLaw `" << op.law_name << "`: `" << law_to_string(op.law)
@@ -327,6 +328,7 @@ std::string fit_json(const Analysis& a) {
   w.end_array();
   json_routing_comparison(w, a.routing_cmp);
   json_loss_vs_g(w, a.loss_vs_g);
+  json_loss_vs_g_iso(w, a.loss_vs_g_iso);
   if (a.optimal.present) {
     const auto& op = a.optimal;
     w.begin_object("optimal").str("law_name", op.law_name);
