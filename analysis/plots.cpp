@@ -336,6 +336,66 @@ void plot_loss_vs_g(Plotter& p, const Analysis& a) {
   p.draw("loss_vs_g", body.str() + "\n");
 }
 
+// Final loss vs G at equal compute (compare.hpp loss_vs_g_iso_flops) for a
+// readable subset of the (size, reference F) rows: the largest size at each
+// of its budgets and every size at its largest budget. Open circles are
+// interpolated in log F, filled ones are runs; dense (interpolated the same
+// way) a dashed horizontal line in the row's colour; error bars ± the (rough) SE.
+void plot_loss_vs_g_iso(Plotter& p, const Analysis& a) {
+  const auto& sizes = a.loss_vs_g_iso;
+  double na_max = 0;
+  std::set<double> gs;  // the G values plotted: the x ticks
+  for (const auto& s : sizes) na_max = std::max(na_max, s.N_active);
+  std::vector<std::pair<const LossVsGIso*, const LossVsGIsoRow*>> pick;
+  std::string big;
+  for (const auto& s : sizes) {
+    const bool largest = s.N_active == na_max;
+    if (largest) big = size_label(s.n_blocks, s.d_model, s.N_active);
+    for (const auto& r : s.rows)
+      if (largest || &r == &s.rows.back()) {
+        pick.push_back({&s, &r});
+        for (const auto& e : r.per_g) gs.insert(e.G);
+      }
+  }
+  if (pick.empty()) return;
+  char head[320];
+  std::snprintf(head, sizeof head,
+                "Final loss vs G at equal compute F: size %s at every budget, every size at its largest budget\\n"
+                "open circles interpolated in log F, filled a run; error bars ± rough SE; dashed: dense",
+                big.c_str());
+  std::ostringstream body, tics;
+  for (double G : gs) tics << (G == *gs.begin() ? "" : ", ") << G;
+  body << "set title \"" << head << "\"\nset xlabel 'granularity G'\nset ylabel 'final loss (nats/token)'\n"
+       << "set logscale x 2\nset xrange [" << 0.8 * *gs.begin() << ":" << 1.25 * *gs.rbegin() << "]\nset xtics ("
+       << tics.str() << ")\n"
+       << "set key outside right font ',9'\nplot ";
+  int k = 0;
+  for (const auto& [s, r] : pick) {
+    std::ostringstream all, exact;
+    for (const auto& e : r->per_g) {
+      const double se = std::isfinite(e.se) ? e.se : 0.0;
+      all << e.G << ' ' << e.loss << ' ' << se << '\n';
+      if (!e.interpolated) exact << e.G << ' ' << e.loss << ' ' << se << '\n';
+    }
+    const std::string file = "lvgi_" + std::to_string(k) + ".dat", efile = "lvgi_runs_" + std::to_string(k) + ".dat";
+    p.data(file, all.str());
+    p.data(efile, exact.str() + "\n");
+    char title[128];
+    std::snprintf(title, sizeof title, "%s, F %.3g", size_label(s->n_blocks, s->d_model, s->N_active).c_str(), r->F);
+    const int c = 1 + k % 8;
+    body << (k ? ", " : "") << "'" << file << "' using 1:2:3 with yerrorlines lw 1.5 pt 6 lc " << c << " title '"
+         << title << "', '" << efile << "' using 1:2 with points pt 7 lc " << c << " notitle";
+    if (r->has_dense) {
+      std::ostringstream d;
+      d << r->per_g.front().G << ' ' << r->dense.loss << '\n' << r->per_g.back().G << ' ' << r->dense.loss << '\n';
+      p.data("lvgi_dense_" + std::to_string(k) + ".dat", d.str());
+      body << ", 'lvgi_dense_" << k << ".dat' using 1:2 with lines dt 2 lw 1.5 lc " << c << " notitle";
+    }
+    ++k;
+  }
+  p.draw("loss_vs_g_iso", body.str() + "\n");
+}
+
 }  // namespace
 
 std::vector<std::string> make_plots(const Analysis& a) {
@@ -355,6 +415,7 @@ std::vector<std::string> make_plots(const Analysis& a) {
   }
   if (!a.routing_cmp.rows.empty()) plot_routing(p, a);
   if (!a.loss_vs_g.empty()) plot_loss_vs_g(p, a);
+  if (!a.loss_vs_g_iso.empty()) plot_loss_vs_g_iso(p, a);
   if (a.optimal.present && !a.optimal.rows.empty()) plot_optimal(p, a);
   return p.made;
 }
