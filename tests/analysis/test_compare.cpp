@@ -257,13 +257,29 @@ TEST(Compare, StudyFitsOneRoutingAndComparesTheOther) {
             std::string::npos);
   EXPECT_NE(report.find("## Final loss vs G per size and token budget"), std::string::npos);
   EXPECT_NE(report.find("| same, G = 1 |"), std::string::npos);
+  // Equal D is not equal F: the G = 4 and 16 runs at each D cost more than
+  // G = 1's, so the smallest G = 1 budget (D = 2e9) is below their runs (no
+  // row); the two others lie between their runs at 4x less D and at the same D.
+  ASSERT_EQ(a.loss_vs_g_iso.size(), 3u);
+  for (const auto& s : a.loss_vs_g_iso) {
+    ASSERT_EQ(s.rows.size(), 2u);
+    EXPECT_EQ(s.rows[0].D_ref, 8e9);
+    for (const auto& r : s.rows) {
+      ASSERT_EQ(r.per_g.size(), 3u);
+      EXPECT_FALSE(r.per_g[0].interpolated);
+      EXPECT_TRUE(r.per_g[1].interpolated && r.per_g[2].interpolated);
+      EXPECT_EQ(r.per_g[2].D_hi, r.D_ref);
+    }
+  }
+  EXPECT_NE(report.find("## Final loss vs G at equal compute (interpolated in log F between a G's own runs)"),
+            std::string::npos);
   const std::string json = slurp(out / "fit.json");
   EXPECT_NE(json.find("\"fitted\": \"expert_choice\""), std::string::npos);
   EXPECT_NE(json.find("\"routing_comparison\""), std::string::npos);
   EXPECT_NE(json.find("\"loss_vs_g\""), std::string::npos);
   EXPECT_NE(json.find("\"not_fitted\": 9"), std::string::npos);
   if (fs::exists("/usr/bin/gnuplot"))
-    for (const char* p : {"routing", "loss_vs_g"}) {
+    for (const char* p : {"routing", "loss_vs_g", "loss_vs_g_iso"}) {
       EXPECT_TRUE(fs::exists(out / "plots" / (std::string(p) + ".png"))) << p;
       EXPECT_TRUE(fs::exists(out / "plots" / (std::string(p) + ".svg"))) << p;
       EXPECT_NE(report.find(std::string("](plots/") + p + ".png)"), std::string::npos) << p;
@@ -476,5 +492,215 @@ TEST(Compare, BadRoutingIsAUsageError) {
   err = ::testing::internal::GetCapturedStderr();
   EXPECT_NE(err.find("q.csv:3: column 'routing': 'top2' is not expert_choice or token_choice"), std::string::npos)
       << err;
+  fs::remove_all(dir);
+}
+
+namespace {
+
+// A --points row with D written exactly (%.17g), so the F the analysis
+// computes (F/token of the shape times D) is the F the test computes.
+std::string iso_row(const std::string& run, int64_t nb, double D, double G, double loss, double se, bool dense = false) {
+  const double d = 64.0 * double(nb);
+  char b[320];
+  std::snprintf(b, sizeof b, "%s,%.17g,%.17g,%.17g,%g,%d,%s,%.17g,%ld,%g,%d\n", run.c_str(),
+                finemoe::law_N(d, double(nb), dense ? 1 : 64), D, loss, G, dense ? 1 : 64,
+                dense ? "" : "expert_choice", se, long(nb), d, int(dense));
+  return b;
+}
+
+double iso_F(int64_t nb, double D, double G, bool dense = false) {
+  return finemoe::law_flops_per_token(64.0 * double(nb), double(nb), 64, G, dense) * D;
+}
+
+// L = c_G − s·ln F: linear in log F, so interpolation in log F is exact.
+constexpr double kIsoS = 0.05;
+double iso_loss(double c, double F) { return c - kIsoS * std::log(F); }
+
+}  // namespace
+
+TEST(Compare, LossVsGIsoFlopsInterpolatesInLogFWithinEachG) {
+  const fs::path dir = temp_dir("cmp_iso");
+  // Size 4×256 (E 64): the router makes F/token of G = 4 and G = 16 13.9 %
+  // and 69.5 % above G = 1's, so equal D is not equal F.
+  const double c1 = 4.0, c4 = 3.97, c16 = 3.965, cd = 4.1;
+  const double f1 = iso_F(4, 1, 1), f4 = iso_F(4, 1, 4);
+  const double D4x = 2e9 * f1 / f4;  // a G = 4 run at the F of the G = 1 run at D = 2e9
+  const double L16a = iso_loss(c16, iso_F(4, 0.5e9, 16));
+  {
+    std::ofstream f(dir / "p.csv");
+    f << kHeader;
+    for (double D : {0.5e9, 1e9, 2e9, 4e9}) f << iso_row("g1_" + std::to_string(D), 4, D, 1, iso_loss(c1, iso_F(4, D, 1)), 0.004);
+    f << iso_row("g4_a", 4, 0.8e9, 4, iso_loss(c4, iso_F(4, 0.8e9, 4)), 0.002);
+    f << iso_row("g4_x", 4, D4x, 4, iso_loss(c4, iso_F(4, D4x, 4)), 0.004);
+    f << iso_row("g4_b", 4, 4e9, 4, iso_loss(c4, iso_F(4, 4e9, 4)), 0.006);
+    // Two seeds at (G = 16, D = 0.5e9): averaged into one cell, SE sqrt(0.004² + 0.006²)/2.
+    f << iso_row("g16_a1", 4, 0.5e9, 16, L16a + 0.01, 0.004) << iso_row("g16_a2", 4, 0.5e9, 16, L16a - 0.01, 0.006);
+    f << iso_row("g16_b", 4, 1.2e9, 16, iso_loss(c16, iso_F(4, 1.2e9, 16)), 0.005);
+    for (double D : {1e9, 3e9}) f << iso_row("dense_" + std::to_string(D), 4, D, 1, iso_loss(cd, iso_F(4, D, 1, true)), 0.004, true);
+    // Size 6×384, no G = 1: the budgets are G = 2's.
+    for (double D : {1e9, 2e9}) f << iso_row("s6_g2_" + std::to_string(D), 6, D, 2, iso_loss(3.8, iso_F(6, D, 2)), 0.004);
+    for (double D : {0.9e9, 2e9}) f << iso_row("s6_g8_" + std::to_string(D), 6, D, 8, iso_loss(3.75, iso_F(6, D, 8)), 0.004);
+    // Size 8×512: G = 4 at one F only, so one usable G: no table.
+    for (double D : {1e9, 2e9}) f << iso_row("s8_g1_" + std::to_string(D), 8, D, 1, iso_loss(3.6, iso_F(8, D, 1)), 0.004);
+    f << iso_row("s8_g4", 8, 1e9, 4, iso_loss(3.55, iso_F(8, 1e9, 4)), 0.004);
+  }
+  AnalyzeOptions o = quiet_options(dir / "out");
+  o.points = (dir / "p.csv").string();
+  Analysis a = run_analysis(o);
+  ASSERT_EQ(a.loss_vs_g_iso.size(), 2u);
+
+  const LossVsGIso& s = a.loss_vs_g_iso[0];
+  EXPECT_EQ(s.E, 64);
+  EXPECT_EQ(s.n_blocks, 4);
+  EXPECT_EQ(s.d_model, 256);
+  EXPECT_EQ(s.reference_G, 1);
+  EXPECT_EQ(s.G_values, (std::vector<double>{1, 4, 16}));
+  EXPECT_TRUE(s.has_dense_runs);
+  // Budgets: F of the G = 1 runs. At D = 0.5e9 only G = 1 has data (G = 4
+  // starts at 0.91x, G = 16 at 0.85x the F of G = 1 at 1e9): no row.
+  ASSERT_EQ(s.rows.size(), 3u);
+  const double se16a = std::sqrt(0.004 * 0.004 + 0.006 * 0.006) / 2;
+  // The expected (loss, se) of cells (F_a, se_a), (F_b, se_b) interpolated to F.
+  auto se_at = [](double F, double Fa, double sa, double Fb, double sb) {
+    const double t = (std::log(F) - std::log(Fa)) / (std::log(Fb) - std::log(Fa));
+    return (1 - t) * sa + t * sb;
+  };
+  const double c_of[] = {c1, c4, c16};
+  for (size_t i = 0; i < 3; ++i) {
+    const LossVsGIsoRow& r = s.rows[i];
+    const double D = 1e9 * double(1 << i);
+    EXPECT_NEAR(r.F, f1 * D, 1e-9 * f1 * D) << i;
+    EXPECT_EQ(r.D_ref, D) << i;
+    ASSERT_EQ(r.per_g.size(), i < 2 ? 3u : 2u) << i;
+    for (size_t k = 0; k < r.per_g.size(); ++k) {
+      // The function itself at the budget, whether interpolated or a run.
+      EXPECT_NEAR(r.per_g[k].loss, iso_loss(c_of[k], r.F), 1e-12) << i << " G " << r.per_g[k].G;
+    }
+    EXPECT_EQ(r.per_g[0].G, 1);
+    EXPECT_FALSE(r.per_g[0].interpolated);
+    EXPECT_EQ(r.per_g[0].se, 0.004);
+    EXPECT_EQ(r.per_g[1].G, 4);
+    ASSERT_TRUE(r.has_dense == (i < 2)) << i;
+    if (r.has_dense) {
+      EXPECT_TRUE(r.dense.interpolated);
+      EXPECT_NEAR(r.dense.loss, iso_loss(cd, r.F), 1e-12);
+      EXPECT_NEAR(r.dense.se, 0.004, 1e-15);
+    }
+  }
+  // F of G = 1 at 1e9: G = 4 between 0.8e9 and the exact-F run, G = 16
+  // between the two seeds' cell and 1.2e9; all three interpolated but G = 1.
+  const LossVsGIsoRow& r0 = s.rows[0];
+  EXPECT_TRUE(r0.per_g[1].interpolated);
+  EXPECT_EQ(r0.per_g[1].D_lo, 0.8e9);
+  EXPECT_EQ(r0.per_g[1].D_hi, D4x);
+  EXPECT_NEAR(r0.per_g[1].se, se_at(r0.F, iso_F(4, 0.8e9, 4), 0.002, iso_F(4, D4x, 4), 0.004), 1e-15);
+  EXPECT_EQ(r0.per_g[2].G, 16);
+  EXPECT_TRUE(r0.per_g[2].interpolated);
+  EXPECT_EQ(r0.per_g[2].runs, (std::vector<std::string>{"g16_a1", "g16_a2", "g16_b"}));
+  const double se16_0 = se_at(r0.F, iso_F(4, 0.5e9, 16), se16a, iso_F(4, 1.2e9, 16), 0.005);
+  EXPECT_NEAR(r0.per_g[2].se, se16_0, 1e-15);
+  // Best G = 16, 0.005 below G = 4: within 2 combined SE, not distinguishable.
+  EXPECT_EQ(r0.best_G, 16);
+  EXPECT_EQ(r0.runner_up_G, 4);
+  EXPECT_NEAR(r0.gap, 0.005, 1e-12);
+  EXPECT_NEAR(r0.gap_se, std::hypot(r0.per_g[1].se, se16_0), 1e-15);
+  EXPECT_FALSE(r0.distinguishable);
+  EXPECT_TRUE(r0.outside_G.empty());
+  // F of G = 1 at 2e9: the G = 4 run at that F is an exact cell, not interpolated.
+  const LossVsGIsoRow& r1 = s.rows[1];
+  EXPECT_FALSE(r1.per_g[1].interpolated);
+  EXPECT_EQ(r1.per_g[1].se, 0.004);
+  EXPECT_EQ(r1.per_g[1].runs, (std::vector<std::string>{"g4_x"}));
+  EXPECT_TRUE(r1.per_g[2].interpolated);
+  EXPECT_EQ(r1.best_G, 16);
+  EXPECT_FALSE(r1.distinguishable);
+  // F of G = 1 at 4e9: beyond G = 16's last run (2.03x): no entry, never extrapolated.
+  // G = 4 best by 0.03 > 2 combined SE over G = 1.
+  const LossVsGIsoRow& r2 = s.rows[2];
+  EXPECT_EQ(r2.outside_G, (std::vector<double>{16}));
+  EXPECT_TRUE(r2.per_g[1].interpolated);
+  const double se4_2 = se_at(r2.F, iso_F(4, D4x, 4), 0.004, iso_F(4, 4e9, 4), 0.006);
+  EXPECT_NEAR(r2.per_g[1].se, se4_2, 1e-15);
+  EXPECT_EQ(r2.best_G, 4);
+  EXPECT_EQ(r2.runner_up_G, 1);
+  EXPECT_NEAR(r2.gap, 0.03, 1e-12);
+  EXPECT_NEAR(r2.gap_se, std::hypot(0.004, se4_2), 1e-15);
+  EXPECT_TRUE(r2.distinguishable);
+
+  // 6×384 without G = 1: budgets of G = 2; at its 1e9 run G = 8's runs start
+  // above that F (fewer than 2 G): one row, at 2e9.
+  const LossVsGIso& t = a.loss_vs_g_iso[1];
+  EXPECT_EQ(t.n_blocks, 6);
+  EXPECT_EQ(t.reference_G, 2);
+  EXPECT_FALSE(t.has_dense_runs);
+  ASSERT_EQ(t.rows.size(), 1u);
+  EXPECT_EQ(t.rows[0].D_ref, 2e9);
+  ASSERT_EQ(t.rows[0].per_g.size(), 2u);
+  EXPECT_NEAR(t.rows[0].per_g[1].loss, iso_loss(3.75, t.rows[0].F), 1e-12);
+  EXPECT_EQ(t.rows[0].best_G, 8);
+  EXPECT_TRUE(t.rows[0].distinguishable);  // 0.05 > 2·sqrt(2)·0.004
+
+  // The whole program: terminal lines, report section, fit.json array, plot.
+  const fs::path out = dir / "cli";
+  ::testing::internal::CaptureStdout();
+  const int rc = run_cli({"--points", o.points, "--out", out.string(), "--bootstrap", "0"});
+  const std::string term = ::testing::internal::GetCapturedStdout();
+  ASSERT_EQ(rc, finemoe::kExitOk) << term;
+  char line[512];
+  std::snprintf(line, sizeof line,
+                "  E 64 4×256 (budgets of G = 1): F %.3g: G = 16 (not distinguishable from G = 4); F %.3g: G = 16 "
+                "(not distinguishable from G = 4); F %.3g: G = 4\n",
+                s.rows[0].F, s.rows[1].F, s.rows[2].F);
+  EXPECT_NE(term.find("final loss vs G at equal compute (expert_choice MoE runs"), std::string::npos) << term;
+  EXPECT_NE(term.find(line), std::string::npos) << line << term;
+  const std::string report = slurp(out / "report.md");
+  const size_t same_d = report.find("## Final loss vs G per size and token budget");
+  const size_t iso = report.find("## Final loss vs G at equal compute (interpolated in log F between a G's own runs)");
+  ASSERT_NE(iso, std::string::npos) << report;
+  ASSERT_NE(same_d, std::string::npos);
+  EXPECT_LT(same_d, iso);
+  EXPECT_EQ(report.find("\n## ", same_d + 1) + 1, iso);  // right after the same-D section
+  EXPECT_NE(report.find("### E 64, size 4×256 (budgets: F of the G = 1 runs)"), std::string::npos);
+  EXPECT_NE(report.find("| F (FLOPs) | D of the G = 1 run | G = 1 | G = 4 | G = 16 | dense | best G |"), std::string::npos);
+  EXPECT_NE(report.find("### E 64, size 6×384 (budgets: F of the G = 2 runs)"), std::string::npos);
+  EXPECT_EQ(report.find("size 8×512 (budgets"), std::string::npos);
+  char row[640];
+  std::snprintf(row, sizeof row,
+                "| %.4g | 2e+09 | %.4f ± 0.0040 | %.4f ± 0.0040 | %.4f ± %.4f\\* **best** | %.4f ± 0.0040\\* | G = 16, "
+                "not distinguishable from G = 4 (gap 0.0050 ≤ 2 SE %.4f) |",
+                r1.F, iso_loss(c1, r1.F), iso_loss(c4, r1.F), iso_loss(c16, r1.F), r1.per_g[2].se, iso_loss(cd, r1.F),
+                2 * r1.gap_se);
+  EXPECT_NE(report.find(row), std::string::npos) << row << "\n" << report.substr(iso);
+  std::snprintf(row, sizeof row,
+                "| %.4g | 4e+09 | %.4f ± 0.0040 | %.4f ± %.4f\\* **best** | – | – | G = 4 (G = 1 next, gap 0.0300 > 2 "
+                "SE %.4f) |",
+                r2.F, iso_loss(c1, r2.F), iso_loss(c4, r2.F), se4_2, 2 * r2.gap_se);
+  EXPECT_NE(report.find(row), std::string::npos) << row << "\n" << report.substr(iso);
+  EXPECT_NE(report.find("In 2 of 4 budgets the best G is not distinguishable from the runner-up."), std::string::npos);
+  const std::string json = slurp(out / "fit.json");
+  const size_t arr = json.find("\"loss_vs_g_iso_flops\": [");
+  ASSERT_NE(arr, std::string::npos);
+  const std::string iso_json = json.substr(arr, json.find("\n  ]", arr) - arr);
+  auto count = [](const std::string& hay, const std::string& needle) {
+    size_t n = 0;
+    for (size_t p = hay.find(needle); p != std::string::npos; p = hay.find(needle, p + 1)) ++n;
+    return n;
+  };
+  EXPECT_EQ(count(iso_json, "\"reference_G\""), 4u);                  // 3 + 1 budgets
+  EXPECT_EQ(count(iso_json, "\"interpolated\": true"), 7u);           // G = 4, 16, dense; 16, dense; 4; 8
+  EXPECT_EQ(count(iso_json, "\"interpolated\": false"), 5u);          // G = 1 x3, the G = 4 run, G = 2
+  EXPECT_EQ(count(iso_json, "\"has_dense\": true"), 2u);
+  EXPECT_EQ(count(iso_json, "\"distinguishable\": true"), 2u);
+  char num[64];
+  std::snprintf(num, sizeof num, "\"F\": %.10g,", s.rows[1].F);
+  EXPECT_NE(iso_json.find(num), std::string::npos) << num;
+  std::snprintf(num, sizeof num, "\"loss\": %.10g,", iso_loss(c4, s.rows[1].F));  // the exact G = 4 run
+  EXPECT_NE(iso_json.find(num), std::string::npos) << num;
+  EXPECT_NE(iso_json.find("\"best_G\": 16,"), std::string::npos);
+  if (fs::exists("/usr/bin/gnuplot")) {
+    EXPECT_TRUE(fs::exists(out / "plots" / "loss_vs_g_iso.png"));
+    EXPECT_TRUE(fs::exists(out / "plots" / "loss_vs_g_iso.svg"));
+    EXPECT_NE(report.find("](plots/loss_vs_g_iso.png)"), std::string::npos);
+  }
   fs::remove_all(dir);
 }
