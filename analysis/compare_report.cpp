@@ -187,7 +187,8 @@ std::string loss_vs_g_md(const std::vector<LossVsG>& rows, const std::string& ro
         "and D where there is one. Best G: the lowest loss; *not distinguishable* when the runner-up is within 2 "
         "combined SE (sqrt(SE₁² + SE₂²), which ignores the correlation of evaluations on the same held-out tokens). "
         "FLOPs differ with G through the router (d·E·G·14 per token and block): F spread = max F / min F − 1 over "
-        "the row's runs, so \"equal compute\" holds only to within it (every run's F: runs.csv, fit.json). "
+        "the row's runs, so \"equal compute\" holds only to within it (every run's F: runs.csv, fit.json; at equal F: "
+        "the next section, where the runs allow it). "
         "Plot: `loss_vs_g`.\n\n";
   os << "| E | size | D (tokens) |";
   for (double G : gs) os << " G = " << G << " |";
