@@ -256,6 +256,19 @@ Analysis run_analysis(const AnalyzeOptions& o) {
         op.law = f.fit.law;
         op.law_name = "fit";
         op.options.E = E > 0 ? E : 64;
+        // The optimal shapes follow the runs' own d_model/n_blocks when they
+        // all share one (a sweep's aspect_ratio), unless --aspect says otherwise.
+        if (!o.aspect_given) {
+          double ratio = 0;
+          bool common = !moe_runs.empty();
+          for (int i : moe_runs) {
+            const auto& r = a.runs.runs[size_t(i)];
+            const double x = r.n_blocks > 0 ? r.d_model / r.n_blocks : 0;
+            if (!(x > 0) || (ratio > 0 && std::fabs(x - ratio) > 1e-9 * ratio)) common = false;
+            ratio = x;
+          }
+          if (common) op.options.aspect = ratio;
+        }
         have_law = true;
       }
   } else {

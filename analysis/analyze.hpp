@@ -34,6 +34,7 @@ struct AnalyzeOptions {
   std::string dense_law = "auto";     // auto | paper | fit | none | a=..,alpha=..,b=..,beta=..,c=..
   std::string optimal;                // budgets; "" = the runs' range and one decade beyond (log:1e18:1e25:8 without runs)
   OptimalOptions opt;
+  bool aspect_given = false;          // --aspect given; else the fitted runs' d_model/n_blocks when they share one
   bool json = false;                  // fit.json to stdout, human text to stderr
   bool plots = true;
   std::string gnuplot;                // gnuplot executable ("" = the one found at build time / PATH)

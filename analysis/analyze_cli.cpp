@@ -98,7 +98,7 @@ bool parse_analyze_args(int argc, const char* const* argv, AnalyzeOptions& o, st
     ("law", po::value<std::string>(), "law of the optimal table: fit | paper (E=64, more digits, c=0.472: reproduces Table 2) | paper-rounded (Table 1) | a=..,alpha=..,b=..,beta=..,g=..,gamma=..,c=.. [default: fit]")
     ("dense-law", po::value<std::string>(), "dense law of the compute multiplier: auto | fit (the dense runs' fit: same data) | paper (a 16.3, alpha .126, b 26.7, beta .127, c .47: web text, another corpus) | none | a=..,alpha=..,b=..,beta=..,c=.. [default: auto = fit when dense runs were fitted, paper with --law paper, else none]")
     ("optimal", po::value<std::string>(), "budgets in FLOPs: 1e18,1e20,... or log:FMIN:FMAX:COUNT [default: 8 budgets from the smallest run's FLOPs to 10x the largest; log:1e18:1e25:8 without runs]")
-    ("aspect", po::value<double>(), "d_model / n_blocks of the optimal shapes [default: 64]")
+    ("aspect", po::value<double>(), "d_model / n_blocks of the optimal shapes [default: the fitted runs' ratio when they all share one, else 64]")
     ("granularities", po::value<std::string>(), "G candidates of the allocation [default: 1,2,4,...,256]")
     ("json", "print fit.json to stdout (human-readable lines go to stderr)")
     ("no-plots", "do not run gnuplot")
@@ -180,7 +180,10 @@ bool parse_analyze_args(int argc, const char* const* argv, AnalyzeOptions& o, st
   if (vm.count("bootstrap-fraction")) o.boot.fraction = vm["bootstrap-fraction"].as<double>();
   if (vm.count("threads")) o.boot.threads = vm["threads"].as<int>();
   if (vm.count("seed")) o.boot.seed = vm["seed"].as<uint64_t>();
-  if (vm.count("aspect")) o.opt.aspect = vm["aspect"].as<double>();
+  if (vm.count("aspect")) {
+    o.opt.aspect = vm["aspect"].as<double>();
+    o.aspect_given = true;
+  }
   if (vm.count("granularities")) {
     o.opt.granularities.clear();
     std::stringstream ss(vm["granularities"].as<std::string>());

@@ -59,7 +59,7 @@ for b in moe-sweep moe-train moe-analyze; do [ -x "$BIN/$b" ] || die "$BIN/$b no
 START=$(date +%s)
 echo "== study: expanding $SPEC into $RUNS"
 if [ "$SLURM" = 1 ]; then
-  "$BIN/moe-sweep" --spec "$SPEC" --out "$RUNS" --slurm || die "moe-sweep failed"
+  "$BIN/moe-sweep" --spec "$SPEC" --out "$RUNS" --slurm --jobs-dir "$ROOT/jobs" || die "moe-sweep failed"
   command -v sbatch >/dev/null || die "--slurm: sbatch not found"
   JOB=$(sbatch --parsable "$RUNS/sweep.sbatch") || die "sbatch $RUNS/sweep.sbatch failed"
   JOB=${JOB%%;*}

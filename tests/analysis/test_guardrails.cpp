@@ -190,3 +190,34 @@ TEST(Guardrails, FlagsAreWrittenToFitJsonAndReport) {
   EXPECT_NE(md.find("inherit those flags"), std::string::npos);
   fs::remove_all(dir);
 }
+
+// The optimal table's shapes follow the runs' own d_model/n_blocks (here 48,
+// a sweep's aspect_ratio) unless --aspect says otherwise.
+TEST(Guardrails, OptimalShapesFollowTheRunsAspectRatio) {
+  const fs::path dir = temp_dir("guard_aspect");
+  int k = 0;
+  for (int64_t nb : {2, 4})
+    for (double D : {1e9, 4e9})
+      for (int64_t G : {1, 4}) {
+        FixtureRun f;
+        f.n_blocks = nb;
+        f.d_model = 48 * nb;
+        f.G = G;
+        f.D = D;
+        f.final_eval = paper_law().loss(finemoe::law_N(48.0 * nb, nb, 64), D, G);
+        write_run(dir / "runs", "a" + std::to_string(k++), f);
+      }
+  auto aspect_of = [&](const std::vector<std::string>& extra) {
+    const fs::path out = dir / ("out" + std::to_string(k++));
+    std::vector<std::string> args = {(dir / "runs").string(), "--out", out.string(), "--no-plots", "-q"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    EXPECT_EQ(run_cli(args), finemoe::kExitOk);
+    std::ifstream jf(out / "fit.json");
+    const std::string json((std::istreambuf_iterator<char>(jf)), {});
+    const auto at = json.find("\"aspect\": ");
+    return at == std::string::npos ? -1.0 : std::stod(json.substr(at + 10));
+  };
+  EXPECT_EQ(aspect_of({}), 48.0);
+  EXPECT_EQ(aspect_of({"--aspect", "64"}), 64.0);
+  fs::remove_all(dir);
+}
