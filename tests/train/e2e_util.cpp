@@ -54,11 +54,11 @@ void remove_temp_dirs() {
 // train.fp32_engine is pinned: these tests compare losses and checkpoints
 // bit for bit (or within tight tolerances) between separate moe-train
 // processes, and with `auto` (the default) each fresh run times OpenBLAS
-// against oneDNN at start-up. At this model's small shapes the two measured
-// within a few tens of percent of each other on the development machine
-// (oneDNN 1.2x, avx2), so two runs could pick different engines and compute
-// different last bits. Tests of `auto` itself add --train.fp32_engine auto
-// (the last occurrence of a key wins).
+// against oneDNN at start-up: a measurement, so two runs are not guaranteed
+// to pick the same engine (oneDNN measured 1.18-1.20x OpenBLAS at this model's
+// shapes on the loaded 2-core development machine), and the engines differ
+// in the last bits. Tests of `auto` itself add --train.fp32_engine auto (the
+// last occurrence of a key wins).
 std::string tiny_args(const std::string& run_dir, int steps) {
   return "--model.d_model 64 --model.n_blocks 2 --model.seq_len 32 --model.vocab_size 64 "
          "--train.batch_size 8 --moe.experts 4 --moe.group_size 64 --train.log_every 1 "
