@@ -57,15 +57,25 @@ void grouped_gemm(bool trans_a, bool trans_b, int64_t count, const int64_t* M, i
 void set_num_threads(int n);  // n <= 0: keep the runtime default
 int num_threads();
 
-// Which library runs fp32 GEMMs (bf16 always runs on oneDNN). Default
-// openblas. automatic: OpenBLAS for gemm(), oneDNN for grouped_gemm's many
-// small problems, where it measured faster on 2 threads; not the default
-// because oneDNN 2.6 allocates inside every execute (the MoE layer's
-// no-allocation test) and its primitives' blocking depends on the thread
-// count, so results would change with train.threads (docs/performance.md).
-enum class Fp32Engine { openblas, onednn, automatic };
-void set_fp32_engine(Fp32Engine e);
+// Which library runs fp32 GEMMs, gemm() and grouped_gemm() alike (bf16
+// always runs on oneDNN; gemm_fp32 always on OpenBLAS). Default openblas in
+// the backend; moe-train and moe-bench set it from train.fp32_engine through
+// resolve_fp32_engine. oneDNN fp32 is not a neutral swap: oneDNN 2.6
+// allocates inside every execute (the no-allocation tests) and its
+// primitives' blocking depends on the thread count, so results change with
+// train.threads (docs/performance.md).
+enum class Fp32Engine { openblas, onednn };
+void set_fp32_engine(Fp32Engine e);  // onednn in a build without oneDNN: Error
 Fp32Engine fp32_engine();
+// "fp32" | "bf16" and "openblas" | "onednn": the names train.precision,
+// train.fp32_engine, the checkpoint and moe-bench's JSON use.
+std::string precision_name(Precision p);
+std::string fp32_engine_name(Fp32Engine e);
+// The engine of that name; ConfigError naming `key` otherwise (for "auto"
+// too: resolve it first).
+Fp32Engine fp32_engine_from_name(const std::string& name, const std::string& key = "train.fp32_engine");
+// oneDNN is built into this binary (fp32 engine onednn, bf16 GEMMs).
+bool onednn_built();
 
 // How grouped_gemm runs its problems: serial = one multi-threaded GEMM per
 // problem; omp_loop = OpenMP loop over problems, each GEMM single-threaded;
@@ -144,5 +154,16 @@ std::vector<GemmShape> model_gemm_shapes(int64_t d_model, int64_t d_hidden, int6
 // ("auto" on native bf16 without AMX picks bf16 only if it is faster there).
 Precision resolve_precision(const std::string& requested, std::string* why,
                             const std::vector<GemmShape>& shapes);
+// Resolves train.fp32_engine ("auto" | "openblas" | "onednn") for
+// `precision` (by default the one currently set); `why` receives one line.
+// Explicit requests are returned as they are (onednn in a build without
+// oneDNN is a ConfigError naming the key). auto: openblas under bf16 (every
+// GEMM but gemm_fp32 then runs on oneDNN, so the fp32 engine does not
+// matter) and in a build without oneDNN; otherwise both engines are timed at
+// these shapes, with resolve_precision's caps and on one thread, and oneDNN
+// is picked only if it is more than 5 % faster. `why` then names the measured
+// speed ratio. Neither the precision nor the engine is changed.
+Fp32Engine resolve_fp32_engine(const std::string& requested, std::string* why,
+                               const std::vector<GemmShape>& shapes, Precision precision = backend::precision());
 
 }  // namespace finemoe::backend

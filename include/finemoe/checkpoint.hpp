@@ -12,6 +12,8 @@
 // index) carries checksums too. Every HDF5 reader (h5py, h5dump) verifies
 // them; load_checkpoint refuses a mismatch naming the file and the tensor.
 // format_version 1 files (no checksums) still load, with one warning.
+// format_version 4 added the resolved GEMM precision and fp32 engine
+// (TrainState), which a resumed run with `auto` reuses.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -28,6 +30,14 @@ struct TrainState {
   int64_t step = 0;    // optimizer steps completed
   int64_t tokens = 0;  // global token cursor: step · train.batch_size · model.seq_len
   uint64_t seed = 0;   // train.seed (initialisation and batch order)
+  // What the run resolved train.precision and train.fp32_engine to
+  // (backend::precision_name / fp32_engine_name), so that a resumed `auto`
+  // run computes exactly as before. Loaded from a checkpoint older than
+  // format_version 4: fp32_engine "openblas" (the only engine moe-train used
+  // then) and precision the stored config's train.precision, or "" (unknown)
+  // when that was auto.
+  std::string precision = "fp32";
+  std::string fp32_engine = "openblas";
 };
 
 // Which checkpoints in run_dir/checkpoints a run may prune or replace: the

@@ -53,6 +53,7 @@ struct TrainConfig {
   double grad_clip = 1.0;         // global-norm clip; 0 disables
   uint64_t seed = 1234;
   std::string precision = "fp32"; // fp32 | bf16 | auto
+  std::string fp32_engine = "auto";  // auto | openblas | onednn (fp32 GEMM library; backend.hpp)
   int64_t log_every = 10;
   int64_t eval_every = 0;         // 0: evaluate only at the end
   int64_t eval_tokens = 16384;

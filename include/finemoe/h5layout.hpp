@@ -11,9 +11,12 @@ namespace finemoe::h5layout {
 constexpr int kMetricsFormatVersion = 2;
 constexpr int kMetricsOldestReadableVersion = 1;
 // Checkpoints: 2: Fletcher32 per tensor, 1.10 format; 3: /buffers (the
-// router's selection bias). 1 and 2 still load (their buffers are zero, as
-// they were when they were written).
-constexpr int kCheckpointFormatVersion = 3;
+// router's selection bias); 4: /state/precision and /state/fp32_engine (what
+// the run resolved train.precision and train.fp32_engine to). 1 and 2 still
+// load (their buffers are zero, as they were when they were written); 1 to 3
+// mean fp32 engine openblas (the only one moe-train used then) and the stored
+// config's train.precision, unknown when that was auto.
+constexpr int kCheckpointFormatVersion = 4;
 
 // ---- runs/NAME/metrics.h5 ---------------------------------------------------
 // 1-D extendable chunked datasets, one row per logged step.
@@ -80,6 +83,8 @@ constexpr const char* kCkptSeed = "seed";          // uint64
 constexpr const char* kCkptConfigHash = "config_hash";
 constexpr const char* kCkptConfigIni = "config";
 constexpr const char* kCkptFormatVersion = "format_version";
+constexpr const char* kCkptPrecision = "precision";      // fixed string fp32 | bf16, v4
+constexpr const char* kCkptFp32Engine = "fp32_engine";   // fixed string openblas | onednn, v4
 constexpr const char* kCkptLatestFile = "LATEST";  // text file: name of the newest complete checkpoint
 
 }  // namespace finemoe::h5layout

@@ -45,7 +45,9 @@ const char* kUsage =
     "Runs M untimed and N timed training steps (forward, backward, AdamW) of the\n"
     "configured model on train.batch_size sequences of model.seq_len tokens, measures the\n"
     "fp32 and bf16 GEMM peaks (2048^2 and the model's shapes) in the same process, and\n"
-    "prints one JSON object on stdout. Precision: train.precision (fp32 | bf16 | auto).\n"
+    "prints one JSON object on stdout. Precision: train.precision (fp32 | bf16 | auto); fp32 GEMM\n"
+    "library: train.fp32_engine or --fp32-engine (auto | openblas | onednn; auto: oneDNN only if a\n"
+    "start-up measurement at the model's GEMM shapes finds it > 5% faster, as moe-train does).\n"
     "--fp32-engine, --grouped and --bf16-weights select GEMM engine variants (for comparisons;\n"
     "--bf16-weights: how bf16 GEMMs reuse the weights' bf16 copies, see include/finemoe/backend.hpp).\n"
     "Threads: train.threads (0 = OMP_NUM_THREADS or all cores) for OpenMP and OpenBLAS alike.";
@@ -173,6 +175,13 @@ PeakSet measure_peaks(const fm::Config& c, double secs, bool bf16_ok) {
 
 int run(const fm::ParsedArgs& args) {
   fm::Config cfg = args.config;
+  // --fp32-engine is train.fp32_engine under its older name (it wins when given).
+  const std::string eng = args.app.at("fp32-engine");
+  if (!eng.empty()) {
+    if (eng != "auto" && eng != "openblas" && eng != "onednn")
+      throw fm::ConfigError("option '--fp32-engine': expected auto | openblas | onednn, got '" + eng + "'");
+    cfg.train.fp32_engine = eng;
+  }
   cfg.validate(1);
   const int64_t steps = std::stoll(args.app.at("steps"));
   const int64_t warmup = std::stoll(args.app.at("warmup"));
@@ -182,11 +191,7 @@ int run(const fm::ParsedArgs& args) {
   if (warmup < 0) throw fm::ConfigError("option '--warmup': must be >= 0, got " + std::to_string(warmup));
 
   be::set_num_threads(int(cfg.train.threads));
-  const std::string eng = args.app.at("fp32-engine"), grp = args.app.at("grouped");
-  if (eng == "auto") be::set_fp32_engine(be::Fp32Engine::automatic);
-  else if (eng == "openblas") be::set_fp32_engine(be::Fp32Engine::openblas);
-  else if (eng == "onednn") be::set_fp32_engine(be::Fp32Engine::onednn);
-  else throw fm::ConfigError("option '--fp32-engine': expected auto | openblas | onednn, got '" + eng + "'");
+  const std::string grp = args.app.at("grouped");
   if (grp == "auto") be::set_grouped_variant(be::GroupedVariant::automatic);
   else if (grp == "serial") be::set_grouped_variant(be::GroupedVariant::serial);
   else if (grp == "omp_loop") be::set_grouped_variant(be::GroupedVariant::omp_loop);
@@ -198,10 +203,13 @@ int run(const fm::ParsedArgs& args) {
   else if (wmode == "blocked") be::set_weight_cache_mode(be::WeightCacheMode::blocked);
   else throw fm::ConfigError("option '--bf16-weights': expected off | plain | blocked, got '" + wmode + "'");
   const int64_t T = cfg.model.seq_len, B = cfg.train.batch_size, tokens = B * T;
-  std::string why;
-  const be::Precision prec = be::resolve_precision(
-      cfg.train.precision, &why, be::model_gemm_shapes(cfg.model.d_model, cfg.d_expert(), std::min<int64_t>(tokens, 2048)));
+  std::string why, engine_why;
+  const auto shapes = be::model_gemm_shapes(cfg.model.d_model, cfg.d_expert(), std::min<int64_t>(tokens, 2048));
+  const be::Precision prec = be::resolve_precision(cfg.train.precision, &why, shapes);
   be::set_precision(prec);
+  // As moe-train decides it (one process here: no broadcast, no checkpoint).
+  const be::Fp32Engine engine = be::resolve_fp32_engine(cfg.train.fp32_engine, &engine_why, shapes);
+  be::set_fp32_engine(engine);
   const bool bf16_ok = be::bf16_available();
   const fm::ModelCounts counts = fm::count_model(cfg.shape());
 
@@ -230,6 +238,9 @@ int run(const fm::ParsedArgs& args) {
   j.str("precision", prec == be::Precision::bf16 ? "bf16" : "fp32");
   j.str("precision_requested", cfg.train.precision);
   j.str("precision_why", why);
+  j.str("fp32_engine", be::fp32_engine_name(engine));
+  j.str("fp32_engine_requested", cfg.train.fp32_engine);
+  j.str("fp32_engine_why", engine_why);
   j.str("engine", be::engine_description());
   j.str("cpu_isa", be::cpu_isa());
   j.num("threads", double(be::num_threads()));
@@ -418,7 +429,10 @@ int main(int argc, char** argv) {
         {"json-out", "append the JSON object as one line to this file", "", true},
         {"peak-seconds", "seconds per GEMM peak measurement", "0.3", true},
         {"gemm-only", "only measure the GEMM peaks (no model steps)", "0", false},
-        {"fp32-engine", "fp32 GEMM library: openblas | onednn | auto (OpenBLAS gemm, oneDNN grouped)", "openblas", true},
+        {"fp32-engine",
+         "fp32 GEMM library: auto | openblas | onednn (overrides train.fp32_engine, default auto: the faster at the "
+         "model's GEMM shapes, measured at start-up)",
+         "", true},
         {"grouped", "grouped GEMM variant: auto | serial | omp_loop | batched", "auto", true},
         {"bf16-weights", "bf16 weight copies: off | plain | blocked", "plain", true},
     };

@@ -122,6 +122,11 @@ const std::vector<KeyDef>& schema() {
       FM_DBL(train, grad_clip, "clip gradients to this global L2 norm (0 = off)"),
       FM_UINT(train, seed, "seed of initialisation and batch order"),
       FM_STR(train, precision, "fp32 | bf16 | auto (bf16 only where the CPU has AMX or native bf16 measured faster)"),
+      FM_STR(train, fp32_engine,
+             "library of the fp32 GEMMs: openblas | onednn | auto (oneDNN only if a start-up micro-benchmark at the "
+             "model's GEMM shapes, rank 0, one thread, measures it more than 5 % faster than OpenBLAS; openblas "
+             "with bf16, where it does not matter). A resumed run keeps the engine and precision its checkpoint "
+             "recorded unless these keys request others (then it is not bit-exact with an uninterrupted run)"),
       FM_INT(train, log_every, "steps between progress lines and metrics rows"),
       FM_INT(train, eval_every, "steps between validation evaluations (0 = only at the end)"),
       FM_INT(train, eval_tokens, "validation tokens per evaluation"),
@@ -466,6 +471,8 @@ void Config::validate(int world_size) const {
   require(train.grad_clip >= 0, "train.grad_clip", "must be non-negative");
   require(train.precision == "fp32" || train.precision == "bf16" || train.precision == "auto", "train.precision",
           "must be fp32, bf16 or auto, got '" + train.precision + "'");
+  require(train.fp32_engine == "auto" || train.fp32_engine == "openblas" || train.fp32_engine == "onednn",
+          "train.fp32_engine", "must be auto, openblas or onednn, got '" + train.fp32_engine + "'");
   require(train.log_every > 0, "train.log_every", "must be positive");
   require(train.eval_every >= 0, "train.eval_every", "must be non-negative");
   require(train.eval_tokens > 0 && train.eval_tokens <= kMaxEvalTokens, "train.eval_tokens",

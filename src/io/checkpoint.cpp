@@ -427,7 +427,9 @@ std::string save_checkpoint(const std::string& run_dir, const ParamStore& store,
         !h5::write_attr_i64(st, hl::kCkptTokens, state.tokens) || !h5::write_attr_u64(st, hl::kCkptSeed, state.seed) ||
         !write_attr_fixed_str(st, hl::kCkptConfigHash, cfg.shape_keys_hash()) ||
         !write_attr_fixed_str(st, hl::kCkptConfigIni, cfg.to_ini()) ||
-        !h5::write_attr_i32(st, hl::kCkptFormatVersion, hl::kCheckpointFormatVersion))
+        !h5::write_attr_i32(st, hl::kCkptFormatVersion, hl::kCheckpointFormatVersion) ||
+        !write_attr_fixed_str(st, hl::kCkptPrecision, state.precision) ||
+        !write_attr_fixed_str(st, hl::kCkptFp32Engine, state.fp32_engine))
       fail("cannot write the /state attributes");
   }
   // A failed write (disk full) dooms the file. Free its blocks before HDF5
@@ -568,6 +570,24 @@ void check_state(hid_t file, const std::string& where, const Config& cfg, TrainS
   if ((long double)state.seed != seed)
     return local.set('D', where + "/state/seed = " + std::to_string(state.seed) + " but its config has train.seed " +
                               stored["train.seed"]);
+
+  // The GEMM set-up the run resolved (format_version 4); before that the
+  // engine was always OpenBLAS and the precision is known only when the
+  // stored config did not say auto.
+  if (version < 4) {
+    const std::string p = stored.count("train.precision") ? stored["train.precision"] : "fp32";
+    state.precision = p == "fp32" || p == "bf16" ? p : "";
+    state.fp32_engine = "openblas";
+    return;
+  }
+  if (!h5::read_attr_str(st, hl::kCkptPrecision, state.precision) ||
+      !h5::read_attr_str(st, hl::kCkptFp32Engine, state.fp32_engine))
+    return local.set('D', where + "attribute /state/precision or fp32_engine missing, which format_version " +
+                              std::to_string(version) + " requires" + h5::detail_suffix());
+  if (state.precision != "fp32" && state.precision != "bf16")
+    return local.set('D', where + "/state/precision = '" + state.precision + "', expected fp32 or bf16");
+  if (state.fp32_engine != "openblas" && state.fp32_engine != "onednn")
+    return local.set('D', where + "/state/fp32_engine = '" + state.fp32_engine + "', expected openblas or onednn");
 }
 
 }  // namespace

@@ -96,6 +96,89 @@ std::vector<RoutingStats> global_routing_stats(const std::vector<RoutingStats>& 
   return out;
 }
 
+// The GEMM set-up of a run: what train.precision and train.fp32_engine
+// resolved to, and why.
+struct GemmSetup {
+  backend::Precision precision = backend::Precision::fp32;
+  backend::Fp32Engine engine = backend::Fp32Engine::openblas;
+  std::string precision_why, engine_why;
+};
+
+// Explicit requests that this process cannot honour (bf16 without native
+// bf16, onednn without oneDNN) fail here, before anything is written; `auto`
+// is decided later (decide_gemm_setup), once a resumed checkpoint is known.
+void check_gemm_requests(const Config& cfg) {
+  std::string why;
+  if (cfg.train.precision != "auto") backend::resolve_precision(cfg.train.precision, &why, {});
+  if (cfg.train.fp32_engine != "auto") backend::resolve_fp32_engine(cfg.train.fp32_engine, &why, {});
+}
+
+// Rank 0's decision (the caller broadcasts it). `resumed`: the GEMM set-up
+// the checkpoint recorded (TrainState::precision / fp32_engine; "" unknown),
+// or nullptr for a fresh run. With `auto` a resumed run reuses the
+// checkpoint's choice, so that it computes exactly as the uninterrupted run
+// would; an explicit request that differs is honoured with a warning.
+// Changes neither the precision nor the engine of this process.
+GemmSetup decide_gemm_setup(const Config& cfg, const TrainState* resumed,
+                            const std::vector<backend::GemmShape>& shapes) {
+  GemmSetup g;
+  const std::string not_exact = "the resumed run is not bit-exact with an uninterrupted one";
+  // ---- precision
+  const std::string ck_prec = resumed ? resumed->precision : "";
+  std::string avail;
+  if (cfg.train.precision == "auto" && !ck_prec.empty() &&
+      (ck_prec == "fp32" || backend::bf16_available(&avail))) {
+    g.precision = ck_prec == "bf16" ? backend::Precision::bf16 : backend::Precision::fp32;
+    g.precision_why = "auto: " + ck_prec + ", from the checkpoint (the choice of the run it continues)";
+  } else {
+    g.precision = backend::resolve_precision(cfg.train.precision, &g.precision_why, shapes);
+    const std::string now = backend::precision_name(g.precision);
+    if (resumed && ck_prec.empty() && cfg.train.precision == "auto")
+      g.precision_why += " (the checkpoint does not record its resolved precision)";
+    else if (resumed && ck_prec != now && cfg.train.precision == "auto")
+      log::warn("the checkpoint's precision %s is not available here (%s): resolved auto anew to %s, so %s",
+                ck_prec.c_str(), avail.c_str(), now.c_str(), not_exact.c_str());
+    else if (resumed && ck_prec != now)
+      log::warn("train.precision %s differs from the checkpoint's %s: %s", now.c_str(), ck_prec.c_str(),
+                not_exact.c_str());
+  }
+  // ---- fp32 engine
+  const std::string ck_eng = resumed ? resumed->fp32_engine : "";
+  if (cfg.train.fp32_engine == "auto" && !ck_eng.empty() && (ck_eng == "openblas" || backend::onednn_built())) {
+    g.engine = backend::fp32_engine_from_name(ck_eng);
+    g.engine_why = "auto: " + ck_eng + ", from the checkpoint (the choice of the run it continues)";
+  } else {
+    g.engine = backend::resolve_fp32_engine(cfg.train.fp32_engine, &g.engine_why, shapes, g.precision);
+    const std::string now = backend::fp32_engine_name(g.engine);
+    if (resumed && !ck_eng.empty() && ck_eng != now && cfg.train.fp32_engine == "auto")
+      log::warn("the checkpoint's fp32 engine %s is not in this build: resolved auto anew to %s, so %s",
+                ck_eng.c_str(), now.c_str(), not_exact.c_str());
+    else if (resumed && !ck_eng.empty() && ck_eng != now)
+      log::warn("train.fp32_engine %s differs from the checkpoint's %s: %s", now.c_str(), ck_eng.c_str(),
+                not_exact.c_str());
+  }
+  return g;
+}
+
+// "precision\nengine\nprecision_why\nengine_why" (the reasons are one line each).
+std::string encode(const GemmSetup& g) {
+  return backend::precision_name(g.precision) + "\n" + backend::fp32_engine_name(g.engine) + "\n" +
+         g.precision_why + "\n" + g.engine_why;
+}
+GemmSetup decode(const std::string& text) {
+  std::vector<std::string> f;
+  size_t a = 0;
+  for (size_t b; (b = text.find('\n', a)) != std::string::npos; a = b + 1) f.push_back(text.substr(a, b - a));
+  f.push_back(text.substr(a));
+  if (f.size() != 4) throw Error("GEMM set-up from rank 0 is malformed: '" + text + "'");
+  GemmSetup g;
+  g.precision = f[0] == "bf16" ? backend::Precision::bf16 : backend::Precision::fp32;
+  g.engine = backend::fp32_engine_from_name(f[1]);
+  g.precision_why = f[2];
+  g.engine_why = f[3];
+  return g;
+}
+
 std::string fmt_aux(double x) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.5f", x);
@@ -133,15 +216,10 @@ TrainResult train(const Config& cfg_in) {
   // does: the benchmark must measure the set-up the trainer runs.
   backend::set_num_threads(int(cfg.train.threads));
 
-  std::string why;
-  backend::Precision prec = backend::Precision::fp32;
-  collective(comm, [&] {
-    // `auto` times fp32 vs bf16 at this model's own GEMM shapes.
-    const int64_t local_tokens = cfg.train.batch_size / comm.size() * cfg.model.seq_len;
-    prec = backend::resolve_precision(cfg.train.precision, &why,
-                                      backend::model_gemm_shapes(cfg.model.d_model, cfg.d_expert(), local_tokens));
-  });
-  backend::set_precision(prec);
+  // GEMM precision and fp32 engine: explicit requests are checked now, on
+  // every rank (each must be able to run them); what `auto` means is decided
+  // after the resume below, by rank 0 alone.
+  collective(comm, [&] { check_gemm_requests(cfg); });
 
   // ---- model -----------------------------------------------------------------
   // Allocation can fail on one rank alone (less memory free on its node than
@@ -235,6 +313,39 @@ TrainResult train(const Config& cfg_in) {
       owned.history_up_to = state.step;
   }
 
+  // ---- GEMM precision and fp32 engine ----------------------------------------
+  // Rank 0 decides and broadcasts, so that the ranks never mix precisions or
+  // engines (each would otherwise time `auto` itself, and two measurements
+  // can disagree). `auto` times the candidates at this model's own GEMM
+  // shapes, unless a resumed checkpoint recorded the run's choice.
+  GemmSetup gemm;
+  {
+    std::string decision;
+    collective(comm, [&] {
+      if (comm.rank() != 0) return;
+      const int64_t local_tokens = cfg.train.batch_size / comm.size() * cfg.model.seq_len;
+      decision = encode(decide_gemm_setup(cfg, resume_from.empty() ? nullptr : &state,
+                                          backend::model_gemm_shapes(cfg.model.d_model, cfg.d_expert(), local_tokens)));
+    });
+    comm.broadcast(decision, 0);
+    collective(comm, [&] {
+      gemm = decode(decision);
+      backend::set_precision(gemm.precision);
+      backend::set_fp32_engine(gemm.engine);
+    });
+    // What every rank now runs, read back from its backend: identical, or no
+    // rank starts (every rank sees the same list, so all throw together).
+    const std::vector<std::string> ranks_setup = comm.allgather(
+        backend::precision_name(backend::precision()) + " " + backend::fp32_engine_name(backend::fp32_engine()));
+    for (size_t r = 1; r < ranks_setup.size(); ++r)
+      if (ranks_setup[r] != ranks_setup[0])
+        throw Error("GEMM set-up differs between ranks: rank 0 runs " + ranks_setup[0] + ", rank " +
+                    std::to_string(r) + " " + ranks_setup[r]);
+    // Checkpoints record what this run computes with.
+    state.precision = backend::precision_name(gemm.precision);
+    state.fp32_engine = backend::fp32_engine_name(gemm.engine);
+  }
+
   log::info("finemoe %s (%s) | %d rank(s): EP %d x DP %d | %d thread(s)/rank", FINEMOE_VERSION, FINEMOE_GIT,
             comm.size(), comm.ep_size(), comm.dp_size(), omp_get_max_threads());
   log::info("model: d_model %lld, %lld blocks, %lld heads, seq %lld, vocab %lld, ffn %s", (long long)cfg.model.d_model,
@@ -262,9 +373,11 @@ TrainResult train(const Config& cfg_in) {
   log::info("memory/rank: replicated %.2f MiB, expert shard %.2f MiB (params+grads+AdamW)",
             double(store.local_bytes(ParamClass::replicated)) / 1048576.0,
             double(store.local_bytes(ParamClass::expert)) / 1048576.0);
-  log::info("precision: %s (%s) | engine: %s | %d threads, OpenBLAS threading %s",
-            prec == backend::Precision::bf16 ? "bf16" : "fp32", why.c_str(), backend::engine_description().c_str(),
-            backend::num_threads(), backend::blas_threading().c_str());
+  log::info("precision: %s (%s) | engine: %s (fp32 engine %s) | the same on all %d rank(s) | %d threads, "
+            "OpenBLAS threading %s",
+            backend::precision_name(gemm.precision).c_str(), gemm.precision_why.c_str(),
+            backend::engine_description().c_str(), gemm.engine_why.c_str(), comm.size(), backend::num_threads(),
+            backend::blas_threading().c_str());
   if (std::isfinite(entropy))
     log::info("data: %s | entropy rate %.4f +- %.4f nats/token (irreducible loss)", train_src->describe().c_str(),
               entropy, entropy_err);

@@ -5,9 +5,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
+#include "backend/cpu/gemm_internal.hpp"  // dnnl_cache_size
 #include "finemoe/backend.hpp"
 #include "finemoe/error.hpp"
 
@@ -202,12 +204,11 @@ TEST(grouped_gemm, fp32_openblas_omp_loop_runs_on_the_whole_team) {
   be::set_num_threads(saved);
 }
 
-TEST(grouped_gemm, fp32_onednn_and_automatic_omp_loop_with_empty_groups) {
+TEST(grouped_gemm, fp32_onednn_omp_loop_with_empty_groups) {
   if (be::cpu_isa() == "none") GTEST_SKIP() << "no oneDNN";
-  for (auto e : {be::Fp32Engine::onednn, be::Fp32Engine::automatic})
-    for (bool ta : {false, true})
-      for (bool tb : {false, true})
-        check_grouped(be::Precision::fp32, be::GroupedVariant::omp_loop, e, ta, tb, kFp32Tol);
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      check_grouped(be::Precision::fp32, be::GroupedVariant::omp_loop, be::Fp32Engine::onednn, ta, tb, kFp32Tol);
 }
 
 // Equal row counts at constant strides: the batched variant runs them as one
@@ -307,14 +308,132 @@ TEST(precision, auto_explains_its_choice) {
   if (be::has_amx()) EXPECT_EQ(p, be::Precision::bf16);
 }
 
+// ---- train.fp32_engine -------------------------------------------------------
+namespace {
+// The "N.NNx" after "measured " in a reason, or -1.
+double measured_ratio(const std::string& why) {
+  const size_t at = why.find(" measured ");
+  if (at == std::string::npos) return -1;
+  char* end = nullptr;
+  const double x = std::strtod(why.c_str() + at + 10, &end);
+  return end && *end == 'x' ? x : -1;
+}
+}  // namespace
+
+TEST(fp32_engine, names_round_trip_and_bad_names_name_the_key) {
+  for (auto e : {be::Fp32Engine::openblas, be::Fp32Engine::onednn})
+    EXPECT_EQ(be::fp32_engine_from_name(be::fp32_engine_name(e)), e);
+  EXPECT_EQ(be::fp32_engine_name(be::Fp32Engine::openblas), "openblas");
+  EXPECT_EQ(be::fp32_engine_name(be::Fp32Engine::onednn), "onednn");
+  EXPECT_EQ(be::precision_name(be::Precision::fp32), "fp32");
+  EXPECT_EQ(be::precision_name(be::Precision::bf16), "bf16");
+  try {
+    be::fp32_engine_from_name("auto");  // must be resolved first
+    FAIL() << "auto is not an engine";
+  } catch (const finemoe::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("'train.fp32_engine'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("'auto'"), std::string::npos) << e.what();
+  }
+}
+
+TEST(fp32_engine, explicit_requests_are_kept_and_bad_values_name_key_and_value) {
+  EngineScope scope;
+  be::set_precision(be::Precision::fp32);
+  be::set_fp32_engine(be::Fp32Engine::openblas);
+  const auto shapes = be::model_gemm_shapes(64, 256, 64);
+  std::string why;
+  EXPECT_EQ(be::resolve_fp32_engine("openblas", &why, shapes), be::Fp32Engine::openblas);
+  EXPECT_EQ(why, "openblas requested");
+  if (be::onednn_built()) {
+    EXPECT_EQ(be::resolve_fp32_engine("onednn", &why, shapes), be::Fp32Engine::onednn);
+    EXPECT_EQ(why, "onednn requested (oneDNN ISA " + be::cpu_isa() + ")");
+  } else {
+    try {
+      be::resolve_fp32_engine("onednn", &why, shapes);
+      FAIL() << "onednn without oneDNN must be an error";
+    } catch (const finemoe::ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find("'train.fp32_engine'"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("no oneDNN"), std::string::npos) << e.what();
+    }
+  }
+  for (const char* bad : {"mkl", "OpenBLAS", ""}) {
+    try {
+      be::resolve_fp32_engine(bad, &why, shapes);
+      FAIL() << "'" << bad << "' accepted";
+    } catch (const finemoe::ConfigError& e) {
+      const std::string m = e.what();
+      EXPECT_NE(m.find("'train.fp32_engine'"), std::string::npos) << m;
+      EXPECT_NE(m.find("got '" + std::string(bad) + "'"), std::string::npos) << m;
+      EXPECT_EQ(e.exit_code(), finemoe::kExitUsage);
+    }
+  }
+  // Resolving changes nothing: the caller sets the engine.
+  EXPECT_EQ(be::fp32_engine(), be::Fp32Engine::openblas);
+}
+
+// auto times both engines at the shapes and says what it measured; the
+// choice follows the printed ratio (oneDNN only above 1.05x). It leaves the
+// precision, engine and thread count as they were, and no oneDNN primitive
+// created on its one thread behind (the run's GEMMs on more threads must not
+// reuse them: they would compute differently from a run that never measured).
+TEST(fp32_engine, auto_measures_both_engines_and_names_the_ratio) {
+  EngineScope scope;
+  be::set_precision(be::Precision::fp32);
+  be::set_fp32_engine(be::Fp32Engine::openblas);
+  const int threads = be::num_threads();
+  std::string why;
+  const be::Fp32Engine e = be::resolve_fp32_engine("auto", &why, be::model_gemm_shapes(64, 256, 128));
+  EXPECT_EQ(be::fp32_engine(), be::Fp32Engine::openblas);
+  EXPECT_EQ(be::precision(), be::Precision::fp32);
+  EXPECT_EQ(be::num_threads(), threads);
+  // The measurement dropped the cache (it did create primitives: oneDNN was timed).
+  EXPECT_EQ(finemoe::backend::detail::dnnl_cache_size(), 0);
+  if (!be::onednn_built()) {
+    EXPECT_EQ(e, be::Fp32Engine::openblas);
+    EXPECT_EQ(why, "auto: openblas, because this build has no oneDNN");
+    return;
+  }
+  const std::string picked = be::fp32_engine_name(e);
+  EXPECT_EQ(why.rfind("auto: " + picked + ", oneDNN (" + be::cpu_isa() + ") measured ", 0), 0u) << why;
+  EXPECT_NE(why.find("x OpenBLAS's speed at this model's GEMM shapes"), std::string::npos) << why;
+  const double ratio = measured_ratio(why);
+  ASSERT_GT(ratio, 0.0) << why;
+  if (e == be::Fp32Engine::onednn)
+    EXPECT_GE(ratio, 1.05) << why;
+  else
+    EXPECT_LE(ratio, 1.05) << why;
+}
+
+// With bf16 every GEMM but gemm_fp32 (OpenBLAS, always) runs on oneDNN: auto
+// measures nothing and keeps OpenBLAS, saying why; explicit requests stand.
+TEST(fp32_engine, bf16_precision_makes_the_engine_irrelevant) {
+  const auto shapes = be::model_gemm_shapes(64, 256, 64);
+  std::string why;
+  EXPECT_EQ(be::resolve_fp32_engine("auto", &why, shapes, be::Precision::bf16), be::Fp32Engine::openblas);
+  EXPECT_EQ(why.rfind("auto: openblas; the precision is bf16", 0), 0u) << why;
+  EXPECT_NE(why.find("does not matter"), std::string::npos) << why;
+  EXPECT_EQ(measured_ratio(why), -1) << why;
+  EXPECT_EQ(be::resolve_fp32_engine("openblas", &why, shapes, be::Precision::bf16), be::Fp32Engine::openblas);
+  EXPECT_EQ(why.rfind("openblas requested (unused", 0), 0u) << why;
+  if (be::onednn_built()) {
+    EXPECT_EQ(be::resolve_fp32_engine("onednn", &why, shapes, be::Precision::bf16), be::Fp32Engine::onednn);
+    EXPECT_NE(why.find("unused"), std::string::npos) << why;
+  }
+}
+
 TEST(precision, engine_description_names_engine_and_isa) {
   EngineScope s;
   be::set_precision(be::Precision::fp32);
   be::set_fp32_engine(be::Fp32Engine::openblas);
   EXPECT_NE(be::engine_description().find("OpenBLAS"), std::string::npos);
   EXPECT_EQ(be::engine_description().find("oneDNN"), std::string::npos);
-  be::set_fp32_engine(be::Fp32Engine::automatic);
-  if (be::cpu_isa() != "none") EXPECT_NE(be::engine_description().find("grouped: "), std::string::npos);
+  EXPECT_NE(be::engine_description().find("grouped: "), std::string::npos);
+  if (be::cpu_isa() != "none") {
+    be::set_fp32_engine(be::Fp32Engine::onednn);
+    const std::string d = be::engine_description();
+    EXPECT_EQ(d.rfind("oneDNN matmul, " + be::cpu_isa() + " (fp32)", 0), 0u) << d;
+    EXPECT_EQ(d.find("OpenBLAS"), std::string::npos) << d;
+  }
   if (be::bf16_available()) {
     be::set_precision(be::Precision::bf16);
     std::string d = be::engine_description();

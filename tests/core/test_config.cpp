@@ -357,3 +357,42 @@ TEST(Config, HelpListsLoadBalancingKeys) {
   EXPECT_NE(help.find("[default: auto]"), std::string::npos);
   EXPECT_NE(help.find("divided by k"), std::string::npos) << "the top-k normalisation is stated";
 }
+
+// train.fp32_engine: declared once in the schema (help, INI, CLI, to_ini),
+// default auto; any other value than auto | openblas | onednn names the key
+// and the value. (onednn in a build without oneDNN is refused at start-up by
+// backend::resolve_fp32_engine: backend.fp32_engine.*.)
+TEST(Config, Fp32EngineKeyParsesAndValidates) {
+  EXPECT_EQ(Config().train.fp32_engine, "auto");
+  EXPECT_NE(Config().to_ini().find("\nfp32_engine = auto\n"), std::string::npos) << Config().to_ini();
+  const std::string f = write_tmp("[train]\nfp32_engine = onednn\n");
+  EXPECT_EQ(parse({"--config", f}).config.train.fp32_engine, "onednn");
+  EXPECT_EQ(parse({"--config", f, "--train.fp32_engine", "openblas"}).config.train.fp32_engine, "openblas");
+  std::remove(f.c_str());
+  for (const char* ok : {"auto", "openblas", "onednn"}) {
+    Config c;
+    c.train.fp32_engine = ok;
+    EXPECT_NO_THROW(c.validate(1)) << ok;
+    EXPECT_EQ(config_from_ini_text(c.to_ini(), "rt").train.fp32_engine, ok);
+  }
+  for (const char* bad : {"mkl", "OneDNN", "", "auto "}) {
+    Config c;
+    c.train.fp32_engine = bad;
+    expect_invalid(c, "train.fp32_engine");
+    try {
+      c.validate(1);
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find("got '" + std::string(bad) + "'"), std::string::npos) << e.what();
+    }
+  }
+  std::string help;
+  for (char ch : config_help()) {
+    const bool space = ch == ' ' || ch == '\n';
+    if (!space || (!help.empty() && help.back() != ' ')) help += space ? ' ' : ch;
+  }
+  const size_t at = help.find("--train.fp32_engine");
+  ASSERT_NE(at, std::string::npos) << help;
+  const std::string entry = help.substr(at, help.find("--train.", at + 5) - at);
+  EXPECT_NE(entry.find("openblas | onednn | auto"), std::string::npos) << entry;
+  EXPECT_NE(entry.find("[default: auto]"), std::string::npos) << entry;
+}

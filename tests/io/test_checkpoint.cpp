@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 
+#include <functional>
 #include <set>
 
 #include "finemoe/checkpoint.hpp"
@@ -73,7 +74,9 @@ TEST(Checkpoint, RoundTripIsByteExact) {
   iotest::fill(a, 3);
   Config cfg_seed = cfg;
   cfg_seed.train.seed = 0xFEDCBA9876543210ull;  // odd bit pattern: the seed survives exactly
-  const TrainState st = state_at(cfg_seed, 37);
+  TrainState st = state_at(cfg_seed, 37);
+  st.precision = "bf16";  // not the defaults: the resolved GEMM set-up survives as stored
+  st.fp32_engine = "onednn";
   const std::string path = save_checkpoint(run, a, st, cfg_seed, comm, owned);
   EXPECT_EQ(path, run + "/checkpoints/step_0000037.h5");
   EXPECT_EQ(latest_checkpoint(run), path);
@@ -84,6 +87,8 @@ TEST(Checkpoint, RoundTripIsByteExact) {
   EXPECT_EQ(got.step, st.step);
   EXPECT_EQ(got.tokens, st.tokens);
   EXPECT_EQ(got.seed, st.seed);
+  EXPECT_EQ(got.precision, "bf16");
+  EXPECT_EQ(got.fp32_engine, "onednn");
   EXPECT_EQ(iotest::mismatches(b, 3), 0);
   for (int c = 0; c < kNumParamClasses; ++c) {  // whole class buffers, padding included
     auto cls = ParamClass(c);
@@ -111,6 +116,12 @@ TEST(Checkpoint, RoundTripIsByteExact) {
   EXPECT_EQ(hash, cfg_seed.shape_keys_hash());
   EXPECT_EQ(ini, cfg_seed.to_ini());
   EXPECT_EQ(version, hl::kCheckpointFormatVersion);
+  EXPECT_EQ(version, 4);
+  std::string prec, engine;
+  ASSERT_TRUE(h5::read_attr_str(state, hl::kCkptPrecision, prec));
+  ASSERT_TRUE(h5::read_attr_str(state, hl::kCkptFp32Engine, engine));
+  EXPECT_EQ(prec, "bf16");
+  EXPECT_EQ(engine, "onednn");
   EXPECT_EQ(std::system(("h5dump -H '" + path + "' > /dev/null 2>&1").c_str()), 0);
 }
 
@@ -439,6 +450,74 @@ TEST(CheckpointIntegrity, StateValuesAreValidated) {
   EXPECT_EQ(load_checkpoint(good, b, at20, comm).step, 20);
 }
 
+// /state/precision and /state/fp32_engine (format_version 4): what the run
+// resolved train.precision and train.fp32_engine to. Missing or unknown
+// values in a version 4 file are refused; a version 3 file (written before
+// they existed) means the OpenBLAS engine, the only one moe-train used then,
+// and the precision its config requested, unknown ("") when that was auto.
+TEST(CheckpointIntegrity, GemmSetupIsValidatedAndOlderVersionsMeanOpenblas) {
+  Comm comm(1);
+  CheckpointOwnership owned;
+  h5::silence();
+  const std::string run = iotest::fresh_dir("ckpt_gemm");
+  ParamStore a = iotest::make_store(1, 0);
+  iotest::fill(a, 4);
+  auto edited = [&](const std::string& name, const Config& cfg, const std::function<void(hid_t)>& edit) {
+    TrainState st = state_at(cfg, 4);
+    st.precision = "fp32";
+    st.fp32_engine = "onednn";
+    const std::string saved = save_checkpoint(run, a, st, cfg, comm, owned);
+    const std::string path = run + "/" + name + ".h5";
+    iotest::write_file(path, iotest::read_file(saved));
+    h5::Handle f = h5::file(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT));
+    h5::Handle g = h5::group(H5Gopen2(f, hl::kCkptState, H5P_DEFAULT));
+    edit(g);
+    return path;
+  };
+  const Config cfg = test_config();
+  struct Bad {
+    const char* name;
+    std::function<void(hid_t)> edit;
+    std::string needle;
+  } bad[] = {
+      {"no_precision", [](hid_t g) { ASSERT_GE(H5Adelete(g, hl::kCkptPrecision), 0); },
+       "attribute /state/precision or fp32_engine missing, which format_version 4 requires"},
+      {"no_engine", [](hid_t g) { ASSERT_GE(H5Adelete(g, hl::kCkptFp32Engine), 0); },
+       "attribute /state/precision or fp32_engine missing"},
+      {"fp16", [](hid_t g) { ASSERT_TRUE(h5::write_attr_str(g, hl::kCkptPrecision, "fp16")); },
+       "/state/precision = 'fp16', expected fp32 or bf16"},
+      {"mkl", [](hid_t g) { ASSERT_TRUE(h5::write_attr_str(g, hl::kCkptFp32Engine, "mkl")); },
+       "/state/fp32_engine = 'mkl', expected openblas or onednn"},
+  };
+  for (const auto& c : bad) {
+    const std::string path = edited(c.name, cfg, c.edit);
+    ParamStore b = iotest::make_store(1, 0);
+    iotest::fill(b, 2);
+    const std::string msg = error_of<DataError>([&] { load_checkpoint(path, b, cfg, comm); });
+    expect_has(msg, path);
+    expect_has(msg, c.needle);
+    EXPECT_EQ(iotest::mismatches(b, 2), 0) << "a refused load modified the store";
+  }
+  // Version 3: no attributes; the stored config's train.precision decides.
+  auto as_v3 = [](hid_t g) {
+    ASSERT_TRUE(h5::write_attr_i32(g, hl::kCkptFormatVersion, 3));
+    ASSERT_GE(H5Adelete(g, hl::kCkptPrecision), 0);
+    ASSERT_GE(H5Adelete(g, hl::kCkptFp32Engine), 0);
+  };
+  for (const auto& [requested, resolved] : std::vector<std::pair<std::string, std::string>>{
+           {"fp32", "fp32"}, {"bf16", "bf16"}, {"auto", ""}}) {
+    Config c = cfg;
+    c.train.precision = requested;
+    const std::string path = edited("v3_" + requested, c, as_v3);
+    ParamStore b = iotest::make_store(1, 0);
+    const TrainState st = load_checkpoint(path, b, cfg, comm);  // train.precision may change on resume
+    EXPECT_EQ(st.step, 4);
+    EXPECT_EQ(st.precision, resolved) << "stored train.precision " << requested;
+    EXPECT_EQ(st.fp32_engine, "openblas") << "stored train.precision " << requested;
+    EXPECT_EQ(iotest::mismatches(b, 4), 0);
+  }
+}
+
 // A format_version 1 checkpoint (before checksums; tests/io/data/ckpt_v1_step7.h5
 // was written by save_checkpoint at commit 116ac05 from make_store(1, 0)
 // filled with salt 7, default Config with checkpoint_keep 2, state
@@ -466,6 +545,9 @@ TEST(CheckpointIntegrity, FormatVersion1LoadsWithOneWarning) {
     ASSERT_EQ(what, "");
     EXPECT_EQ(st.step, 7);
     EXPECT_EQ(st.tokens, 7 * 16 * 64);
+    // Before format_version 4: the OpenBLAS engine and its config's fp32.
+    EXPECT_EQ(st.fp32_engine, "openblas");
+    EXPECT_EQ(st.precision, "fp32");
     EXPECT_EQ(iotest::mismatches(b, 7, /*buffers=*/false), 0);
     // Written before buffers existed (and before the selection bias, whose
     // value then was zero): they restart at zero.

@@ -6,6 +6,8 @@
 #                                         floats spread over DATASET's first chunk, in place
 #   ckpt_tool.py set-state FILE NAME V    rewrites /state attribute NAME as int64 V through
 #                                         HDF5 (checksums stay valid: a value, not a corruption)
+#   ckpt_tool.py set-state-str FILE NAME V  the same for a fixed-length string attribute
+#                                         (as moe-train writes /state/precision, fp32_engine)
 import sys
 import h5py
 import numpy as np
@@ -47,5 +49,11 @@ elif cmd == "exp-flip":
 elif cmd == "set-state":
     with h5py.File(sys.argv[2], "r+") as f:
         f["/state"].attrs.modify(sys.argv[3], np.int64(int(sys.argv[4])))
+elif cmd == "set-state-str":
+    with h5py.File(sys.argv[2], "r+") as f:
+        attrs = f["/state"].attrs
+        if sys.argv[3] in attrs:
+            del attrs[sys.argv[3]]
+        attrs.create(sys.argv[3], np.bytes_(sys.argv[4].encode("ascii")))
 else:
     sys.exit("unknown command " + cmd)

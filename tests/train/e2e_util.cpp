@@ -51,10 +51,19 @@ void remove_temp_dirs() {
   made_dirs().clear();
 }
 
+// train.fp32_engine is pinned: these tests compare losses and checkpoints
+// bit for bit (or within tight tolerances) between separate moe-train
+// processes, and with `auto` (the default) each fresh run times OpenBLAS
+// against oneDNN at start-up: a measurement, so two runs are not guaranteed
+// to pick the same engine (oneDNN measured 1.18-1.20x OpenBLAS at this model's
+// shapes on the loaded 2-core development machine), and the engines differ
+// in the last bits. Tests of `auto` itself add --train.fp32_engine auto (the
+// last occurrence of a key wins).
 std::string tiny_args(const std::string& run_dir, int steps) {
   return "--model.d_model 64 --model.n_blocks 2 --model.seq_len 32 --model.vocab_size 64 "
          "--train.batch_size 8 --moe.experts 4 --moe.group_size 64 --train.log_every 1 "
-         "--train.eval_tokens 256 --train.final_eval_tokens 2048 --train.lr 3e-3 --train.lr_min 3e-4 --train.threads 1 --train.steps " +
+         "--train.eval_tokens 256 --train.final_eval_tokens 2048 --train.lr 3e-3 --train.lr_min 3e-4 --train.threads 1 "
+         "--train.fp32_engine openblas --train.steps " +
          std::to_string(steps) + " --run.dir " + run_dir;
 }
 

@@ -19,7 +19,8 @@ std::string temp_dir(const std::string& tag);
 // Removes every directory temp_dir made (called when all tests passed; kept
 // for inspection after a failure).
 void remove_temp_dirs();
-// Tiny model: d 64, 2 blocks, seq 32, vocab 64, batch 8, logging every step.
+// Tiny model: d 64, 2 blocks, seq 32, vocab 64, batch 8, logging every step;
+// fp32 engine pinned to openblas (see the definition).
 std::string tiny_args(const std::string& run_dir, int steps);
 // Train losses, steps and status of a run directory's metrics.h5.
 std::vector<double> train_losses(const std::string& run_dir);

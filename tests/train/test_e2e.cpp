@@ -47,13 +47,34 @@ std::vector<double> checkpoint_buffer(const std::string& ckpt, const std::string
   return v;
 }
 
+// A string attribute of a checkpoint's /state (e.g. fp32_engine), through
+// h5dump; "" if missing.
+std::string state_attr(const std::string& ckpt, const std::string& name) {
+  Result r = run("h5dump -a '/state/" + name + "' '" + ckpt + "'");
+  if (r.code != 0) return "";
+  const size_t at = r.out.find("(0): \"");
+  if (at == std::string::npos) return "";
+  const size_t b = at + 6, e = r.out.find('"', b);
+  return e == std::string::npos ? "" : r.out.substr(b, e - b);
+}
+
+// The word after `prefix` in a log, up to a ',', ' ' or ')' ("" if absent):
+// e.g. the engine in "fp32 engine auto: onednn, oneDNN ... measured 1.20x".
+std::string word_after(const std::string& out, const std::string& prefix) {
+  const size_t at = out.find(prefix);
+  if (at == std::string::npos) return "";
+  const size_t b = at + prefix.size(), e = out.find_first_of(", )\n", b);
+  return out.substr(b, e - b);
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- Cli --------
 TEST(Cli, HelpListsKeysAndExitCodes) {
   Result r = run(train_cmd(1, "--help"));
   EXPECT_EQ(r.code, 0);
-  for (const char* key : {"model.d_model", "moe.granularity", "moe.routing", "train.precision", "run.resume",
+  for (const char* key : {"model.d_model", "moe.granularity", "moe.routing", "train.precision", "train.fp32_engine",
+                          "run.resume",
                           "parallel.expert_parallel", "75"})
     EXPECT_NE(r.out.find(key), std::string::npos) << key;
 }
@@ -71,6 +92,7 @@ TEST(Cli, BadValuesExit2NamingTheKey) {
       {"--moe.routing random", "moe.routing"},
       {"--moe.bogus 1", "moe.bogus"},
       {"--train.precision fp8", "train.precision"},
+      {"--train.fp32_engine mkl", "config key 'train.fp32_engine': must be auto, openblas or onednn, got 'mkl'"},
       {"--config /nonexistent.ini", "/nonexistent.ini"},
       {"--moe.balance_loss 0.01", "moe.balance_loss"},  // expert choice: balanced by construction
       {"--moe.routing token_choice --moe.z_loss -1", "moe.z_loss"},
@@ -318,6 +340,30 @@ TEST(Parallel, SameRankCountIsBitIdentical) {
   EXPECT_TRUE(checkpoints_identical(a + "/checkpoints/step_0000010.h5", b + "/checkpoints/step_0000010.h5"));
 }
 
+// Rank 0 alone resolves train.precision and train.fp32_engine `auto` (the
+// start-up measurement) and broadcasts the choice; every rank then reports
+// what its backend runs, and the start-up line appears only once they agree.
+// The checkpoint records the same choice the log names.
+TEST(Parallel, RanksAgreeOnOneAutoGemmSetup) {
+  const std::string dir = temp_dir("agree");
+  Result r = run(train_cmd(2, tiny_args(dir, 2) + " --moe.granularity 2 --parallel.expert_parallel 2 "
+                                                  "--train.precision auto --train.fp32_engine auto"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(count_occurrences(r.out, "precision: "), 1) << r.out;
+  EXPECT_NE(r.out.find("| the same on all 2 rank(s) |"), std::string::npos) << r.out;
+  const std::string engine = word_after(r.out, "(fp32 engine auto: ");
+  ASSERT_TRUE(engine == "openblas" || engine == "onednn") << r.out;
+  const std::string precision = word_after(r.out, "precision: ");
+  ASSERT_TRUE(precision == "fp32" || precision == "bf16") << r.out;
+  // fp32: the engine was measured (or there is no oneDNN to measure).
+  if (precision == "fp32")
+    EXPECT_TRUE(r.out.find("OpenBLAS's speed at this model's GEMM shapes") != std::string::npos ||
+                r.out.find("this build has no oneDNN") != std::string::npos)
+        << r.out;
+  EXPECT_EQ(state_attr(dir + "/checkpoints/step_0000002.h5", "fp32_engine"), engine);
+  EXPECT_EQ(state_attr(dir + "/checkpoints/step_0000002.h5", "precision"), precision);
+}
+
 // ---------------------------------------------------------------- Restart ----
 // 2k steps straight vs k steps, stop, resume k: identical loss rows and
 // byte-identical final weights and moments. Bitwise by construction: same
@@ -386,6 +432,93 @@ TEST(Restart, Bf16ResumeIsBitExact) {
     expect_resume_bit_exact(
         ranks, " --train.precision bf16 --moe.granularity 2 --parallel.expert_parallel " + std::to_string(ranks), 6,
         "bf");
+}
+
+// train.precision and train.fp32_engine `auto`: the first run measures and
+// records its choice in the checkpoint; resumed with `auto` it takes the
+// checkpoint's choice without measuring ("from the checkpoint") and ends
+// bit-identical to an uninterrupted run of that choice. (The uninterrupted
+// run requests the recorded choice explicitly: a second fresh `auto` run
+// measures again and might pick the other engine.) One rank runs 2 threads
+// (oneDNN's results depend on the thread count; the measurement itself runs
+// on one thread and drops the primitives it created, backend.hpp).
+TEST(Restart, AutoGemmSetupIsReusedOnResumeBitExactly) {
+  const int k = 6;
+  for (int ranks : {1, 2}) {
+    const std::string base = " --moe.granularity 2 --parallel.expert_parallel " + std::to_string(ranks) +
+                             " --train.threads " + (ranks == 1 ? "2" : "1");
+    const std::string autos = " --train.precision auto --train.fp32_engine auto";
+    const std::string split = temp_dir("ra_b"), straight = temp_dir("ra_a");
+    char ck_k[32], ck_2k[32];
+    std::snprintf(ck_k, sizeof ck_k, "/checkpoints/step_%07d.h5", k);
+    std::snprintf(ck_2k, sizeof ck_2k, "/checkpoints/step_%07d.h5", 2 * k);
+    Result first = run(train_cmd(ranks, tiny_args(split, 2 * k) + base + autos + " --train.checkpoint_every " +
+                                            std::to_string(k)));
+    ASSERT_EQ(first.code, 0) << first.out;
+    const std::string engine = state_attr(split + ck_k, "fp32_engine"), precision = state_attr(split + ck_k, "precision");
+    ASSERT_TRUE(engine == "openblas" || engine == "onednn") << "'" << engine << "'";
+    ASSERT_TRUE(precision == "fp32" || precision == "bf16") << "'" << precision << "'";
+    EXPECT_EQ(word_after(first.out, "(fp32 engine auto: "), engine) << first.out;
+    EXPECT_EQ(word_after(first.out, "precision: "), precision) << first.out;
+    EXPECT_EQ(first.out.find("from the checkpoint"), std::string::npos) << first.out;
+
+    ASSERT_EQ(run(train_cmd(ranks, tiny_args(straight, 2 * k) + base + " --train.precision " + precision +
+                                       " --train.fp32_engine " + engine))
+                  .code,
+              0);
+    fs::remove(split + ck_2k);
+    Result resumed = run(train_cmd(ranks, tiny_args(split, 2 * k) + base + autos + " --run.resume " + split + ck_k));
+    ASSERT_EQ(resumed.code, 0) << resumed.out;
+    EXPECT_NE(resumed.out.find("precision: " + precision + " (auto: " + precision + ", from the checkpoint"),
+              std::string::npos)
+        << resumed.out;
+    EXPECT_NE(resumed.out.find("(fp32 engine auto: " + engine + ", from the checkpoint"), std::string::npos)
+        << resumed.out;
+    EXPECT_EQ(resumed.out.find(" measured "), std::string::npos) << "a resumed auto run measures nothing\n"
+                                                                  << resumed.out;
+    EXPECT_EQ(resumed.out.find("not bit-exact"), std::string::npos) << resumed.out;
+    EXPECT_EQ(train_losses(split), train_losses(straight)) << "ranks " << ranks << ", " << precision << " " << engine;
+    EXPECT_TRUE(checkpoints_identical(straight + ck_2k, split + ck_2k)) << "ranks " << ranks << ", " << engine;
+    EXPECT_EQ(state_attr(split + ck_2k, "fp32_engine"), engine);
+  }
+}
+
+// The checkpoint's recorded engine is what a resumed `auto` run uses, whatever
+// a measurement would say now: edited to each engine in turn, the resumed run
+// takes it and records it again. An explicit request that differs is honoured
+// with a warning that the resumed run is not bit-exact.
+TEST(Restart, AutoTakesTheCheckpointsEngineAndAnExplicitChangeWarns) {
+  const std::string dir = temp_dir("re");
+  Result first = run(train_cmd(1, tiny_args(dir, 4) + " --train.fp32_engine auto --train.checkpoint_every 2"));
+  ASSERT_EQ(first.code, 0) << first.out;
+  const bool dnnl = first.out.find("this build has no oneDNN") == std::string::npos;
+  const std::string ck2 = dir + "/checkpoints/step_0000002.h5";
+  for (const std::string recorded : {"openblas", "onednn"}) {
+    if (recorded == "onednn" && !dnnl) continue;
+    const std::string edited = dir + "/edited_" + recorded + ".h5";
+    fs::copy_file(ck2, edited, fs::copy_options::overwrite_existing);
+    Result t = run(std::string(CKPT_TOOL) + " set-state-str " + edited + " fp32_engine " + recorded);
+    ASSERT_EQ(t.code, 0) << t.out;
+    const std::string other = recorded == "openblas" ? "onednn" : "openblas";
+    for (const std::string requested : {std::string("auto"), other}) {
+      if (requested == "onednn" && !dnnl) continue;
+      const std::string to = temp_dir("re_to");
+      Result r = run(train_cmd(1, tiny_args(to, 4) + " --train.fp32_engine " + requested + " --run.resume " + edited));
+      ASSERT_EQ(r.code, 0) << r.out;
+      const std::string now = requested == "auto" ? recorded : requested;
+      if (requested == "auto") {
+        EXPECT_NE(r.out.find("(fp32 engine auto: " + recorded + ", from the checkpoint"), std::string::npos) << r.out;
+        EXPECT_EQ(r.out.find("not bit-exact"), std::string::npos) << r.out;
+      } else {
+        EXPECT_NE(r.out.find("(fp32 engine " + requested + " requested"), std::string::npos) << r.out;
+        EXPECT_NE(r.out.find("warning: train.fp32_engine " + requested + " differs from the checkpoint's " + recorded +
+                             ": the resumed run is not bit-exact with an uninterrupted one"),
+                  std::string::npos)
+            << r.out;
+      }
+      EXPECT_EQ(state_attr(to + "/checkpoints/step_0000004.h5", "fp32_engine"), now) << r.out;
+    }
+  }
 }
 
 // Checkpoint on 4 ranks with EP 4, resume on 2 (EP 2) and 1: the following

@@ -1,10 +1,10 @@
 // CPU GEMM backend: which engine runs a GEMM, and how grouped GEMMs are spread
 // over the cores.
 //
-//   fp32: OpenBLAS sgemm (default: deterministic across thread counts and
-//         allocation-free), or oneDNN fp32 matmul for everything (onednn) or
-//         for grouped GEMMs only (automatic); see backend.hpp and
-//         docs/performance.md for the measurements behind the choice.
+//   fp32: OpenBLAS sgemm (the backend's default: deterministic across thread
+//         counts and allocation-free) or oneDNN fp32 matmul (onednn);
+//         train.fp32_engine auto picks one by measurement at start-up
+//         (resolve_fp32_engine); see backend.hpp and docs/performance.md.
 //   bf16: oneDNN matmul, bf16 inputs, fp32 accumulate/output (gemm_dnnl.cpp).
 //
 // Threading rule (no oversubscription): one pool for OpenMP and OpenBLAS.
@@ -39,9 +39,6 @@ std::atomic<GroupedVariant> g_grouped{GroupedVariant::automatic};
 std::atomic<int> g_last_team{0};
 
 bool use_dnnl() { return g_precision == Precision::bf16 || g_fp32_engine == Fp32Engine::onednn; }
-bool use_dnnl_grouped() {
-  return use_dnnl() || (g_fp32_engine == Fp32Engine::automatic && detail::dnnl_built());
-}
 bool is_bf16() { return g_precision == Precision::bf16; }
 
 void blas_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
@@ -76,6 +73,14 @@ void set_fp32_engine(Fp32Engine e) {
   g_fp32_engine = e;
 }
 Fp32Engine fp32_engine() { return g_fp32_engine; }
+std::string precision_name(Precision p) { return p == Precision::bf16 ? "bf16" : "fp32"; }
+std::string fp32_engine_name(Fp32Engine e) { return e == Fp32Engine::onednn ? "onednn" : "openblas"; }
+Fp32Engine fp32_engine_from_name(const std::string& name, const std::string& key) {
+  if (name == "openblas") return Fp32Engine::openblas;
+  if (name == "onednn") return Fp32Engine::onednn;
+  throw ConfigError("config key '" + key + "': expected openblas | onednn, got '" + name + "'");
+}
+bool onednn_built() { return detail::dnnl_built(); }
 void set_grouped_variant(GroupedVariant v) { g_grouped = v; }
 GroupedVariant grouped_variant() { return g_grouped; }
 
@@ -123,10 +128,7 @@ std::string engine_description() {
     return "oneDNN matmul, " + detail::dnnl_isa_name() + " (bf16 inputs, fp32 accumulate); grouped: " + grouped;
   if (g_fp32_engine == Fp32Engine::onednn)
     return "oneDNN matmul, " + detail::dnnl_isa_name() + " (fp32); grouped: " + grouped;
-  const std::string blas = std::string("OpenBLAS sgemm (fp32; ") + openblas_get_config() + ")";
-  if (use_dnnl_grouped())
-    return blas + "; grouped: " + grouped + " on oneDNN matmul, " + detail::dnnl_isa_name() + " (fp32)";
-  return blas + "; grouped: " + grouped;
+  return std::string("OpenBLAS sgemm (fp32; ") + openblas_get_config() + "); grouped: " + grouped;
 }
 
 namespace {
@@ -203,7 +205,7 @@ void grouped_gemm(bool ta, bool tb, int64_t count, const int64_t* M, int64_t N, 
   FINEMOE_PROFILE("grouped_gemm");
   const bool relu = ep == Epilogue::relu;
   const int nthr = omp_get_max_threads();
-  const bool dnnl = use_dnnl_grouped();
+  const bool dnnl = use_dnnl();
   GroupedVariant v = g_grouped;
   if (v == GroupedVariant::batched && dnnl && K > 0 && count >= 2 && !omp_in_parallel()) {
     int64_t sa = 0, sb = 0, sc = 0;
@@ -336,6 +338,64 @@ std::vector<GemmShape> model_gemm_shapes(int64_t d, int64_t h, int64_t T) {
   };
 }
 
+namespace {
+// One set-up a start-up decision times: the precision and fp32 engine in
+// force while its GEMMs run.
+struct Setup {
+  Precision precision;
+  Fp32Engine engine;
+};
+
+// Speed of `b` relative to `a` (time of a / time of b, each the sum over the
+// shapes of FLOPs / measured GFLOP/s) at the model's shapes. Measured on ONE
+// thread: what differs between the candidates is per-core instruction
+// throughput (bf16 dot products, AVX-512 against AVX2 kernels), and one
+// thread's CPU time is not disturbed by other processes on a shared node. At
+// most 512 rows and K 2048 per shape and about 20 ms per measurement, so that
+// a decision stays well under a second of start-up. Precision, engine and
+// thread counts are restored.
+double relative_speed(const std::vector<GemmShape>& shapes, Setup a, Setup b) {
+  const int omp_saved = omp_get_max_threads(), blas_saved = openblas_get_num_threads();
+  const Fp32Engine engine_saved = g_fp32_engine;
+  omp_set_num_threads(1);
+  if (!blas_on_openmp()) openblas_set_num_threads(1);
+  double ta = 0, tb = 0;
+  try {
+    for (GemmShape s : shapes) {
+      s.M = std::min<int64_t>(s.M, 512);
+      s.K = std::min<int64_t>(s.K, 2048);
+      if (s.M <= 0 || s.N <= 0 || s.K <= 0) continue;
+      const double flop = 2.0 * double(s.M) * double(s.N) * double(s.K);
+      g_fp32_engine = a.engine;
+      ta += flop / measure_gemm_gflops(a.precision, s, 0.02);
+      g_fp32_engine = b.engine;
+      tb += flop / measure_gemm_gflops(b.precision, s, 0.02);
+    }
+  } catch (...) {
+    detail::dnnl_drop_primitives();
+    g_fp32_engine = engine_saved;
+    omp_set_num_threads(omp_saved);
+    if (!blas_on_openmp()) openblas_set_num_threads(blas_saved);
+    throw;
+  }
+  g_fp32_engine = engine_saved;
+  omp_set_num_threads(omp_saved);
+  if (!blas_on_openmp()) openblas_set_num_threads(blas_saved);
+  detail::dnnl_drop_primitives();  // created for 1 thread: not for the run's GEMMs
+  return tb > 0 ? ta / tb : 0;
+}
+
+std::string ratio_text(double x) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.2fx", x);
+  return buf;
+}
+
+// Both decisions pick the challenger only when it is faster by more than this
+// (a tie keeps the default, whose arithmetic the other runs share).
+constexpr double kMinSpeedup = 1.05;
+}  // namespace
+
 Precision resolve_precision(const std::string& requested, std::string* why, const std::vector<GemmShape>& shapes) {
   auto say = [&](const std::string& s) {
     if (why) *why = s;
@@ -363,34 +423,61 @@ Precision resolve_precision(const std::string& requested, std::string* why, cons
   }
   // Native bf16 without AMX (e.g. AVX512_BF16 on Zen 4 / Cooper Lake): bf16
   // dot products are at best 2x the fp32 FMA rate and the conversions cost,
-  // so measure at the model's own shapes and pick bf16 only if it wins.
-  // Measured on ONE thread (per-core instruction throughput is what differs,
-  // and one thread's CPU time is not disturbed by other processes), at most
-  // 512 rows per shape so that start-up stays well under a second.
-  const int omp_saved = omp_get_max_threads(), blas_saved = openblas_get_num_threads();
-  omp_set_num_threads(1);
-  if (!blas_on_openmp()) openblas_set_num_threads(1);
-  double t32 = 0, t16 = 0;
-  for (GemmShape s : shapes) {
-    s.M = std::min<int64_t>(s.M, 512);
-    s.K = std::min<int64_t>(s.K, 2048);
-    const double flop = 2.0 * double(s.M) * double(s.N) * double(s.K);
-    t32 += flop / measure_gemm_gflops(Precision::fp32, s, 0.02);
-    t16 += flop / measure_gemm_gflops(Precision::bf16, s, 0.02);
-  }
-  omp_set_num_threads(omp_saved);
-  if (!blas_on_openmp()) openblas_set_num_threads(blas_saved);
-  const double speedup = t16 > 0 ? t32 / t16 : 0;
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.2fx", speedup);
-  if (speedup > 1.05) {
-    say("auto: bf16, because native bf16 without AMX (" + cpu_isa() + ") measured " + buf +
+  // so measure at the model's own shapes and pick bf16 only if it wins. fp32
+  // is timed on the fp32 engine currently set.
+  const Fp32Engine e = g_fp32_engine;
+  const double speedup = relative_speed(shapes, {Precision::fp32, e}, {Precision::bf16, e});
+  if (speedup > kMinSpeedup) {
+    say("auto: bf16, because native bf16 without AMX (" + cpu_isa() + ") measured " + ratio_text(speedup) +
         " fp32's speed at this model's GEMM shapes");
     return Precision::bf16;
   }
-  say("auto: fp32, because bf16 without AMX (" + cpu_isa() + ") measured only " + buf +
+  say("auto: fp32, because bf16 without AMX (" + cpu_isa() + ") measured only " + ratio_text(speedup) +
       " fp32's speed at this model's GEMM shapes");
   return Precision::fp32;
+}
+
+Fp32Engine resolve_fp32_engine(const std::string& requested, std::string* why, const std::vector<GemmShape>& shapes,
+                               Precision precision) {
+  auto say = [&](const std::string& s) {
+    if (why) *why = s;
+  };
+  const bool bf16 = precision == Precision::bf16;
+  if (requested == "openblas") {
+    say(std::string("openblas requested") + (bf16 ? " (unused: with bf16 every GEMM but the router's runs on oneDNN)" : ""));
+    return Fp32Engine::openblas;
+  }
+  if (requested == "onednn") {
+    if (!detail::dnnl_built())
+      throw ConfigError("config key 'train.fp32_engine': onednn requested but this build has no oneDNN (install "
+                        "libdnnl-dev and rebuild, or use openblas or auto)");
+    say("onednn requested (oneDNN ISA " + cpu_isa() + ")" +
+        (bf16 ? "; unused: with bf16 every GEMM but the router's runs on oneDNN anyway" : ""));
+    return Fp32Engine::onednn;
+  }
+  if (requested != "auto")
+    throw ConfigError("config key 'train.fp32_engine': expected auto | openblas | onednn, got '" + requested + "'");
+  if (bf16) {
+    say("auto: openblas; the precision is bf16, so every GEMM but the router's (always OpenBLAS) runs on oneDNN "
+        "and the fp32 engine does not matter");
+    return Fp32Engine::openblas;
+  }
+  if (!detail::dnnl_built()) {
+    say("auto: openblas, because this build has no oneDNN");
+    return Fp32Engine::openblas;
+  }
+  // E.g. OpenBLAS held to AVX2 kernels (OPENBLAS_CORETYPE=Haswell) on a CPU
+  // with AVX-512, which oneDNN uses: measure at the model's own shapes.
+  const double speed = relative_speed(shapes, {Precision::fp32, Fp32Engine::openblas},
+                                      {Precision::fp32, Fp32Engine::onednn});
+  const std::string measured = "oneDNN (" + cpu_isa() + ") measured " + ratio_text(speed) +
+                               " OpenBLAS's speed at this model's GEMM shapes (1 thread)";
+  if (speed > kMinSpeedup) {
+    say("auto: onednn, " + measured);
+    return Fp32Engine::onednn;
+  }
+  say("auto: openblas, " + measured + (speed > 1.0 ? ", not more than 5 % faster" : ""));
+  return Fp32Engine::openblas;
 }
 
 Precision resolve_precision(const std::string& requested, std::string* why) {

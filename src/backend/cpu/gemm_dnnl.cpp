@@ -61,6 +61,7 @@ void dnnl_gemm(bool, bool, bool, int64_t, int64_t, int64_t, float, const float*,
 void dnnl_prepare(bool, bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, int64_t, float,
                   int64_t, bool) {}
 int64_t dnnl_cache_size() { return 0; }
+void dnnl_drop_primitives() {}
 void dnnl_batched_gemm(bool, bool, bool, int64_t, int64_t, int64_t, int64_t, float, const float*, int64_t, int64_t,
                        const float*, int64_t, int64_t, float, float*, int64_t, int64_t, bool) {
   no_dnnl();
@@ -537,6 +538,12 @@ WeightCacheStats dnnl_weight_cache_stats() {
 int64_t dnnl_cache_size() {
   std::lock_guard<std::mutex> lock(g_mu);
   return int64_t(g_cache.size());
+}
+
+void dnnl_drop_primitives() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  g_cache.clear();
+  g_bcache.clear();
 }
 
 #endif

@@ -38,7 +38,13 @@ void dnnl_prepare(bool bf16, bool ta, bool tb, int64_t M, int64_t N, int64_t K, 
 void dnnl_batched_gemm(bool bf16, bool ta, bool tb, int64_t count, int64_t M, int64_t N, int64_t K, float alpha,
                        const float* A, int64_t stride_a, int64_t lda, const float* B, int64_t stride_b, int64_t ldb,
                        float beta, float* C, int64_t stride_c, int64_t ldc, bool relu);
-int64_t dnnl_cache_size();
+int64_t dnnl_cache_size();  // cached single-GEMM primitives
+// Forgets every cached primitive (those in use stay alive until their GEMM
+// returns). The start-up measurements call it: a primitive's blocking depends
+// on the thread count it was created with, and they run on one thread, so a
+// primitive they cached must not be reused by the run's own GEMMs (a run that
+// skips the measurement, e.g. on resume, would compute differently).
+void dnnl_drop_primitives();
 // The bf16 weight cache behind backend::register_weights & co.
 void dnnl_set_weight_cache_mode(WeightCacheMode m);
 WeightCacheMode dnnl_weight_cache_mode();
