@@ -150,8 +150,11 @@ RoutingComparison compare_routing(const RunSet& runs) {
   return c;
 }
 
-std::vector<LossVsG> loss_vs_g(const RunSet& runs, const std::vector<int>& moe_runs) {
-  std::vector<Group> cells, dense;
+namespace {
+// The MoE runs of the fit, one group per (E, size, D, G), and the dense runs,
+// one group per (size, D): the cells both loss-vs-G tables average.
+void group_cells(const RunSet& runs, const std::vector<int>& moe_runs, std::vector<Group>& cells,
+                 std::vector<Group>& dense) {
   for (int i : moe_runs) add(cells, key_of(runs.runs[size_t(i)]), &runs.runs[size_t(i)]);
   for (const auto& r : runs.runs)
     if (r.dense) {
@@ -159,6 +162,12 @@ std::vector<LossVsG> loss_vs_g(const RunSet& runs, const std::vector<int>& moe_r
       k[0] = k[5] = 1;  // a dense run's E and G mean nothing (a --points row may carry any)
       add(dense, k, &r);
     }
+}
+}  // namespace
+
+std::vector<LossVsG> loss_vs_g(const RunSet& runs, const std::vector<int>& moe_runs) {
+  std::vector<Group> cells, dense;
+  group_cells(runs, moe_runs, cells, dense);
   std::sort(cells.begin(), cells.end(), [](auto& x, auto& y) { return key_less(x.key, y.key); });
   std::vector<LossVsG> out;
   for (size_t i = 0; i < cells.size();) {
@@ -206,13 +215,7 @@ std::vector<LossVsG> loss_vs_g(const RunSet& runs, const std::vector<int>& moe_r
 std::vector<LossVsGIso> loss_vs_g_iso_flops(const RunSet& runs, const std::vector<int>& moe_runs) {
   // Cells as in loss_vs_g: runs of one (E, size, D, G) averaged.
   std::vector<Group> cells, dense;
-  for (int i : moe_runs) add(cells, key_of(runs.runs[size_t(i)]), &runs.runs[size_t(i)]);
-  for (const auto& r : runs.runs)
-    if (r.dense) {
-      Key k = key_of(r);
-      k[0] = k[5] = 1;  // a dense run's E and G mean nothing
-      add(dense, k, &r);
-    }
+  group_cells(runs, moe_runs, cells, dense);
   std::sort(cells.begin(), cells.end(), [](auto& x, auto& y) { return key_less(x.key, y.key); });
   auto by_F = [](std::vector<FCell>& v) {
     std::stable_sort(v.begin(), v.end(), [](const FCell& x, const FCell& y) { return x.F < y.F; });

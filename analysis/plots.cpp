@@ -288,6 +288,16 @@ void plot_routing(Plotter& p, const Analysis& a) {
   p.draw("routing", body.str() + "\n");
 }
 
+// A dense run's loss as a dashed horizontal line over [g_lo, g_hi] in colour c,
+// appended to a plot command (the loss-vs-G plots draw MoE lines over G).
+void dense_line(Plotter& p, std::ostringstream& body, const std::string& name, double g_lo, double g_hi, double loss,
+                int c) {
+  std::ostringstream d;
+  d << g_lo << ' ' << loss << '\n' << g_hi << ' ' << loss << '\n';
+  p.data(name + ".dat", d.str());
+  body << ", '" << name << ".dat' using 1:2 with lines dt 2 lw 1.5 lc " << c << " notitle";
+}
+
 // Final loss vs G (measured) for a readable subset of the (size, D) rows: the
 // largest size at each of its budgets and each size at the largest budget.
 // Dense runs at the same (size, D): a dashed horizontal line in the row's colour.
@@ -325,12 +335,7 @@ void plot_loss_vs_g(Plotter& p, const Analysis& a) {
     const int c = 1 + k % 8;
     body << (k ? ", " : "") << "'" << file << "' using 1:2:3 with yerrorlines lw 1.5 pt 7 lc " << c << " title '"
          << title << "'";
-    if (r->has_dense) {
-      std::ostringstream d;
-      d << r->per_g.front().G << ' ' << r->dense.loss << '\n' << r->per_g.back().G << ' ' << r->dense.loss << '\n';
-      p.data("lvg_dense_" + std::to_string(k) + ".dat", d.str());
-      body << ", 'lvg_dense_" << k << ".dat' using 1:2 with lines dt 2 lw 1.5 lc " << c << " notitle";
-    }
+    if (r->has_dense) dense_line(p, body, "lvg_dense_" + std::to_string(k), r->per_g.front().G, r->per_g.back().G, r->dense.loss, c);
     ++k;
   }
   p.draw("loss_vs_g", body.str() + "\n");
@@ -385,12 +390,7 @@ void plot_loss_vs_g_iso(Plotter& p, const Analysis& a) {
     const int c = 1 + k % 8;
     body << (k ? ", " : "") << "'" << file << "' using 1:2:3 with yerrorlines lw 1.5 pt 6 lc " << c << " title '"
          << title << "', '" << efile << "' using 1:2 with points pt 7 lc " << c << " notitle";
-    if (r->has_dense) {
-      std::ostringstream d;
-      d << r->per_g.front().G << ' ' << r->dense.loss << '\n' << r->per_g.back().G << ' ' << r->dense.loss << '\n';
-      p.data("lvgi_dense_" + std::to_string(k) + ".dat", d.str());
-      body << ", 'lvgi_dense_" << k << ".dat' using 1:2 with lines dt 2 lw 1.5 lc " << c << " notitle";
-    }
+    if (r->has_dense) dense_line(p, body, "lvgi_dense_" + std::to_string(k), r->per_g.front().G, r->per_g.back().G, r->dense.loss, c);
     ++k;
   }
   p.draw("loss_vs_g_iso", body.str() + "\n");
