@@ -4,7 +4,7 @@
 # study's generated files (figures, report, fit.json, header).
 #
 #   bash scripts/study.sh [--slurm] [--spec FILE] [--runs DIR] [--docs DIR]
-#                         [--bootstrap N] [--no-build]
+#                         [--bootstrap N] [--no-build] [--fit-only]
 #
 #   --spec FILE     sweep spec (default input/study-cpu.ini)
 #   --runs DIR      runs directory (default runs/study)
@@ -15,6 +15,8 @@
 #                   (set its [slurm] section: partition, account, time, ...)
 #   --bootstrap N   bootstrap resamples of the fits (default 200)
 #   --no-build      use the existing build/release (default: build it first)
+#   --fit-only      skip the sweep and the training: re-fit the runs already
+#                   in RUNS (e.g. with a newer moe-analyze) and rewrite the docs
 #
 # Rerunning is safe: completed runs are skipped, interrupted ones resume.
 # Two fits are made: c free (does the fit find the corpus' entropy floor?) and
@@ -30,7 +32,7 @@ usage() {
 }
 die() { echo "study: $*" >&2; exit 1; }
 
-SPEC=input/study-cpu.ini RUNS=runs/study DOCS=docs/study/generated SLURM=0 BOOT=200 BUILD=1
+SPEC=input/study-cpu.ini RUNS=runs/study DOCS=docs/study/generated SLURM=0 BOOT=200 BUILD=1 FIT_ONLY=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --spec) [ $# -ge 2 ] || usage; SPEC=$2; shift 2 ;;
@@ -39,6 +41,7 @@ while [ $# -gt 0 ]; do
     --bootstrap) [ $# -ge 2 ] || usage; BOOT=$2; shift 2 ;;
     --slurm) SLURM=1; shift ;;
     --no-build) BUILD=0; shift ;;
+    --fit-only) FIT_ONLY=1; shift ;;
     -h|--help) usage 0 ;;
     *) echo "study: unknown argument '$1'" >&2; usage ;;
   esac
@@ -57,8 +60,11 @@ BIN=${FINEMOE_BIN_DIR:-$ROOT/build/release}
 for b in moe-sweep moe-train moe-analyze; do [ -x "$BIN/$b" ] || die "$BIN/$b not found (build first)"; done
 
 START=$(date +%s)
-echo "== study: expanding $SPEC into $RUNS"
-if [ "$SLURM" = 1 ]; then
+if [ "$FIT_ONLY" = 1 ]; then
+  [ -f "$RUNS/sweep.tsv" ] || { echo "study: --fit-only: no $RUNS/sweep.tsv (train the study first)" >&2; exit 2; }
+  echo "== study: --fit-only: fitting the runs in $RUNS as they are"
+elif [ "$SLURM" = 1 ]; then
+  echo "== study: expanding $SPEC into $RUNS"
   "$BIN/moe-sweep" --spec "$SPEC" --out "$RUNS" --slurm --jobs-dir "$ROOT/jobs" || die "moe-sweep failed"
   command -v sbatch >/dev/null || die "--slurm: sbatch not found"
   JOB=$(sbatch --parsable "$RUNS/sweep.sbatch") || die "sbatch $RUNS/sweep.sbatch failed"
@@ -74,6 +80,7 @@ if [ "$SLURM" = 1 ]; then
   done < "$RUNS/sweep.tsv"
   [ "$bad" = 0 ] || die "some runs of job $JOB did not complete; rerun to resubmit them"
 else
+  echo "== study: expanding $SPEC into $RUNS"
   "$BIN/moe-sweep" --spec "$SPEC" --out "$RUNS" || die "moe-sweep failed"
   echo "== study: training every run (jobs/run_local.sh)"
   MOE_TRAIN="$BIN/moe-train" bash jobs/run_local.sh "$RUNS"
@@ -84,7 +91,7 @@ fi
 TRAINED=$(date +%s)
 # Training wall time per invocation, kept with the runs, so the provenance
 # below still tells the training time after a rerun that only re-fits.
-printf '%s\t%s\t%s\n' "$(date -u +%Y-%m-%dT%H:%MZ)" "$((TRAINED - START))" \
+[ "$FIT_ONLY" = 1 ] || printf '%s\t%s\t%s\n' "$(date -u +%Y-%m-%dT%H:%MZ)" "$((TRAINED - START))" \
   "$([ "$SLURM" = 1 ] && echo slurm || echo local)" >> "$RUNS/study-timing.tsv"
 
 echo "== study: fitting L(N, D, G), c free"
@@ -112,7 +119,7 @@ cp "$RUNS/sweep.tsv" "$SPEC" "$DOCS/"
   echo "- spec: \`$SPEC\`, $(($(wc -l < "$RUNS/sweep.tsv") - 1)) runs"
   echo "- trained by moe-train at commit(s): $(for d in "$RUNS"/*/metrics.h5; do h5dump -a /code_version "$d" 2>/dev/null | sed -n 's/.*(0): *"\([^"]*\)".*/\1/p' | head -n1; done | sort | uniq -c | awk '{printf "%s%s (%d runs)", (NR > 1 ? ", " : ""), $2, $1}')"
   echo "- analysed at commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with local changes)')"
-  echo "- CPU: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1), $(nproc) threads available"
+  echo "- CPU: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1) (family $(sed -n 's/^cpu family[[:space:]]*: //p' /proc/cpuinfo | head -n1), model $(sed -n 's/^model[[:space:]]*: //p' /proc/cpuinfo | head -n1)), $(nproc) threads available"
   echo "- ISA: $(grep -o -w -E 'avx512_bf16|avx512f|amx_tile|avx2' /proc/cpuinfo | sort -u | tr '\n' ' ')"
   echo "- training wall time: $(awk -F'\t' '{s += $2} END {print s}' "$RUNS/study-timing.tsv") s over $(wc -l < "$RUNS/study-timing.tsv") invocation(s) of this script (local: jobs/run_local.sh, one run at a time; slurm: the array's wall time)"
   echo "- analysis: $((END - TRAINED)) s (two fits, $BOOT bootstrap resamples each)"
