@@ -108,8 +108,15 @@ mkdir -p "$DOCS"
 for fit in free-c fixed-c; do
   rm -rf "${DOCS:?}/$fit"
   mkdir -p "$DOCS/$fit"
-  cp "$RUNS/analysis/$fit/report.md" "$RUNS/analysis/$fit/fit.json" "$DOCS/$fit/" || die "copying the $fit report"
-  [ -d "$RUNS/analysis/$fit/plots" ] && cp -r "$RUNS/analysis/$fit/plots" "$DOCS/$fit/"
+  for f in report.md fit.json runs.csv optimal.csv; do
+    [ -f "$RUNS/analysis/$fit/$f" ] && { cp "$RUNS/analysis/$fit/$f" "$DOCS/$fit/" || die "copying $fit/$f"; }
+  done
+  # The figures only (PNG for the repository page, SVG to zoom); the gnuplot
+  # scripts and their data stay in RUNS/analysis.
+  if [ -d "$RUNS/analysis/$fit/plots" ]; then
+    mkdir -p "$DOCS/$fit/plots"
+    cp "$RUNS/analysis/$fit/plots/"*.png "$RUNS/analysis/$fit/plots/"*.svg "$DOCS/$fit/plots/" 2>/dev/null
+  fi
 done
 cp "$RUNS/sweep.tsv" "$SPEC" "$DOCS/"
 # Header: what ran where.
