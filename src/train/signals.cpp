@@ -37,12 +37,17 @@ bool exit_when_launcher_dies(int poll_ms) {
     launched = launched || std::getenv(var) != nullptr;
   const pid_t parent = getppid();
   if (!launched || parent <= 1) return false;
+  // A rank's stdout and stderr are pipes to its launcher. Once the launcher is
+  // dead, any line written before the poll below notices (a rank's own log, or
+  // the MPI library's message about the lost connection) would kill the rank
+  // with SIGPIPE. Writes fail with EPIPE instead, and the watch ends the rank
+  // with its own message and exit status 1.
+  std::signal(SIGPIPE, SIG_IGN);
   std::thread([parent, poll_ms] {
     for (;;) {
       std::this_thread::sleep_for(std::chrono::milliseconds(poll_ms));
       if (getppid() != parent) {
-        // stderr is usually a pipe to the dead launcher: write without dying of SIGPIPE.
-        std::signal(SIGPIPE, SIG_IGN);
+        // stderr is usually a pipe to the dead launcher (SIGPIPE is ignored above).
         std::fprintf(stderr, "error: the MPI launcher (parent process %d) is gone: exiting now, writing nothing more\n",
                      int(parent));
         std::fflush(stderr);
