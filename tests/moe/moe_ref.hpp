@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <numeric>
+#include <utility>
 #include <vector>
 
 #include "finemoe/moe.hpp"
@@ -153,6 +154,32 @@ inline double dot_loss(const std::vector<float>& out, const std::vector<float>& 
   double L = 0;
   for (size_t i = 0; i < out.size(); ++i) L += double(out[i]) * double(dout[i]);
   return L;
+}
+
+// One central-difference probe of element i of v: evaluates `eval` at
+// v[i] + h and v[i] - h, then restores v[i]. eval() returns the loss and
+// whether the routing selection is the reference one (a probe that moves a
+// token across a selection boundary measures a jump, not a derivative).
+struct CentralDiff {
+  double plus = 0, minus = 0;  // loss at v[i] + h and at v[i] - h
+  double step = 0;             // (v[i] + h) - (v[i] - h) as rounded in float
+  bool same = true;            // the selection was the reference one on both sides
+};
+template <class Eval>
+CentralDiff central_diff(std::vector<float>& v, size_t i, float h, Eval eval) {
+  const float orig = v[i];
+  CentralDiff d;
+  double L[2];
+  for (int side = 0; side < 2; ++side) {
+    v[i] = orig + (side ? -h : h);
+    const auto [loss, same] = eval();
+    L[side] = loss;
+    d.same = d.same && same;
+  }
+  v[i] = orig;
+  d.plus = L[0], d.minus = L[1];
+  d.step = double(orig + h) - double(orig - h);
+  return d;
 }
 
 }  // namespace moetest

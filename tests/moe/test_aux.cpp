@@ -333,23 +333,17 @@ TEST_P(MoEAuxGradCheck, MatchesFiniteDifferences) {
     double worst = 0, largest = 0;
     for (int n = 0; n < probes; ++n) {
       const size_t i = size_t(pick.next_u64() % tn.v->size());
-      const float orig = (*tn.v)[i];
-      double L[2];
-      bool same = true;
-      for (int side = 0; side < 2; ++side) {
-        (*tn.v)[i] = orig + (side ? -h : h);
-        same = same && ref_aux(s, T, p.x.data(), p.wr.data(), b).chosen == base.chosen;
+      const CentralDiff d = central_diff(*tn.v, i, h, [&] {
+        const bool same = ref_aux(s, T, p.x.data(), p.wr.data(), b).chosen == base.chosen;
         layer.forward(p.x.data(), out.data(), T, weights());
-        L[side] = layer.aux_loss();
-      }
-      (*tn.v)[i] = orig;
-      if (!same && c.balance > 0) {
+        return std::make_pair(double(layer.aux_loss()), same);
+      });
+      if (!d.same && c.balance > 0) {
         ++skipped;
         continue;
       }
       ++valid;
-      const double step = double(orig + h) - double(orig - h);
-      const double fd = (L[0] - L[1]) / step;
+      const double fd = (d.plus - d.minus) / d.step;
       const double an = (*tn.grad)[i];
       const double err = std::abs(fd - an);
       if (std::abs(an) > 1e-3) worst = std::max(worst, err / std::abs(an));

@@ -74,23 +74,17 @@ TEST_P(MoEGradCheck, MatchesFiniteDifferences) {
     double worst = 0;
     for (int n = 0; n < probes; ++n) {
       const size_t i = size_t(pick.next_u64() % tn.v->size());
-      const float orig = (*tn.v)[i];
-      double L[2];
-      bool same = true;
-      for (int side = 0; side < 2; ++side) {
-        (*tn.v)[i] = orig + (side ? -h : h);
+      const CentralDiff d = central_diff(*tn.v, i, h, [&] {
         RefResult r = ref_forward(s, T, p.x.data(), p.wr.data(), p.w1.data(), p.w2.data());
-        same = same && r.signature == base.signature;
         layer.forward(p.x.data(), out.data(), T, weights());
-        L[side] = dot_loss(out, p.dout);
-      }
-      (*tn.v)[i] = orig;
-      if (!same) {
+        return std::make_pair(dot_loss(out, p.dout), r.signature == base.signature);
+      });
+      if (!d.same) {
         ++skipped;
         continue;
       }
       ++valid;
-      const double fd = (L[0] - L[1]) / (2.0 * h);
+      const double fd = (d.plus - d.minus) / (2.0 * h);
       const double an = (*tn.grad)[i];
       const double err = std::abs(fd - an) / (std::abs(an) + 1e-2);
       worst = std::max(worst, err);
