@@ -41,13 +41,15 @@ finemoe_module(core DIR src/core
   HEADERS app.hpp config.hpp counting.hpp error.hpp log.hpp memory.hpp memory_check.hpp
           params.hpp reduce.hpp rng.hpp)
 
-# GEMM engines (OpenBLAS, oneDNN), threads, the phase profiler. backend.hpp is
-# the seam model, moe and train call through; src/backend/cpu/*.hpp are its
-# internals, private like every src/<module>/ header.
+# The CPU backend: GEMM engines (OpenBLAS, oneDNN), threads, the phase
+# profiler, and every kernel of the Backend object (kernels.hpp, the seam
+# model, moe and train call through): the llm.c-style dense kernels
+# (src/backend/cpu/ops.hpp), the MoE kernels and the optimizer's.
+# src/backend/cpu/*.hpp are its internals, private like every src/<module>/ header.
 finemoe_module(backend_cpu DIR src/backend/cpu
   DEPS core
   USES openmp blas dnnl intrinsics
-  HEADERS backend.hpp profile.hpp)
+  HEADERS backend.hpp kernels.hpp profile.hpp)
 
 # Planned CUDA backend (FINEMOE_ENABLE_CUDA builds src/backend/cuda/*.cu, *.cpp
 # into finemoe_backend_cuda when the directory has sources; it has none yet).
@@ -61,12 +63,12 @@ finemoe_module(moe DIR src/moe
   USES openmp
   HEADERS moe.hpp)
 
-# Embedding, attention, layernorm, dense FFN, transformer; the CPU kernels of
-# ops.hpp.
+# The transformer's orchestration (blocks, dense FFN or MoE, loss) over the
+# Backend's kernels; parameter declaration and initialisation.
 finemoe_module(model DIR src/model
   DEPS core backend_cpu moe
   USES openmp
-  HEADERS model.hpp ops.hpp)
+  HEADERS model.hpp)
 
 # Communicators, deterministic collectives, start-up agreement, all-to-all
 # dispatcher.

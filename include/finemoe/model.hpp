@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "finemoe/config.hpp"
+#include "finemoe/kernels.hpp"
 #include "finemoe/moe.hpp"
 #include "finemoe/params.hpp"
 
@@ -35,8 +36,9 @@ void init_parameters(const Config& cfg, ParamStore& store, uint64_t seed);
 class Transformer {
  public:
   // `store` must come from declare_parameters + finalize. `dispatcher` moves
-  // MoE tokens (LocalDispatcher for one EP rank).
-  Transformer(const Config& cfg, ParamStore& store, Dispatcher& dispatcher);
+  // MoE tokens (LocalDispatcher for one EP rank). `be` runs every kernel of
+  // this model and its MoE layers (the rank's backend; kernels.hpp).
+  Transformer(const Config& cfg, ParamStore& store, Dispatcher& dispatcher, Backend& be = cpu_backend());
   ~Transformer();
 
   // tokens, targets: [B, T] for this rank (T = model.seq_len). Returns the mean

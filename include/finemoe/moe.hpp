@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "finemoe/kernels.hpp"
 #include "finemoe/memory.hpp"
 
 namespace finemoe {
@@ -139,7 +140,8 @@ struct MoEGrads {  // accumulated (+=)
 
 class MoELayer {
  public:
-  MoELayer(const MoEShape& shape, Dispatcher& dispatcher);
+  // `be` runs every kernel of the layer (the rank's backend; kernels.hpp).
+  MoELayer(const MoEShape& shape, Dispatcher& dispatcher, Backend& be = cpu_backend());
   ~MoELayer();
   // x [T, d] (this rank's tokens, T a multiple of group_size for expert
   // choice) -> out [T, d] = Σ_e p_e(x) · expert_e(x) over the experts that

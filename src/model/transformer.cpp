@@ -14,7 +14,7 @@
 #include "finemoe/error.hpp"
 #include "finemoe/memory.hpp"
 #include "finemoe/model.hpp"
-#include "finemoe/ops.hpp"
+#include "finemoe/kernels.hpp"
 
 namespace finemoe {
 
@@ -41,6 +41,7 @@ struct BlockTensors {
 struct Transformer::Impl {
   Config cfg;
   ParamStore& store;
+  Backend& be;  // runs every kernel; this file only orchestrates
   int64_t L, d, V, T, H, dff;
   bool moe, moe_norm;
   std::vector<std::unique_ptr<MoELayer>> moe_layers;
@@ -70,7 +71,7 @@ struct Transformer::Impl {
   // ---- backward scratch ----
   Buffer<float> dres, dbr, dln, dqkv, dpreatt, dh1, dmoe;
 
-  Impl(const Config& c, ParamStore& s, Dispatcher& disp) : cfg(c), store(s) {
+  Impl(const Config& c, ParamStore& s, Dispatcher& disp, Backend& b) : cfg(c), store(s), be(b) {
     L = cfg.model.n_blocks;
     d = cfg.model.d_model;
     V = cfg.model.vocab_size;
@@ -124,7 +125,7 @@ struct Transformer::Impl {
       sh.z_loss = cfg.moe.z_loss;
       sh.ep_size = store.ep_size();
       sh.ep_rank = store.ep_rank();
-      for (int64_t l = 0; l < L; ++l) moe_layers.push_back(std::make_unique<MoELayer>(sh, disp));
+      for (int64_t l = 0; l < L; ++l) moe_layers.push_back(std::make_unique<MoELayer>(sh, disp, be));
     }
   }
 
@@ -170,7 +171,7 @@ struct Transformer::Impl {
     std::memcpy(tokens.data(), tok, size_t(N) * sizeof(int32_t));
     std::memcpy(targets.data(), tgt, size_t(N) * sizeof(int32_t));
 
-    ops::embedding_forward(encoded.data(), tokens.data(), wte, wpe, B, T, d);
+    be.embedding_forward(encoded.data(), tokens.data(), wte, wpe, B, T, d);
     const float* x = encoded.data();
     for (int64_t l = 0; l < L; ++l) {
       const int64_t s = keep ? l : 0;
@@ -183,32 +184,32 @@ struct Transformer::Impl {
       float* l_ln2 = ln2.data() + s * N * d;
       float* l_xout = xout.data() + s * N * d;
 
-      ops::layernorm_forward(l_ln1, ln1_mean.data() + s * N, ln1_rstd.data() + s * N, x, w.ln1w, w.ln1b, N, d);
-      ops::linear_forward(l_qkv, l_ln1, w.qkvw, w.qkvb, N, d, 3 * d);
-      ops::attention_forward(l_atty, l_att, l_qkv, B, T, d, H);
-      ops::linear_forward(branch.data(), l_atty, w.projw, w.projb, N, d, d);
-      ops::residual_forward(l_xmid, x, branch.data(), N * d);
+      be.layernorm_forward(l_ln1, ln1_mean.data() + s * N, ln1_rstd.data() + s * N, x, w.ln1w, w.ln1b, N, d);
+      be.linear_forward(l_qkv, l_ln1, w.qkvw, w.qkvb, N, d, 3 * d);
+      be.attention_forward(l_atty, l_att, l_qkv, B, T, d, H);
+      be.linear_forward(branch.data(), l_atty, w.projw, w.projb, N, d, d);
+      be.residual_forward(l_xmid, x, branch.data(), N * d);
 
-      ops::layernorm_forward(l_ln2, ln2_mean.data() + s * N, ln2_rstd.data() + s * N, l_xmid, w.ln2w, w.ln2b, N, d);
+      be.layernorm_forward(l_ln2, ln2_mean.data() + s * N, ln2_rstd.data() + s * N, l_xmid, w.ln2w, w.ln2b, N, d);
       if (!moe) {
         float* l_fch = fch.data() + s * N * dff;
         // ReLU fused into the GEMM; backward needs only its output.
-        ops::linear_relu_forward(l_fch, l_ln2, w.fcw, nullptr, N, d, dff);
-        ops::linear_forward(branch.data(), l_fch, w.fcprojw, nullptr, N, dff, d);
+        be.linear_relu_forward(l_fch, l_ln2, w.fcw, nullptr, N, d, dff);
+        be.linear_forward(branch.data(), l_fch, w.fcprojw, nullptr, N, dff, d);
       } else if (moe_norm) {
         float* l_moe = moe_out.data() + s * N * d;
         moe_layers[l]->forward(l_ln2, l_moe, N, moe_weights(l));
-        ops::layernorm_forward(branch.data(), nrm_mean.data() + s * N, nrm_rstd.data() + s * N, l_moe, w.normw,
+        be.layernorm_forward(branch.data(), nrm_mean.data() + s * N, nrm_rstd.data() + s * N, l_moe, w.normw,
                                w.normb, N, d);
       } else {
         moe_layers[l]->forward(l_ln2, branch.data(), N, moe_weights(l));
       }
-      ops::residual_forward(l_xout, l_xmid, branch.data(), N * d);
+      be.residual_forward(l_xout, l_xmid, branch.data(), N * d);
       x = l_xout;
     }
-    ops::layernorm_forward(lnf.data(), lnf_mean.data(), lnf_rstd.data(), x, lnfw, lnfb, N, d);
-    ops::linear_forward(logits.data(), lnf.data(), headw, nullptr, N, d, V);
-    const double loss = ops::crossentropy_forward(losses.data(), probs.data(), logits.data(), targets.data(), N, V);
+    be.layernorm_forward(lnf.data(), lnf_mean.data(), lnf_rstd.data(), x, lnfw, lnfb, N, d);
+    be.linear_forward(logits.data(), lnf.data(), headw, nullptr, N, d, V);
+    const double loss = be.crossentropy_forward(losses.data(), probs.data(), logits.data(), targets.data(), N, V);
     B_last = B;
     have_backward_state = keep;
     return loss;
@@ -220,11 +221,11 @@ struct Transformer::Impl {
     // The logits are not needed any more: their buffer becomes dlogits.
     float* dlogits = logits.data();
     zero(dlogits, N * V);
-    ops::crossentropy_backward(dlogits, probs.data(), targets.data(), float(loss_scale / double(N)), N, V);
+    be.crossentropy_backward(dlogits, probs.data(), targets.data(), float(loss_scale / double(N)), N, V);
     zero(dln.data(), N * d);
-    ops::linear_backward(dln.data(), g_headw, nullptr, dlogits, lnf.data(), headw, N, d, V);
+    be.linear_backward(dln.data(), g_headw, nullptr, dlogits, lnf.data(), headw, N, d, V);
     zero(dres.data(), N * d);
-    ops::layernorm_backward(dres.data(), g_lnfw, g_lnfb, dln.data(), xout.data() + (L - 1) * N * d, lnfw,
+    be.layernorm_backward(dres.data(), g_lnfw, g_lnfb, dln.data(), xout.data() + (L - 1) * N * d, lnfw,
                             lnf_mean.data(), lnf_rstd.data(), N, d);
 
     for (int64_t l = L - 1; l >= 0; --l) {
@@ -243,14 +244,14 @@ struct Transformer::Impl {
       if (!moe) {
         const float* l_fch = fch.data() + l * N * dff;
         zero(dh1.data(), N * dff);
-        ops::linear_backward(dh1.data(), g.fcprojw, nullptr, dres.data(), l_fch, w.fcprojw, N, dff, d);
-        ops::relu_backward_inplace(dh1.data(), l_fch, N * dff);
-        ops::linear_backward(dln.data(), g.fcw, nullptr, dh1.data(), l_ln2, w.fcw, N, d, dff);
+        be.linear_backward(dh1.data(), g.fcprojw, nullptr, dres.data(), l_fch, w.fcprojw, N, dff, d);
+        be.relu_backward_inplace(dh1.data(), l_fch, N * dff);
+        be.linear_backward(dln.data(), g.fcw, nullptr, dh1.data(), l_ln2, w.fcw, N, d, dff);
       } else {
         const MoEGrads mg{g.router, g.w1, g.w2};
         if (moe_norm) {
           zero(dmoe.data(), N * d);
-          ops::layernorm_backward(dmoe.data(), g.normw, g.normb, dres.data(), moe_out.data() + l * N * d, w.normw,
+          be.layernorm_backward(dmoe.data(), g.normw, g.normb, dres.data(), moe_out.data() + l * N * d, w.normw,
                                   nrm_mean.data() + l * N, nrm_rstd.data() + l * N, N, d);
           moe_layers[l]->backward(dmoe.data(), dln.data(), moe_weights(l), mg, loss_scale);
         } else {
@@ -258,26 +259,26 @@ struct Transformer::Impl {
         }
       }
       // dres becomes ∂L/∂x_mid (identity path + ln2 path).
-      ops::layernorm_backward(dres.data(), g.ln2w, g.ln2b, dln.data(), l_xmid, w.ln2w, ln2_mean.data() + l * N,
+      be.layernorm_backward(dres.data(), g.ln2w, g.ln2b, dln.data(), l_xmid, w.ln2w, ln2_mean.data() + l * N,
                               ln2_rstd.data() + l * N, N, d);
 
       // Attention branch.
       zero(dbr.data(), N * d);
-      ops::linear_backward(dbr.data(), g.projw, g.projb, dres.data(), l_atty, w.projw, N, d, d);
+      be.linear_backward(dbr.data(), g.projw, g.projb, dres.data(), l_atty, w.projw, N, d, d);
       zero(dqkv.data(), N * 3 * d);
-      ops::attention_backward(dqkv.data(), dpreatt.data(), dbr.data(), l_qkv, l_att, B, T, d, H);
+      be.attention_backward(dqkv.data(), dpreatt.data(), dbr.data(), l_qkv, l_att, B, T, d, H);
       zero(dln.data(), N * d);
-      ops::linear_backward(dln.data(), g.qkvw, g.qkvb, dqkv.data(), l_ln1, w.qkvw, N, d, 3 * d);
+      be.linear_backward(dln.data(), g.qkvw, g.qkvb, dqkv.data(), l_ln1, w.qkvw, N, d, 3 * d);
       // dres becomes ∂L/∂x (block input).
-      ops::layernorm_backward(dres.data(), g.ln1w, g.ln1b, dln.data(), x, w.ln1w, ln1_mean.data() + l * N,
+      be.layernorm_backward(dres.data(), g.ln1w, g.ln1b, dln.data(), x, w.ln1w, ln1_mean.data() + l * N,
                               ln1_rstd.data() + l * N, N, d);
     }
-    ops::embedding_backward(g_wte, g_wpe, dres.data(), tokens.data(), B, T, d);
+    be.embedding_backward(g_wte, g_wpe, dres.data(), tokens.data(), B, T, d);
   }
 };
 
-Transformer::Transformer(const Config& cfg, ParamStore& store, Dispatcher& dispatcher)
-    : impl_(std::make_unique<Impl>(cfg, store, dispatcher)) {}
+Transformer::Transformer(const Config& cfg, ParamStore& store, Dispatcher& dispatcher, Backend& be)
+    : impl_(std::make_unique<Impl>(cfg, store, dispatcher, be)) {}
 Transformer::~Transformer() = default;
 
 double Transformer::forward(const int32_t* tokens, const int32_t* targets, int64_t B) {

@@ -55,12 +55,13 @@ void validate(const MoEShape& s) {
 }  // namespace
 
 struct MoELayer::Impl {
-  Impl(const MoEShape& s, Dispatcher& d)
-      : shape(s), disp(d), local(moe::is_local_dispatcher(d) && s.ep_size == 1),
+  Impl(const MoEShape& s, Dispatcher& d, Backend& b)
+      : shape(s), disp(d), be(b), local(moe::is_local_dispatcher(d) && s.ep_size == 1),
         experts(s.local_experts(), s.d_model, s.d_expert) {}
 
   MoEShape shape;
   Dispatcher& disp;
+  Backend& be;  // runs every kernel; the layer only orchestrates
   bool local;  // single-rank dispatcher: no dispatch/combine copies, x re-gathered in backward
   moe::Routes routes;
   moe::Experts experts;
@@ -98,9 +99,9 @@ void MoELayer::Impl::fill_stats() {
   stats.selected_per_expert.assign(r.selected.begin(), r.selected.end());
 }
 
-MoELayer::MoELayer(const MoEShape& shape, Dispatcher& dispatcher) {
+MoELayer::MoELayer(const MoEShape& shape, Dispatcher& dispatcher, Backend& be) {
   validate(shape);
-  impl_ = std::make_unique<Impl>(shape, dispatcher);
+  impl_ = std::make_unique<Impl>(shape, dispatcher, be);
 }
 
 MoELayer::~MoELayer() = default;

@@ -8,7 +8,7 @@
 #include <random>
 #include <vector>
 
-#include "finemoe/ops.hpp"
+#include "backend/cpu/ops.hpp"
 
 namespace ops = finemoe::ops;
 

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "finemoe/backend.hpp"
-#include "finemoe/ops.hpp"
+#include "backend/cpu/ops.hpp"
 #include "gradcheck.hpp"
 
 using namespace finemoe;

@@ -1,9 +1,9 @@
 // Token + learned position embedding.
 #include <omp.h>
 
-#include "finemoe/ops.hpp"
+#include "ops.hpp"
 #include "finemoe/profile.hpp"
-#include "model/omp_util.hpp"
+#include "omp_util.hpp"
 
 namespace finemoe::ops {
 

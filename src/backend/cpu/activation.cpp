@@ -1,5 +1,5 @@
 // Elementwise ops: ReLU and the residual add.
-#include "finemoe/ops.hpp"
+#include "ops.hpp"
 #include "finemoe/profile.hpp"
 
 namespace finemoe::ops {

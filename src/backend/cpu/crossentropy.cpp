@@ -3,7 +3,7 @@
 #include <cmath>
 #include <vector>
 
-#include "finemoe/ops.hpp"
+#include "ops.hpp"
 #include "finemoe/profile.hpp"
 
 namespace finemoe::ops {

@@ -11,10 +11,10 @@
 #include <cstring>
 #include <vector>
 
-#include "finemoe/ops.hpp"
+#include "ops.hpp"
 #include "finemoe/profile.hpp"
-#include "model/omp_util.hpp"
-#include "model/vec8.hpp"
+#include "omp_util.hpp"
+#include "vec8.hpp"
 
 namespace finemoe::ops {
 

@@ -1,8 +1,8 @@
 // Linear layer over the backend GEMM. Weights are [in, out] (row-major), so
 // every product is a plain (non-transposed where possible) sgemm.
 #include "finemoe/backend.hpp"
-#include "finemoe/ops.hpp"
-#include "model/omp_util.hpp"
+#include "ops.hpp"
+#include "omp_util.hpp"
 
 namespace finemoe::ops {
 

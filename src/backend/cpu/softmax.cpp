@@ -12,9 +12,9 @@
 #include <cstdint>
 #include <cstring>
 
-#include "finemoe/ops.hpp"
+#include "ops.hpp"
 #include "finemoe/profile.hpp"
-#include "model/vec8.hpp"
+#include "vec8.hpp"
 
 namespace finemoe::ops {
 

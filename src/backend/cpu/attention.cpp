@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "finemoe/backend.hpp"
-#include "finemoe/ops.hpp"
+#include "ops.hpp"
 #include "finemoe/profile.hpp"
 
 namespace finemoe::ops {

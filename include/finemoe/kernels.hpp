@@ -1,0 +1,105 @@
+// The backend object: every kernel that model, moe and train code runs.
+//
+// One Backend per rank. Model, MoE and training code are orchestration only:
+// they call these kernels over named buffers and never touch OpenMP, vector
+// intrinsics or a math library themselves (cmake/modules.cmake forbids it and
+// the layers.check test enforces it). The CPU backend (cpu_backend(),
+// src/backend/cpu) runs today's kernels: OpenBLAS / oneDNN GEMMs and OpenMP
+// loops. A CUDA backend is an addition that implements this class; the
+// naive reference backend of the tests (tests/backend/naive_backend.hpp)
+// implements it with plain loops, which proves the seam is complete: a
+// training step through it that bypassed the backend would differ.
+//
+// Conventions are those of the llm.c-style kernels they replace:
+// - row-major float arrays; N = rows (tokens), d / C = width; linear weights
+//   [in, out], so out = inp · W (+ b);
+// - every *_backward ACCUMULATES (+=) into its gradient outputs unless its
+//   comment says "overwrites"; forward kernels overwrite their outputs.
+// Pointers are device pointers of this backend (host memory for the CPU).
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "finemoe/backend.hpp"
+
+namespace finemoe {
+
+enum class Device { cpu, cuda };
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  // One line for logs and moe-bench, e.g. "cpu: OpenBLAS sgemm (fp32)".
+  virtual std::string describe() const = 0;
+
+  // ---- GEMM ------------------------------------------------------------------
+  // C[M,N] = alpha · op(A)[M,K] · op(B)[K,N] + beta · C, row-major, leading
+  // dimensions in elements (backend.hpp has the precision rules).
+  virtual void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                    int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
+                    backend::Epilogue epilogue = backend::Epilogue::none) = 0;
+  // fp32 whatever the precision (the router).
+  virtual void gemm_fp32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                         int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) = 0;
+  // `count` problems sharing trans flags, N, K and leading dimensions; own M
+  // (may be 0) and pointers.
+  virtual void grouped_gemm(bool trans_a, bool trans_b, int64_t count, const int64_t* M, int64_t N, int64_t K,
+                            float alpha, const float* const* A, int64_t lda, const float* const* B, int64_t ldb,
+                            float beta, float* const* C, int64_t ldc,
+                            backend::Epilogue epilogue = backend::Epilogue::none) = 0;
+
+  // ---- dense transformer kernels -----------------------------------------------
+  // out[b,t,:] = wte[tokens[b,t],:] + wpe[t,:]
+  virtual void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int64_t B,
+                                 int64_t T, int64_t d) = 0;
+  virtual void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int64_t B,
+                                  int64_t T, int64_t d) = 0;
+  // LayerNorm over the last dim (eps 1e-5); saves mean and rstd [N].
+  virtual void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w,
+                                 const float* b, int64_t N, int64_t d) = 0;
+  virtual void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp,
+                                  const float* w, const float* mean, const float* rstd, int64_t N, int64_t d) = 0;
+  // out[N,OC] = inp[N,C] · W[C,OC] + b[OC] (b may be null)
+  virtual void linear_forward(float* out, const float* inp, const float* W, const float* b, int64_t N, int64_t C,
+                              int64_t OC) = 0;
+  // out = max(inp · W + b, 0)
+  virtual void linear_relu_forward(float* out, const float* inp, const float* W, const float* b, int64_t N,
+                                   int64_t C, int64_t OC) = 0;
+  // dinp may be null (no input gradient wanted); db may be null.
+  virtual void linear_backward(float* dinp, float* dW, float* db, const float* dout, const float* inp,
+                               const float* W, int64_t N, int64_t C, int64_t OC) = 0;
+  // Causal MHA on packed qkv [B,T,3d]; out [B,T,d]; att [B,H,T,T] saved
+  // softmax probabilities; scale 1/sqrt(d/H).
+  virtual void attention_forward(float* out, float* att, const float* qkv, int64_t B, int64_t T, int64_t d,
+                                 int64_t H) = 0;
+  // `scratch` holds B·H·T·T floats.
+  virtual void attention_backward(float* dqkv, float* scratch, const float* dout, const float* qkv,
+                                  const float* att, int64_t B, int64_t T, int64_t d, int64_t H) = 0;
+  virtual void relu_forward(float* out, const float* inp, int64_t n) = 0;
+  // dinp += dout where out > 0
+  virtual void relu_backward(float* dinp, const float* dout, const float* out, int64_t n) = 0;
+  // d = out > 0 ? d : 0, in place
+  virtual void relu_backward_inplace(float* d, const float* out, int64_t n) = 0;
+  // out = a + b
+  virtual void residual_forward(float* out, const float* a, const float* b, int64_t n) = 0;
+  // Softmax cross-entropy over V classes, N rows: probs [N,V], per-row losses
+  // [N] (nats); returns the mean loss.
+  virtual double crossentropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets,
+                                      int64_t N, int64_t V) = 0;
+  // dlogits += scale · (probs - onehot(target))
+  virtual void crossentropy_backward(float* dlogits, const float* probs, const int32_t* targets, float scale,
+                                     int64_t N, int64_t V) = 0;
+  // (end of the dense transformer kernels)
+
+  // ---- MoE kernels: router, selection, permute/unpermute, experts' padding ----
+  // (end of the MoE kernels)
+
+  // ---- optimizer and reductions ------------------------------------------------
+  // (end of the optimizer kernels)
+};
+
+// This process's CPU backend (one per rank; created on first use).
+Backend& cpu_backend();
+
+}  // namespace finemoe

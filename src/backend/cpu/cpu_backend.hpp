@@ -1,0 +1,58 @@
+// The CPU backend: the Backend interface (kernels.hpp) over OpenBLAS/oneDNN
+// GEMMs and OpenMP loops. Private to src/backend/cpu (tests may include it).
+#pragma once
+#include "finemoe/kernels.hpp"
+
+namespace finemoe::cpu {
+
+class CpuBackend final : public Backend {
+ public:
+  Device device() const override { return Device::cpu; }
+  std::string describe() const override;
+
+  // ---- GEMM (cpu_backend.cpp) ----
+  void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+            const float* B, int64_t ldb, float beta, float* C, int64_t ldc, backend::Epilogue epilogue) override;
+  void gemm_fp32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                 int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) override;
+  void grouped_gemm(bool trans_a, bool trans_b, int64_t count, const int64_t* M, int64_t N, int64_t K, float alpha,
+                    const float* const* A, int64_t lda, const float* const* B, int64_t ldb, float beta,
+                    float* const* C, int64_t ldc, backend::Epilogue epilogue) override;
+
+  // ---- dense transformer kernels (cpu_backend.cpp, forwarding to ops) ----
+  void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int64_t B,
+                         int64_t T, int64_t d) override;
+  void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int64_t B, int64_t T,
+                          int64_t d) override;
+  void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,
+                         int64_t N, int64_t d) override;
+  void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
+                          const float* mean, const float* rstd, int64_t N, int64_t d) override;
+  void linear_forward(float* out, const float* inp, const float* W, const float* b, int64_t N, int64_t C,
+                      int64_t OC) override;
+  void linear_relu_forward(float* out, const float* inp, const float* W, const float* b, int64_t N, int64_t C,
+                           int64_t OC) override;
+  void linear_backward(float* dinp, float* dW, float* db, const float* dout, const float* inp, const float* W,
+                       int64_t N, int64_t C, int64_t OC) override;
+  void attention_forward(float* out, float* att, const float* qkv, int64_t B, int64_t T, int64_t d,
+                         int64_t H) override;
+  void attention_backward(float* dqkv, float* scratch, const float* dout, const float* qkv, const float* att,
+                          int64_t B, int64_t T, int64_t d, int64_t H) override;
+  void relu_forward(float* out, const float* inp, int64_t n) override;
+  void relu_backward(float* dinp, const float* dout, const float* out, int64_t n) override;
+  void relu_backward_inplace(float* d, const float* out, int64_t n) override;
+  void residual_forward(float* out, const float* a, const float* b, int64_t n) override;
+  double crossentropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets, int64_t N,
+                              int64_t V) override;
+  void crossentropy_backward(float* dlogits, const float* probs, const int32_t* targets, float scale, int64_t N,
+                             int64_t V) override;
+  // (end of the dense transformer kernels)
+
+  // ---- MoE kernels ----
+  // (end of the MoE kernels)
+
+  // ---- optimizer and reductions ----
+  // (end of the optimizer kernels)
+};
+
+}  // namespace finemoe::cpu

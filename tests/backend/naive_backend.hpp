@@ -1,0 +1,66 @@
+// The naive reference backend: every Backend kernel (kernels.hpp) written as
+// the plain loops of its definition, one thread, no BLAS, no OpenMP, no
+// vector code, fp32 GEMMs whatever backend::precision() says.
+//
+// It exists to prove the backend seam is complete: a training step run
+// through it must agree with the CPU backend within fp32 tolerance, so any
+// computation that bypasses the Backend object (a loop left in model, moe or
+// train code that the naive backend cannot see) shows up as a difference
+// only when it is also wrong in one of them, and any kernel missing here
+// fails to compile. Slow on purpose; test sizes only.
+#pragma once
+#include "finemoe/kernels.hpp"
+
+namespace finemoe::testing {
+
+class NaiveBackend final : public Backend {
+ public:
+  Device device() const override { return Device::cpu; }
+  std::string describe() const override { return "naive reference (plain loops)"; }
+
+  // ---- GEMM (naive_gemm.cpp) ----
+  void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+            const float* B, int64_t ldb, float beta, float* C, int64_t ldc, backend::Epilogue epilogue) override;
+  void gemm_fp32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                 int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) override;
+  void grouped_gemm(bool trans_a, bool trans_b, int64_t count, const int64_t* M, int64_t N, int64_t K, float alpha,
+                    const float* const* A, int64_t lda, const float* const* B, int64_t ldb, float beta,
+                    float* const* C, int64_t ldc, backend::Epilogue epilogue) override;
+
+  // ---- dense transformer kernels (naive_dense.cpp) ----
+  void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int64_t B,
+                         int64_t T, int64_t d) override;
+  void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int64_t B, int64_t T,
+                          int64_t d) override;
+  void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,
+                         int64_t N, int64_t d) override;
+  void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
+                          const float* mean, const float* rstd, int64_t N, int64_t d) override;
+  void linear_forward(float* out, const float* inp, const float* W, const float* b, int64_t N, int64_t C,
+                      int64_t OC) override;
+  void linear_relu_forward(float* out, const float* inp, const float* W, const float* b, int64_t N, int64_t C,
+                           int64_t OC) override;
+  void linear_backward(float* dinp, float* dW, float* db, const float* dout, const float* inp, const float* W,
+                       int64_t N, int64_t C, int64_t OC) override;
+  void attention_forward(float* out, float* att, const float* qkv, int64_t B, int64_t T, int64_t d,
+                         int64_t H) override;
+  void attention_backward(float* dqkv, float* scratch, const float* dout, const float* qkv, const float* att,
+                          int64_t B, int64_t T, int64_t d, int64_t H) override;
+  void relu_forward(float* out, const float* inp, int64_t n) override;
+  void relu_backward(float* dinp, const float* dout, const float* out, int64_t n) override;
+  void relu_backward_inplace(float* d, const float* out, int64_t n) override;
+  void residual_forward(float* out, const float* a, const float* b, int64_t n) override;
+  double crossentropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets, int64_t N,
+                              int64_t V) override;
+  void crossentropy_backward(float* dlogits, const float* probs, const int32_t* targets, float scale, int64_t N,
+                             int64_t V) override;
+  // (end of the dense transformer kernels)
+
+  // ---- MoE kernels (naive_moe.cpp) ----
+  // (end of the MoE kernels)
+
+  // ---- optimizer and reductions (naive_optim.cpp) ----
+  // (end of the optimizer kernels)
+};
+
+}  // namespace finemoe::testing
