@@ -9,6 +9,14 @@
 // Reductions are DETERMINISTIC: every rank sums contributions in rank order
 // (reduce-scatter by all-to-all, local ordered sum, all-gather), so the same
 // rank count gives bit-identical results run to run.
+//
+// Counts are 64-bit everywhere. MPI's are int, so a buffer longer than
+// max_count() elements is moved in pieces of at most that many (each element
+// is still summed over the ranks in rank order, so the bits do not depend on
+// the piece size). The collectives keep their scratch in the Comm object,
+// grow-only: a training step's reductions do not allocate. Buffers are host
+// memory: this is the host MPI implementation; a device (NCCL) one would take
+// the same calls on device pointers.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -46,6 +54,12 @@ class Comm {
   // Collective over the world: every rank must call it at the same point.
   int ranks_on_this_node() const;
   int group_rank(Group g) const;
+
+  // Largest element count one MPI call is given (default INT_MAX). Tests
+  // lower it to exercise the piecewise paths on small buffers; n <= 0 restores
+  // the default. Process-wide.
+  static void set_max_count(int64_t n);
+  static int64_t max_count();
 
   // In-place deterministic sum over the group.
   void allreduce_sum(float* buf, int64_t n, Group g) const;

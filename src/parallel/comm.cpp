@@ -3,6 +3,8 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <atomic>
+#include <climits>
 #include <cstring>
 
 #include "finemoe/error.hpp"
@@ -12,9 +14,16 @@ namespace finemoe {
 struct Comm::Impl {
   MPI_Comm world = MPI_COMM_NULL, ep = MPI_COMM_NULL, dp = MPI_COMM_NULL;
   MPI_Comm get(Group g) const { return g == Group::world ? world : g == Group::ep ? ep : dp; }
+  // Collective scratch, grow-only (vector capacity is kept across calls), so
+  // steady-state steps do not allocate. Comm is used from one thread.
+  std::vector<int> counts, displs, rcounts, rdispls;
+  std::vector<float> gathered, sum;
+  std::vector<MPI_Request> requests;
 };
 
 namespace {
+std::atomic<int64_t> g_max_count{INT_MAX};
+
 void check(int rc, const char* what) {
   if (rc != MPI_SUCCESS) {
     char msg[MPI_MAX_ERROR_STRING];
@@ -98,33 +107,51 @@ const void* Comm::native(Group g) const {
   return g == Group::world ? &impl_->world : g == Group::ep ? &impl_->ep : &impl_->dp;
 }
 
+void Comm::set_max_count(int64_t n) { g_max_count = n > 0 && n <= INT_MAX ? n : int64_t(INT_MAX); }
+int64_t Comm::max_count() { return g_max_count; }
+
 // Deterministic allreduce: split the buffer in P chunks, all-to-all so rank j
 // holds every rank's chunk j, sum them in rank order, all-gather the sums.
+// Buffers longer than max_count() go piece by piece (counts and
+// displacements of one MPI call must fit in int); every element is summed
+// in rank order whatever the pieces, so the result is the same bits.
 void Comm::allreduce_sum(float* buf, int64_t n, Group g) const {
   const int P = group_size(g);
-  if (P == 1 || n == 0) return;
+  if (P == 1 || n <= 0) return;
   MPI_Comm c = impl_->get(g);
   const int me = group_rank(g);
-  std::vector<int> counts(P), displs(P);
-  const int64_t base = n / P, rem = n % P;
-  for (int j = 0, off = 0; j < P; ++j) {
-    counts[j] = int(base + (j < rem ? 1 : 0));
-    displs[j] = off;
-    off += counts[j];
+  Impl& m = *impl_;
+  m.counts.resize(size_t(P));
+  m.displs.resize(size_t(P));
+  m.rcounts.resize(size_t(P));
+  m.rdispls.resize(size_t(P));
+  const int64_t piece_max = max_count();
+  for (int64_t lo = 0; lo < n; lo += piece_max) {
+    const int64_t len = std::min(piece_max, n - lo);
+    float* piece = buf + lo;
+    const int64_t base = len / P, rem = len % P;
+    for (int j = 0, off = 0; j < P; ++j) {
+      m.counts[size_t(j)] = int(base + (j < rem ? 1 : 0));
+      m.displs[size_t(j)] = off;
+      off += m.counts[size_t(j)];
+    }
+    const int mine = m.counts[size_t(me)];
+    m.gathered.resize(size_t(mine) * size_t(P));
+    for (int j = 0; j < P; ++j) {
+      m.rcounts[size_t(j)] = mine;
+      m.rdispls[size_t(j)] = j * mine;  // <= len <= INT_MAX
+    }
+    check(MPI_Alltoallv(piece, m.counts.data(), m.displs.data(), MPI_FLOAT, m.gathered.data(), m.rcounts.data(),
+                        m.rdispls.data(), MPI_FLOAT, c),
+          "Alltoallv(allreduce)");
+    m.sum.assign(size_t(mine), 0.0f);
+    for (int j = 0; j < P; ++j) {
+      const float* src = m.gathered.data() + size_t(j) * size_t(mine);
+      for (int i = 0; i < mine; ++i) m.sum[size_t(i)] += src[i];
+    }
+    check(MPI_Allgatherv(m.sum.data(), mine, MPI_FLOAT, piece, m.counts.data(), m.displs.data(), MPI_FLOAT, c),
+          "Allgatherv(allreduce)");
   }
-  std::vector<float> gathered(static_cast<size_t>(counts[me]) * P);
-  std::vector<int> rcounts(P, counts[me]), rdispls(P);
-  for (int j = 0; j < P; ++j) rdispls[j] = j * counts[me];
-  check(MPI_Alltoallv(buf, counts.data(), displs.data(), MPI_FLOAT, gathered.data(), rcounts.data(),
-                      rdispls.data(), MPI_FLOAT, c),
-        "Alltoallv(allreduce)");
-  std::vector<float> sum(counts[me], 0.0f);
-  for (int j = 0; j < P; ++j) {
-    const float* src = gathered.data() + size_t(j) * counts[me];
-    for (int i = 0; i < counts[me]; ++i) sum[i] += src[i];
-  }
-  check(MPI_Allgatherv(sum.data(), counts[me], MPI_FLOAT, buf, counts.data(), displs.data(), MPI_FLOAT, c),
-        "Allgatherv(allreduce)");
 }
 
 double Comm::allreduce_sum(double x, Group g) const {
@@ -144,8 +171,11 @@ double Comm::allreduce_max(double x, Group g) const {
 }
 
 void Comm::allreduce_sum(int64_t* buf, int64_t n, Group g) const {
-  if (group_size(g) == 1 || n == 0) return;
-  check(MPI_Allreduce(MPI_IN_PLACE, buf, int(n), MPI_INT64_T, MPI_SUM, impl_->get(g)), "Allreduce(int64)");
+  if (group_size(g) == 1 || n <= 0) return;
+  for (int64_t lo = 0; lo < n; lo += max_count())  // integer sums: any order gives the same result
+    check(MPI_Allreduce(MPI_IN_PLACE, buf + lo, int(std::min(max_count(), n - lo)), MPI_INT64_T, MPI_SUM,
+                        impl_->get(g)),
+          "Allreduce(int64)");
 }
 
 bool Comm::any(bool flag) const {
@@ -163,7 +193,8 @@ void Comm::broadcast(std::vector<char>& bytes, int root) const {
   int64_t n = int64_t(bytes.size());
   check(MPI_Bcast(&n, 1, MPI_INT64_T, root, impl_->world), "Bcast");
   bytes.resize(size_t(n));
-  if (n) check(MPI_Bcast(bytes.data(), int(n), MPI_CHAR, root, impl_->world), "Bcast");
+  for (int64_t lo = 0; lo < n; lo += max_count())
+    check(MPI_Bcast(bytes.data() + lo, int(std::min(max_count(), n - lo)), MPI_CHAR, root, impl_->world), "Bcast");
 }
 
 void Comm::broadcast(std::string& s, int root) const {
@@ -187,6 +218,7 @@ std::vector<std::string> Comm::allgather(const std::string& mine) const {
   std::vector<int> counts(size_), displs(size_);
   int64_t total = 0;
   for (int r = 0; r < size_; ++r) {
+    if (total + int64_t(lens[r]) > INT_MAX) throw Error("Comm::allgather: strings longer than 2 GiB in all");
     counts[r] = int(lens[r]);
     displs[r] = int(total);
     total += int64_t(lens[r]);
@@ -203,23 +235,65 @@ std::vector<std::string> Comm::allgather(const std::string& mine) const {
 void Comm::alltoallv(const float* send, const std::vector<int64_t>& send_counts, float* recv,
                      const std::vector<int64_t>& recv_counts, Group g) const {
   const int P = group_size(g);
-  std::vector<int> sc(P), sd(P), rc(P), rd(P);
+  if (int64_t(send_counts.size()) < P || int64_t(recv_counts.size()) < P)
+    throw Error("Comm::alltoallv: " + std::to_string(P) + " counts needed, got " +
+                std::to_string(send_counts.size()) + " and " + std::to_string(recv_counts.size()));
+  Impl& m = *impl_;
   int64_t so = 0, ro = 0;
   for (int j = 0; j < P; ++j) {
-    sc[j] = int(send_counts[j]);
-    sd[j] = int(so);
-    so += send_counts[j];
-    rc[j] = int(recv_counts[j]);
-    rd[j] = int(ro);
-    ro += recv_counts[j];
+    so += send_counts[size_t(j)];
+    ro += recv_counts[size_t(j)];
   }
   if (P == 1) {
     if (so) std::memcpy(recv, send, size_t(so) * sizeof(float));
     return;
   }
-  check(MPI_Alltoallv(send, sc.data(), sd.data(), MPI_FLOAT, recv, rc.data(), rd.data(), MPI_FLOAT,
-                      impl_->get(g)),
-        "Alltoallv");
+  MPI_Comm c = impl_->get(g);
+  if (std::max(so, ro) <= max_count()) {  // one MPI_Alltoallv: every count and displacement fits in int
+    m.counts.resize(size_t(P));
+    m.displs.resize(size_t(P));
+    m.rcounts.resize(size_t(P));
+    m.rdispls.resize(size_t(P));
+    so = ro = 0;
+    for (int j = 0; j < P; ++j) {
+      m.counts[size_t(j)] = int(send_counts[size_t(j)]);
+      m.displs[size_t(j)] = int(so);
+      so += send_counts[size_t(j)];
+      m.rcounts[size_t(j)] = int(recv_counts[size_t(j)]);
+      m.rdispls[size_t(j)] = int(ro);
+      ro += recv_counts[size_t(j)];
+    }
+    check(MPI_Alltoallv(send, m.counts.data(), m.displs.data(), MPI_FLOAT, recv, m.rcounts.data(),
+                        m.rdispls.data(), MPI_FLOAT, c),
+          "Alltoallv");
+    return;
+  }
+  // Larger than one call can describe: point-to-point pieces of at most
+  // max_count() elements, addressed with 64-bit offsets. Piece k of the
+  // block for rank j is tagged k, so pieces match in order.
+  m.requests.clear();
+  so = ro = 0;
+  for (int j = 0; j < P; ++j) {
+    const int64_t rn = recv_counts[size_t(j)];
+    for (int64_t lo = 0, k = 0; lo < rn; lo += max_count(), ++k) {
+      m.requests.emplace_back();
+      check(MPI_Irecv(recv + ro + lo, int(std::min(max_count(), rn - lo)), MPI_FLOAT, j, int(k % 32768), c,
+                      &m.requests.back()),
+            "Irecv(alltoallv)");
+    }
+    ro += rn;
+  }
+  for (int j = 0; j < P; ++j) {
+    const int64_t sn = send_counts[size_t(j)];
+    for (int64_t lo = 0, k = 0; lo < sn; lo += max_count(), ++k) {
+      m.requests.emplace_back();
+      check(MPI_Isend(send + so + lo, int(std::min(max_count(), sn - lo)), MPI_FLOAT, j, int(k % 32768), c,
+                      &m.requests.back()),
+            "Isend(alltoallv)");
+    }
+    so += sn;
+  }
+  check(MPI_Waitall(int(m.requests.size()), m.requests.data(), MPI_STATUSES_IGNORE), "Waitall(alltoallv)");
 }
 
 void Comm::alltoall(const std::vector<int64_t>& send, std::vector<int64_t>& recv, Group g) const {

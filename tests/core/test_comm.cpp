@@ -60,6 +60,55 @@ TEST(Comm, AlltoallvMovesRows) {
     for (int k = 0; k <= c.rank(); ++k) EXPECT_EQ(recv[size_t(j * (c.rank() + 1) + k)], float(j * 100 + c.rank()));
 }
 
+// MPI counts are int; Comm splits longer buffers into pieces of at most
+// max_count() elements. Lowering the limit to 7 runs the piecewise paths on
+// small buffers: the allreduce must give the same bits as the serial
+// rank-order sum (each element is still summed in rank order), the
+// all-to-all (point-to-point pieces when a rank's total exceeds the limit)
+// the same rows, the int64 sum and the broadcast the same values.
+TEST(Comm, PiecewiseCollectivesBelowTheCountLimitGiveTheSameResults) {
+  Comm c(1);
+  struct Restore {
+    ~Restore() { Comm::set_max_count(0); }
+  } restore;
+  Comm::set_max_count(7);
+  ASSERT_EQ(Comm::max_count(), 7);
+  for (int64_t n : {int64_t(3), int64_t(7), int64_t(8), int64_t(1000)}) {
+    std::vector<float> buf(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) buf[size_t(i)] = contribution(c.rank(), i);
+    c.allreduce_sum(buf.data(), n, Group::world);
+    for (int64_t i = 0; i < n; ++i) {
+      float ref = 0;
+      for (int r = 0; r < c.size(); ++r) ref += contribution(r, i);
+      ASSERT_EQ(buf[size_t(i)], ref) << "n=" << n << " i=" << i;
+    }
+  }
+  std::vector<int64_t> ints(20);
+  for (size_t i = 0; i < ints.size(); ++i) ints[i] = int64_t(i) * (c.rank() + 1);
+  c.allreduce_sum(ints.data(), int64_t(ints.size()), Group::world);
+  const int64_t ranksum = int64_t(c.size()) * (c.size() + 1) / 2;
+  for (size_t i = 0; i < ints.size(); ++i) ASSERT_EQ(ints[i], int64_t(i) * ranksum);
+
+  // Rank r sends 5·(j+1) values to rank j: up to 20 per peer, 50 in all at 4 ranks.
+  const int P = c.size();
+  std::vector<int64_t> sc(P), rc(P);
+  std::vector<float> send;
+  for (int j = 0; j < P; ++j) {
+    sc[size_t(j)] = 5 * (j + 1);
+    rc[size_t(j)] = 5 * (c.rank() + 1);
+    for (int k = 0; k < sc[size_t(j)]; ++k) send.push_back(float(c.rank() * 1000 + j * 100 + k));
+  }
+  std::vector<float> recv(size_t(P * 5 * (c.rank() + 1)), -1.0f);
+  c.alltoallv(send.data(), sc, recv.data(), rc, Group::world);
+  for (int j = 0; j < P; ++j)
+    for (int k = 0; k < rc[size_t(j)]; ++k)
+      ASSERT_EQ(recv[size_t(j * rc[size_t(j)] + k)], float(j * 1000 + c.rank() * 100 + k)) << "from " << j;
+
+  std::string s = c.rank() == 0 ? std::string(50, 'x') + "end" : "";
+  c.broadcast(s);
+  EXPECT_EQ(s, std::string(50, 'x') + "end");
+}
+
 // Only the last rank fails (as when one rank cannot open its shard): every
 // rank must get the same CollectiveError, with that rank's message and exit
 // code, instead of the others hanging in their next collective.
