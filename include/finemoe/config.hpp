@@ -99,9 +99,9 @@ struct Config {
   // Derived quantities.
   bool dense() const { return model.ffn == "dense"; }
   int64_t n_heads() const { return model.d_model / model.head_dim; }
-  int64_t n_experts() const { return dense() ? 1 : moe.experts * moe.granularity; }
-  int64_t d_ff() const { return 4 * model.d_model; }
-  int64_t d_expert() const { return dense() ? d_ff() : d_ff() / moe.granularity; }
+  int64_t n_experts() const { return ffn_experts(dense(), moe.experts, moe.granularity); }
+  int64_t d_ff() const { return ffn_hidden(model.d_model); }
+  int64_t d_expert() const { return ffn_expert_width(dense(), model.d_model, moe.granularity); }
   int64_t top_k() const { return moe.top_k > 0 ? moe.top_k : moe.granularity; }
   // The balance-loss coefficient in force: moe.balance_loss, or for "auto"
   // 0.01 with token choice and 0 with expert choice (balanced by

@@ -19,6 +19,15 @@ namespace finemoe {
 constexpr double kFlopsPerParamFwdBwd = 6.0;   // c_f: 2 forward + 4 backward
 constexpr double kRouterFlopsCoeff = 14.0;      // c_r: paper's router constant
 
+// The FFN's shape, the one definition every part of finemoe uses (Config's
+// derived quantities, count_model, the MoE layer's shape): E·G experts of
+// width 4d/G, or one "expert" of width 4d for a dense model.
+constexpr int64_t ffn_hidden(int64_t d_model) { return 4 * d_model; }
+constexpr int64_t ffn_experts(bool dense, int64_t E, int64_t G) { return dense ? 1 : E * G; }
+constexpr int64_t ffn_expert_width(bool dense, int64_t d_model, int64_t G) {
+  return dense ? ffn_hidden(d_model) : ffn_hidden(d_model) / G;
+}
+
 struct ModelShape {
   int64_t d_model = 0;
   int64_t n_blocks = 0;

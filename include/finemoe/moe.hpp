@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "finemoe/config.hpp"
 #include "finemoe/kernels.hpp"
 #include "finemoe/memory.hpp"
 
@@ -51,6 +52,12 @@ struct MoEShape {
   int64_t local_experts() const { return n_experts / ep_size; }
   int64_t first_expert() const { return ep_rank * local_experts(); }
 };
+
+// "expert_choice" | "token_choice"; ConfigError naming moe.routing otherwise.
+Routing parse_routing(const std::string& name);
+// The layer shape of `cfg` for EP rank ep_rank of ep_size (the one place it
+// is derived from a Config; expert count and width from counting.hpp).
+MoEShape moe_shape(const Config& cfg, int64_t ep_size = 1, int64_t ep_rank = 0);
 
 // Telemetry of the last forward pass (this rank's tokens).
 struct RoutingStats {

@@ -17,9 +17,9 @@ ModelCounts count_model(const ModelShape& s) {
                T = double(s.seq_len);
   const double E = s.dense ? 1.0 : double(s.expansion);
   const double G = s.dense ? 1.0 : double(s.granularity);
-  c.n_experts = s.dense ? 1 : s.expansion * s.granularity;
-  c.d_ff = 4 * s.d_model;
-  c.d_expert = s.dense ? c.d_ff : c.d_ff / s.granularity;
+  c.n_experts = ffn_experts(s.dense, s.expansion, s.granularity);
+  c.d_ff = ffn_hidden(s.d_model);
+  c.d_expert = ffn_expert_width(s.dense, s.d_model, s.granularity);
   c.N = law_N(d, L, E);
   c.N_active = law_N_active(d, L);
   c.embedding_params = V * d + T * d + d * V;

@@ -22,12 +22,6 @@ namespace {
 
 void zero(float* p, int64_t n) { std::memset(p, 0, size_t(n) * sizeof(float)); }
 
-Routing parse_routing(const std::string& s) {
-  if (s == "expert_choice") return Routing::expert_choice;
-  if (s == "token_choice") return Routing::token_choice;
-  throw ConfigError("config key 'moe.routing': unknown routing '" + s + "' (expert_choice | token_choice)");
-}
-
 // Parameter (or gradient) pointers of one block.
 struct BlockTensors {
   float *ln1w, *ln1b, *qkvw, *qkvb, *projw, *projb, *ln2w, *ln2b;
@@ -110,21 +104,7 @@ struct Transformer::Impl {
     }
 
     if (moe) {
-      MoEShape sh;
-      sh.d_model = d;
-      sh.E = cfg.moe.experts;
-      sh.G = cfg.moe.granularity;
-      sh.n_experts = cfg.n_experts();
-      sh.d_expert = cfg.d_expert();
-      sh.routing = parse_routing(cfg.moe.routing);
-      sh.group_size = cfg.moe.group_size;
-      sh.capacity = cfg.expert_capacity();
-      sh.capacity_factor = cfg.moe.capacity_factor;
-      sh.top_k = cfg.top_k();
-      sh.balance_loss = cfg.balance_loss_coef();
-      sh.z_loss = cfg.moe.z_loss;
-      sh.ep_size = store.ep_size();
-      sh.ep_rank = store.ep_rank();
+      const MoEShape sh = moe_shape(cfg, store.ep_size(), store.ep_rank());
       for (int64_t l = 0; l < L; ++l) moe_layers.push_back(std::make_unique<MoELayer>(sh, disp, be));
     }
   }
