@@ -33,6 +33,18 @@ class Backend {
   // One line for logs and moe-bench, e.g. "cpu: OpenBLAS sgemm (fp32)".
   virtual std::string describe() const = 0;
 
+  // ---- memory ------------------------------------------------------------------
+  // This backend's memory (host memory for the CPU): 64-byte aligned (GEMM
+  // operands), zero-filled. Use DeviceBuffer below rather than these.
+  virtual void* allocate(int64_t bytes) = 0;
+  virtual void deallocate(void* p) = 0;
+  virtual void fill_zero(float* x, int64_t n) = 0;
+  // Explicit copies where a human, a file or the data loader needs host
+  // values; `copy` stays in this backend's memory.
+  virtual void copy_from_host(void* dst, const void* host_src, int64_t bytes) = 0;
+  virtual void copy_to_host(void* host_dst, const void* src, int64_t bytes) = 0;
+  virtual void copy(void* dst, const void* src, int64_t bytes) = 0;
+
   // ---- GEMM ------------------------------------------------------------------
   // C[M,N] = alpha · op(A)[M,K] · op(B)[K,N] + beta · C, row-major, leading
   // dimensions in elements (backend.hpp has the precision rules).
@@ -101,5 +113,38 @@ class Backend {
 
 // This process's CPU backend (one per rank; created on first use).
 Backend& cpu_backend();
+
+// An owning array of T in a backend's memory: zero-filled on (re)allocation,
+// reallocated only when the size changes (callers size it once per shape, so
+// steady-state steps do not allocate). No element access: the memory may not
+// be the host's; read it through Backend::copy_to_host.
+template <typename T>
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(Backend& be) : be_(&be) {}
+  ~DeviceBuffer() { release(); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  void resize(int64_t n) {
+    if (n == n_) return;
+    release();
+    if (n > 0) p_ = static_cast<T*>(be_->allocate(n * int64_t(sizeof(T))));
+    n_ = n;
+  }
+  T* data() { return p_; }
+  const T* data() const { return p_; }
+  int64_t size() const { return n_; }
+  Backend& backend() const { return *be_; }
+
+ private:
+  void release() {
+    if (p_) be_->deallocate(p_);
+    p_ = nullptr;
+    n_ = 0;
+  }
+  Backend* be_;
+  T* p_ = nullptr;
+  int64_t n_ = 0;
+};
 
 }  // namespace finemoe

@@ -20,8 +20,6 @@ namespace finemoe {
 
 namespace {
 
-void zero(float* p, int64_t n) { std::memset(p, 0, size_t(n) * sizeof(float)); }
-
 // Parameter (or gradient) pointers of one block.
 struct BlockTensors {
   float *ln1w, *ln1b, *qkvw, *qkvb, *projw, *projb, *ln2w, *ln2b;
@@ -48,22 +46,22 @@ struct Transformer::Impl {
   int64_t B_alloc = 0;
   int64_t B_last = 0;
   bool have_backward_state = false;
-  Buffer<int32_t> tokens, targets;          // copies of the last forward's inputs
-  Buffer<float> encoded;                    // [BT,d]
-  Buffer<float> ln1, ln1_mean, ln1_rstd;    // [L,BT,d], [L,BT]
-  Buffer<float> qkv;                        // [L,BT,3d]
-  Buffer<float> att;                        // [L,B,H,T,T]
-  Buffer<float> atty;                       // [L,BT,d]
-  Buffer<float> xmid;                       // [L,BT,d]  residual after attention
-  Buffer<float> ln2, ln2_mean, ln2_rstd;    // [L,BT,d], [L,BT]
-  Buffer<float> fch;                        // dense: [L,BT,4d] ReLU output
-  Buffer<float> moe_out, nrm_mean, nrm_rstd;  // moe + norm: [L,BT,d], [L,BT]
-  Buffer<float> xout;                       // [L,BT,d]  block output
-  Buffer<float> lnf, lnf_mean, lnf_rstd;    // [BT,d], [BT]
-  Buffer<float> logits, probs, losses;      // [BT,V] (logits reused as dlogits), [BT]
-  Buffer<float> branch;                     // [BT,d] branch output before the residual add
+  DeviceBuffer<int32_t> tokens{be}, targets{be};  // copies of the last forward's inputs
+  DeviceBuffer<float> encoded{be};  // [BT,d]
+  DeviceBuffer<float> ln1{be}, ln1_mean{be}, ln1_rstd{be};  // [L,BT,d], [L,BT]
+  DeviceBuffer<float> qkv{be};  // [L,BT,3d]
+  DeviceBuffer<float> att{be};  // [L,B,H,T,T]
+  DeviceBuffer<float> atty{be};  // [L,BT,d]
+  DeviceBuffer<float> xmid{be};  // [L,BT,d]  residual after attention
+  DeviceBuffer<float> ln2{be}, ln2_mean{be}, ln2_rstd{be};  // [L,BT,d], [L,BT]
+  DeviceBuffer<float> fch{be};  // dense: [L,BT,4d] ReLU output
+  DeviceBuffer<float> moe_out{be}, nrm_mean{be}, nrm_rstd{be};  // moe + norm: [L,BT,d], [L,BT]
+  DeviceBuffer<float> xout{be};  // [L,BT,d]  block output
+  DeviceBuffer<float> lnf{be}, lnf_mean{be}, lnf_rstd{be};  // [BT,d], [BT]
+  DeviceBuffer<float> logits{be}, probs{be}, losses{be};  // [BT,V] (logits reused as dlogits), [BT]
+  DeviceBuffer<float> branch{be};  // [BT,d] branch output before the residual add
   // ---- backward scratch ----
-  Buffer<float> dres, dbr, dln, dqkv, dpreatt, dh1, dmoe;
+  DeviceBuffer<float> dres{be}, dbr{be}, dln{be}, dqkv{be}, dpreatt{be}, dh1{be}, dmoe{be};
 
   Impl(const Config& c, ParamStore& s, Dispatcher& disp, Backend& b) : cfg(c), store(s), be(b) {
     L = cfg.model.n_blocks;
@@ -112,12 +110,12 @@ struct Transformer::Impl {
   void ensure(int64_t B) {
     if (B <= 0) throw Error("Transformer: batch size must be positive, got " + std::to_string(B));
     if (B <= B_alloc) return;
-    const size_t N = size_t(B * T), Lz = size_t(L);
+    const int64_t N = B * T, Lz = L;
     tokens.resize(N); targets.resize(N);
     encoded.resize(N * d);
     ln1.resize(Lz * N * d); ln1_mean.resize(Lz * N); ln1_rstd.resize(Lz * N);
     qkv.resize(Lz * N * 3 * d);
-    att.resize(Lz * size_t(B * H * T * T));
+    att.resize(Lz * B * H * T * T);
     atty.resize(Lz * N * d);
     xmid.resize(Lz * N * d);
     ln2.resize(Lz * N * d); ln2_mean.resize(Lz * N); ln2_rstd.resize(Lz * N);
@@ -128,7 +126,7 @@ struct Transformer::Impl {
     logits.resize(N * V); probs.resize(N * V); losses.resize(N);
     branch.resize(N * d);
     dres.resize(N * d); dbr.resize(N * d); dln.resize(N * d); dqkv.resize(N * 3 * d);
-    dpreatt.resize(size_t(B * H * T * T));
+    dpreatt.resize(B * H * T * T);
     if (!moe) dh1.resize(N * dff);
     if (moe_norm) dmoe.resize(N * d);
     B_alloc = B;
@@ -148,8 +146,8 @@ struct Transformer::Impl {
                         " at position " + std::to_string(i) + " is outside the vocabulary [0, " + std::to_string(V) +
                         ")");
     }
-    std::memcpy(tokens.data(), tok, size_t(N) * sizeof(int32_t));
-    std::memcpy(targets.data(), tgt, size_t(N) * sizeof(int32_t));
+    be.copy_from_host(tokens.data(), tok, N * int64_t(sizeof(int32_t)));
+    be.copy_from_host(targets.data(), tgt, N * int64_t(sizeof(int32_t)));
 
     be.embedding_forward(encoded.data(), tokens.data(), wte, wpe, B, T, d);
     const float* x = encoded.data();
@@ -200,11 +198,11 @@ struct Transformer::Impl {
     const int64_t B = B_last, N = B * T;
     // The logits are not needed any more: their buffer becomes dlogits.
     float* dlogits = logits.data();
-    zero(dlogits, N * V);
+    be.fill_zero(dlogits, N * V);
     be.crossentropy_backward(dlogits, probs.data(), targets.data(), float(loss_scale / double(N)), N, V);
-    zero(dln.data(), N * d);
+    be.fill_zero(dln.data(), N * d);
     be.linear_backward(dln.data(), g_headw, nullptr, dlogits, lnf.data(), headw, N, d, V);
-    zero(dres.data(), N * d);
+    be.fill_zero(dres.data(), N * d);
     be.layernorm_backward(dres.data(), g_lnfw, g_lnfb, dln.data(), xout.data() + (L - 1) * N * d, lnfw,
                             lnf_mean.data(), lnf_rstd.data(), N, d);
 
@@ -220,17 +218,17 @@ struct Transformer::Impl {
       const float* l_ln2 = ln2.data() + l * N * d;
 
       // FFN branch: dres = ∂L/∂x_out = ∂L/∂(branch output).
-      zero(dln.data(), N * d);
+      be.fill_zero(dln.data(), N * d);
       if (!moe) {
         const float* l_fch = fch.data() + l * N * dff;
-        zero(dh1.data(), N * dff);
+        be.fill_zero(dh1.data(), N * dff);
         be.linear_backward(dh1.data(), g.fcprojw, nullptr, dres.data(), l_fch, w.fcprojw, N, dff, d);
         be.relu_backward_inplace(dh1.data(), l_fch, N * dff);
         be.linear_backward(dln.data(), g.fcw, nullptr, dh1.data(), l_ln2, w.fcw, N, d, dff);
       } else {
         const MoEGrads mg{g.router, g.w1, g.w2};
         if (moe_norm) {
-          zero(dmoe.data(), N * d);
+          be.fill_zero(dmoe.data(), N * d);
           be.layernorm_backward(dmoe.data(), g.normw, g.normb, dres.data(), moe_out.data() + l * N * d, w.normw,
                                   nrm_mean.data() + l * N, nrm_rstd.data() + l * N, N, d);
           moe_layers[l]->backward(dmoe.data(), dln.data(), moe_weights(l), mg, loss_scale);
@@ -243,11 +241,11 @@ struct Transformer::Impl {
                               ln2_rstd.data() + l * N, N, d);
 
       // Attention branch.
-      zero(dbr.data(), N * d);
+      be.fill_zero(dbr.data(), N * d);
       be.linear_backward(dbr.data(), g.projw, g.projb, dres.data(), l_atty, w.projw, N, d, d);
-      zero(dqkv.data(), N * 3 * d);
+      be.fill_zero(dqkv.data(), N * 3 * d);
       be.attention_backward(dqkv.data(), dpreatt.data(), dbr.data(), l_qkv, l_att, B, T, d, H);
-      zero(dln.data(), N * d);
+      be.fill_zero(dln.data(), N * d);
       be.linear_backward(dln.data(), g.qkvw, g.qkvb, dqkv.data(), l_ln1, w.qkvw, N, d, 3 * d);
       // dres becomes ∂L/∂x (block input).
       be.layernorm_backward(dres.data(), g.ln1w, g.ln1b, dln.data(), x, w.ln1w, ln1_mean.data() + l * N,

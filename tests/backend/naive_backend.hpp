@@ -18,6 +18,14 @@ class NaiveBackend final : public Backend {
   Device device() const override { return Device::cpu; }
   std::string describe() const override { return "naive reference (plain loops)"; }
 
+  // ---- memory (naive_gemm.cpp) ----
+  void* allocate(int64_t bytes) override;
+  void deallocate(void* p) override;
+  void fill_zero(float* x, int64_t n) override;
+  void copy_from_host(void* dst, const void* host_src, int64_t bytes) override;
+  void copy_to_host(void* host_dst, const void* src, int64_t bytes) override;
+  void copy(void* dst, const void* src, int64_t bytes) override;
+
   // ---- GEMM (naive_gemm.cpp) ----
   void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
             const float* B, int64_t ldb, float beta, float* C, int64_t ldc, backend::Epilogue epilogue) override;

@@ -1,10 +1,30 @@
 // Naive GEMMs: the triple loop of the definition, accumulated in double so
 // that the reference is more accurate than any engine it is compared with.
 #include <algorithm>
+#include <cstdlib>
+#include <new>
 
 #include "naive_backend.hpp"
 
 namespace finemoe::testing {
+
+// Memory: plain malloc'd host memory, byte loops for fills and copies.
+void* NaiveBackend::allocate(int64_t bytes) {
+  const size_t rounded = ((size_t(bytes) + 63) / 64) * 64;
+  void* p = std::aligned_alloc(64, rounded);
+  if (!p) throw std::bad_alloc();
+  for (size_t i = 0; i < rounded; ++i) static_cast<unsigned char*>(p)[i] = 0;
+  return p;
+}
+void NaiveBackend::deallocate(void* p) { std::free(p); }
+void NaiveBackend::fill_zero(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = 0.0f;
+}
+void NaiveBackend::copy_from_host(void* dst, const void* src, int64_t bytes) { copy(dst, src, bytes); }
+void NaiveBackend::copy_to_host(void* dst, const void* src, int64_t bytes) { copy(dst, src, bytes); }
+void NaiveBackend::copy(void* dst, const void* src, int64_t bytes) {
+  for (int64_t i = 0; i < bytes; ++i) static_cast<unsigned char*>(dst)[i] = static_cast<const unsigned char*>(src)[i];
+}
 
 void NaiveBackend::gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                         const float* B, int64_t ldb, float beta, float* C, int64_t ldc, backend::Epilogue ep) {

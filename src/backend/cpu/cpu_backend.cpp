@@ -3,6 +3,11 @@
 // (and the bits) are those the model ran before the backend object existed.
 #include "cpu_backend.hpp"
 
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "finemoe/memory.hpp"
 #include "ops.hpp"
 
 namespace finemoe {
@@ -15,6 +20,29 @@ Backend& cpu_backend() {
 namespace cpu {
 
 std::string CpuBackend::describe() const { return "cpu: " + backend::engine_description(); }
+
+// Host memory, as Buffer<T> (memory.hpp) allocates it: aligned for the GEMM
+// engines, zero-filled.
+void* CpuBackend::allocate(int64_t bytes) {
+  const size_t rounded = ((size_t(bytes) + kAlign - 1) / kAlign) * kAlign;
+  void* p = std::aligned_alloc(kAlign, rounded);
+  if (!p) throw std::bad_alloc();
+  std::memset(p, 0, rounded);
+  return p;
+}
+void CpuBackend::deallocate(void* p) { std::free(p); }
+void CpuBackend::fill_zero(float* x, int64_t n) {
+  if (n > 0) std::memset(x, 0, size_t(n) * sizeof(float));
+}
+void CpuBackend::copy_from_host(void* dst, const void* src, int64_t bytes) {
+  if (bytes > 0) std::memcpy(dst, src, size_t(bytes));
+}
+void CpuBackend::copy_to_host(void* dst, const void* src, int64_t bytes) {
+  if (bytes > 0) std::memcpy(dst, src, size_t(bytes));
+}
+void CpuBackend::copy(void* dst, const void* src, int64_t bytes) {
+  if (bytes > 0) std::memcpy(dst, src, size_t(bytes));
+}
 
 void CpuBackend::gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                       const float* B, int64_t ldb, float beta, float* C, int64_t ldc, backend::Epilogue ep) {
