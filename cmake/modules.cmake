@@ -64,10 +64,11 @@ finemoe_module(moe DIR src/moe
   HEADERS moe.hpp)
 
 # The transformer's orchestration (blocks, dense FFN or MoE, loss) over the
-# Backend's kernels; parameter declaration and initialisation.
+# Backend's kernels; parameter declaration and initialisation (whose random
+# draws are a Backend kernel too). No OpenMP: every loop worth threading is a
+# kernel of the backend.
 finemoe_module(model DIR src/model
   DEPS core backend_cpu moe
-  USES openmp
   HEADERS model.hpp)
 
 # Communicators, deterministic collectives, start-up agreement, all-to-all

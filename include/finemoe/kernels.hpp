@@ -102,6 +102,13 @@ class Backend {
   // dlogits += scale · (probs - onehot(target))
   virtual void crossentropy_backward(float* dlogits, const float* probs, const int32_t* targets, float scale,
                                      int64_t N, int64_t V) = 0;
+  // Parameter initialisation: overwrites rows [0, rows) of w (row_elems floats
+  // each) with sigma · truncated normal (±2σ, rng.hpp). Row r draws its values
+  // in order from the counter-based stream Rng(seed, stream).split(row0 + r),
+  // so every row depends only on (seed, stream, its GLOBAL row row0 + r), not
+  // on the rank or thread that fills it: backends must match bit for bit.
+  virtual void init_truncated_normal(float* w, int64_t rows, int64_t row_elems, int64_t row0, double sigma,
+                                     uint64_t seed, uint64_t stream) = 0;
   // (end of the dense transformer kernels)
 
   // ---- MoE kernels: router, selection, permute/unpermute, experts' padding ----

@@ -30,8 +30,10 @@ void declare_parameters(const Config& cfg, ParamStore& store);
 // σ = sqrt(init_scale / fan_in); expert w2 uses fan_in = 4·d; LayerNorm weights
 // 1, biases 0. Each tensor, and each expert row, draws from its own
 // counter-based stream keyed by (seed, name, global row), so the weights do not
-// depend on how experts are sharded over ranks.
-void init_parameters(const Config& cfg, ParamStore& store, uint64_t seed);
+// depend on how experts are sharded over ranks. The random draws run on `be`
+// (Backend::init_truncated_normal, the rank's backend): every backend gives
+// the same bits.
+void init_parameters(const Config& cfg, ParamStore& store, uint64_t seed, Backend& be = cpu_backend());
 
 class Transformer {
  public:

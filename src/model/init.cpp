@@ -68,7 +68,7 @@ void declare_parameters(const Config& cfg, ParamStore& store) {
   store.add("head.w", {d, V}, R, d);
 }
 
-void init_parameters(const Config& cfg, ParamStore& store, uint64_t seed) {
+void init_parameters(const Config& cfg, ParamStore& store, uint64_t seed, Backend& be) {
   const Rng root(seed, 0);
   for (const ParamInfo& p : store.params()) {
     float* w = store.param(p.name);
@@ -81,15 +81,10 @@ void init_parameters(const Config& cfg, ParamStore& store, uint64_t seed) {
     if (p.fan_in <= 0) throw Error("init_parameters: tensor '" + p.name + "' has no fan_in");
     const double sigma = std::sqrt(cfg.model.init_scale / double(p.fan_in));
     const Rng tensor_rng = root.split(name_hash(p.name));
-    const int64_t row_elems = p.row_elems();
-    // One stream per GLOBAL dim-0 row: expert rows draw the same numbers
-    // whichever rank holds them, and rows can be filled in parallel.
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < p.local_rows; ++r) {
-      Rng rng = tensor_rng.split(uint64_t(p.row0 + r));
-      float* row = w + r * row_elems;
-      for (int64_t i = 0; i < row_elems; ++i) row[i] = float(sigma * rng.truncated_normal());
-    }
+    // One stream per GLOBAL dim-0 row (the backend's kernel): expert rows
+    // draw the same numbers whichever rank holds them, and rows can be filled
+    // in parallel.
+    be.init_truncated_normal(w, p.local_rows, p.row_elems(), p.row0, sigma, tensor_rng.seed(), tensor_rng.stream());
   }
 }
 

@@ -1,4 +1,7 @@
-// The decoder-only transformer: forward/backward over the ops, llm.c style.
+// The decoder-only transformer: forward/backward as orchestration over the
+// rank's Backend (finemoe/kernels.hpp), llm.c style. Every kernel, GEMM or
+// elementwise loop, runs in the backend (the CPU one: src/backend/cpu); this
+// file only sequences them over named buffers (and zeroes gradients).
 //
 // Block (pre-LN):  x_mid = x + proj(attn(qkv(ln1(x))))
 //                  x_out = x_mid + ffn(ln2(x_mid))

@@ -54,6 +54,9 @@ class CpuBackend final : public Backend {
                               int64_t V) override;
   void crossentropy_backward(float* dlogits, const float* probs, const int32_t* targets, float scale, int64_t N,
                              int64_t V) override;
+  // parameter initialisation (init_kernels.cpp)
+  void init_truncated_normal(float* w, int64_t rows, int64_t row_elems, int64_t row0, double sigma, uint64_t seed,
+                             uint64_t stream) override;
   // (end of the dense transformer kernels)
 
   // ---- MoE kernels ----

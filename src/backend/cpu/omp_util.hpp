@@ -1,4 +1,4 @@
-// Small OpenMP helpers shared by the model's ops (private to src/model).
+// Small OpenMP helpers shared by the CPU backend's kernels (private to src/backend/cpu).
 #pragma once
 #include <omp.h>
 

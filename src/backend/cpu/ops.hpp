@@ -1,5 +1,14 @@
-// Forward/backward pairs of the dense transformer's ops, llm.c style: plain
-// functions over raw row-major float arrays, readable top to bottom.
+// The CPU backend's dense transformer kernels: forward/backward pairs, llm.c
+// style, plain functions over raw row-major float arrays, readable top to
+// bottom (GEMMs through backend.hpp's engines, the rest OpenMP loops with
+// fixed summation orders).
+//
+// Private to src/backend/cpu. Model code does not call these: it calls the
+// Backend object (finemoe/kernels.hpp), and cpu::CpuBackend
+// (cpu_backend.cpp) forwards each dense kernel to the function of the same
+// name here, so this is what the CPU backend runs. Other backends (the naive
+// reference of the tests, a CUDA one) implement the same definitions their
+// own way; the definitions and conventions below are kernels.hpp's.
 //
 // Conventions
 // - N = rows (tokens), d / C = width. Linear weights are stored [in, out], so
