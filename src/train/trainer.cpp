@@ -1,6 +1,5 @@
 #include "finemoe/trainer.hpp"
 
-#include <omp.h>
 #include <sys/stat.h>
 
 #include <chrono>
@@ -68,16 +67,6 @@ double measure_gemm_peak_flops() {
     best = std::min(best, seconds_since(t0));
   }
   return 2.0 * double(n) * n * n / best;
-}
-
-// Name of the first tensor whose gradient holds NaN/Inf on this rank, or "".
-std::string first_nonfinite_grad(const ParamStore& store) {
-  for (const ParamInfo& p : store.params()) {
-    const float* g = store.grad(p.name);
-    for (int64_t i = 0; i < p.local_count; ++i)
-      if (!std::isfinite(g[i])) return p.name;
-  }
-  return "";
 }
 
 std::vector<RoutingStats> global_routing_stats(const std::vector<RoutingStats>& local, const Comm& comm) {
@@ -347,7 +336,7 @@ TrainResult train(const Config& cfg_in) {
   }
 
   log::info("finemoe %s (%s) | %d rank(s): EP %d x DP %d | %d thread(s)/rank", FINEMOE_VERSION, FINEMOE_GIT,
-            comm.size(), comm.ep_size(), comm.dp_size(), omp_get_max_threads());
+            comm.size(), comm.ep_size(), comm.dp_size(), backend::num_threads());
   log::info("model: d_model %lld, %lld blocks, %lld heads, seq %lld, vocab %lld, ffn %s", (long long)cfg.model.d_model,
             (long long)cfg.model.n_blocks, (long long)cfg.n_heads(), (long long)T, (long long)cfg.model.vocab_size,
             cfg.model.ffn.c_str());
