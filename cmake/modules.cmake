@@ -89,7 +89,6 @@ finemoe_module(io DIR src/io
 # Training loop, optimizer, evaluation, signals, run lock, sweep expansion.
 finemoe_module(train DIR src/train
   DEPS core backend_cpu model parallel io
-  USES openmp
   HEADERS final_eval.hpp optimizer.hpp run_lock.hpp signals.hpp sweep.hpp trainer.hpp)
 
 # One main per executable; they link the finemoe target (every library module).

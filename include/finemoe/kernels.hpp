@@ -115,6 +115,33 @@ class Backend {
   // (end of the MoE kernels)
 
   // ---- optimizer and reductions ------------------------------------------------
+  // The per-tensor constants of one AdamW update (optimizer.hpp defines the
+  // update; adamw_update derives these once per step, in fp32).
+  struct AdamWArgs {
+    float beta1, beta2, eps, lr;
+    float inv_bc1, inv_bc2;    // 1/(1-β1^t), 1/(1-β2^t)
+    float weight_decay;        // 0 for tensors without decay
+    float grad_scale = 1.0f;   // g is multiplied by this first unless it is exactly 1
+    bool zero_grads = false;   // g = 0 afterwards
+  };
+  // One fused AdamW pass over n elements of one tensor, in place. Per i, with
+  // gi = (grad_scale != 1 ? g[i]·grad_scale : g[i]):
+  //   m[i] = β1·m[i] + (1-β1)·gi;   v[i] = β2·v[i] + (1-β2)·gi·gi;
+  //   p[i] -= lr · ((m[i]·inv_bc1) / (sqrt(v[i]·inv_bc2) + eps) + weight_decay·p[i]);
+  //   g[i] = 0 if zero_grads.
+  // fp32 arithmetic in exactly this order (the CPU backend's bits are those of
+  // every checkpoint it wrote: bit-exact resume depends on them).
+  virtual void adamw_step(float* p, float* g, float* m, float* v, int64_t n, const AdamWArgs& a) = 0;
+  // x[i] *= factor for i < n (fp32; scale_grads).
+  virtual void scale(float* x, int64_t n, float factor) = 0;
+  // Σ x[i]² in double, deterministic: the sum of double(x[i])·double(x[i]) over
+  // consecutive chunks of kReduceChunk elements (reduce.hpp), each chunk summed
+  // in index order, then the chunk sums added in chunk order. The same bits
+  // for any thread count (the gradient norm and clipping depend on it).
+  virtual double sum_squares(const float* x, int64_t n) = 0;
+  // Index of the first element of x[0, n) that is NaN or ±Inf, or -1 if every
+  // element is finite (the trainer's divergence report).
+  virtual int64_t find_nonfinite(const float* x, int64_t n) = 0;
   // (end of the optimizer kernels)
 };
 
@@ -153,5 +180,15 @@ class DeviceBuffer {
   T* p_ = nullptr;
   int64_t n_ = 0;
 };
+
+// "cpu" | "cuda".
+std::string device_name(Device d);
+
+// run.device ("cpu" | "cuda" | "auto") -> this process's backend, and in *why
+// (if not null) one line saying why. cpu: the CPU backend; auto: the CPU
+// backend ("auto: no CUDA backend built"); cuda: a ConfigError naming
+// run.device (this build has no CUDA backend yet; it is planned). Anything
+// else: a ConfigError naming run.device and the allowed values.
+Backend& backend_for(const std::string& device, std::string* why = nullptr);
 
 }  // namespace finemoe

@@ -2,10 +2,12 @@
 // learning-rate schedule (linear warmup, cosine decay to a floor).
 #pragma once
 #include <cstdint>
+#include <string>
 
 #include "finemoe/backend.hpp"
 #include "finemoe/comm.hpp"
 #include "finemoe/config.hpp"
+#include "finemoe/kernels.hpp"
 #include "finemoe/params.hpp"
 
 namespace finemoe {
@@ -26,11 +28,14 @@ struct AdamWParams {
 //               to scale_grads(store, grad_scale) followed by the update;
 //   zero_grads  leaves g = 0 afterwards, so the next step needs no separate
 //               zeroing pass over the gradient buffers.
+// Each tensor's pass is the backend's adamw_step kernel (kernels.hpp); `be`
+// is the rank's backend (the trainer's, resolved from run.device).
 struct AdamWStepOptions {
   float grad_scale = 1.0f;
   bool zero_grads = false;
 };
-void adamw_update(ParamStore& store, const AdamWParams& hp, int64_t t, const AdamWStepOptions& opts = {});
+void adamw_update(ParamStore& store, const AdamWParams& hp, int64_t t, const AdamWStepOptions& opts = {},
+                  Backend& be = cpu_backend());
 
 // Registers every parameter buffer of `store` with the bf16 weight cache
 // (backend.hpp) for the lifetime of the returned object; adamw_update then
@@ -38,11 +43,16 @@ void adamw_update(ParamStore& store, const AdamWParams& hp, int64_t t, const Ada
 backend::RegisteredWeights register_parameters(const ParamStore& store);
 
 // Global L2 norm of all gradients across the process grid (replicated part
-// counted once, expert shards summed over the EP group).
-double global_grad_norm(const ParamStore& store, const Comm& comm);
+// counted once, expert shards summed over the EP group). Each class buffer's
+// sum of squares is the backend's deterministic sum_squares kernel.
+double global_grad_norm(const ParamStore& store, const Comm& comm, Backend& be = cpu_backend());
 
-// Multiplies every gradient by `factor`.
-void scale_grads(ParamStore& store, float factor);
+// Multiplies every gradient by `factor` (the backend's scale kernel).
+void scale_grads(ParamStore& store, float factor, Backend& be = cpu_backend());
+
+// Name of the first tensor (in declaration order) whose gradient holds a NaN
+// or Inf on this rank, or "" (the backend's find_nonfinite kernel).
+std::string first_nonfinite_grad(const ParamStore& store, Backend& be = cpu_backend());
 
 // Sums gradients over the ranks that share each tensor: replicated over the
 // world, expert shards over their DP group (deterministic order).

@@ -25,6 +25,7 @@
 #include "finemoe/counting.hpp"
 #include "finemoe/data.hpp"
 #include "finemoe/error.hpp"
+#include "finemoe/kernels.hpp"
 #include "finemoe/model.hpp"
 #include "finemoe/moe.hpp"
 #include "finemoe/optimizer.hpp"
@@ -50,7 +51,9 @@ const char* kUsage =
     "start-up measurement at the model's GEMM shapes finds it > 5% faster, as moe-train does).\n"
     "--fp32-engine, --grouped and --bf16-weights select GEMM engine variants (for comparisons;\n"
     "--bf16-weights: how bf16 GEMMs reuse the weights' bf16 copies, see include/finemoe/backend.hpp).\n"
-    "Threads: train.threads (0 = OMP_NUM_THREADS or all cores) for OpenMP and OpenBLAS alike.";
+    "Threads: train.threads (0 = OMP_NUM_THREADS or all cores) for OpenMP and OpenBLAS alike.\n"
+    "Device: run.device (cpu | cuda | auto), resolved as moe-train resolves it; the JSON's device,\n"
+    "device_requested, device_why and backend fields say what ran (no build has a CUDA backend yet).";
 
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -210,6 +213,9 @@ int run(const fm::ParsedArgs& args) {
   // As moe-train decides it (one process here: no broadcast, no checkpoint).
   const be::Fp32Engine engine = be::resolve_fp32_engine(cfg.train.fp32_engine, &engine_why, shapes);
   be::set_fp32_engine(engine);
+  // run.device as moe-train resolves it (one process: no broadcast).
+  std::string device_why;
+  fm::Backend& backend = fm::backend_for(cfg.run.device, &device_why);
   const bool bf16_ok = be::bf16_available();
   const fm::ModelCounts counts = fm::count_model(cfg.shape());
 
@@ -242,6 +248,10 @@ int run(const fm::ParsedArgs& args) {
   j.str("fp32_engine_requested", cfg.train.fp32_engine);
   j.str("fp32_engine_why", engine_why);
   j.str("engine", be::engine_description());
+  j.str("device", fm::device_name(backend.device()));
+  j.str("device_requested", cfg.run.device);
+  j.str("device_why", device_why);
+  j.str("backend", backend.describe());
   j.str("cpu_isa", be::cpu_isa());
   j.num("threads", double(be::num_threads()));
   j.str("blas_threading", be::blas_threading());
@@ -259,7 +269,7 @@ int run(const fm::ParsedArgs& args) {
     store.finalize();
     fm::init_parameters(cfg, store, cfg.train.seed);
     auto dispatcher = fm::make_local_dispatcher();
-    fm::Transformer model(cfg, store, *dispatcher);
+    fm::Transformer model(cfg, store, *dispatcher, backend);
     auto source = fm::make_train_source(cfg);
     fm::BatchLoader loader(*source, B, T, 0, 1);
     fm::Buffer<int32_t> tok{size_t(tokens)}, tgt{size_t(tokens)};
@@ -282,7 +292,7 @@ int run(const fm::ParsedArgs& args) {
       const double t1 = now_s();
       model.backward(1.0);
       const double t2 = now_s();
-      fm::adamw_update(store, hp, s + 1, fm::AdamWStepOptions{1.0f, true});
+      fm::adamw_update(store, hp, s + 1, fm::AdamWStepOptions{1.0f, true}, backend);
       const double t3 = now_s(), c3 = cpu_s();
       if (!std::isfinite(loss)) throw fm::Error("loss is not finite at bench step " + std::to_string(s));
       if (s == 0) first_loss = loss;

@@ -153,6 +153,9 @@ const std::vector<KeyDef>& schema() {
       FM_DBL(data, synth_copy_len, "synthetic: mean copy span length in tokens (geometric, >= 1)"),
       FM_INT(parallel, expert_parallel, "EP: ranks sharing each layer's experts (divides world size and E*G)"),
       FM_STR(run, dir, "run directory: config.ini, metrics.h5, checkpoints/"),
+      FM_STR(run, device,
+             "where the kernels run: cpu | cuda | auto. No build has a CUDA backend yet (it is planned): auto "
+             "runs cpu, and cuda is refused at start-up naming this key"),
       FM_STR(run, resume, "auto (resume from the checkpoint LATEST names, which must verify, else exit 3; when LATEST is missing or broken, from the newest step file that verifies) | never (start anew; existing checkpoints are kept) | PATH to a checkpoint"),
   };
   return keys;
@@ -529,6 +532,8 @@ void Config::validate(int world_size) const {
   }
   require(!run.dir.empty(), "run.dir", "must not be empty");
   require(!run.resume.empty(), "run.resume", "must be auto, never or a checkpoint path");
+  require(run.device == "cpu" || run.device == "cuda" || run.device == "auto", "run.device",
+          "must be cpu, cuda or auto, got '" + run.device + "'");
 }
 
 }  // namespace finemoe

@@ -1,40 +1,29 @@
 #include "finemoe/optimizer.hpp"
 
 #include "finemoe/backend.hpp"
-#include "finemoe/reduce.hpp"
 
 #include <algorithm>
 #include <cmath>
 
 namespace finemoe {
 
-void adamw_update(ParamStore& store, const AdamWParams& hp, int64_t t, const AdamWStepOptions& opts) {
+void adamw_update(ParamStore& store, const AdamWParams& hp, int64_t t, const AdamWStepOptions& opts, Backend& be) {
   const double bc1 = 1.0 - std::pow(hp.beta1, double(t));
   const double bc2 = 1.0 - std::pow(hp.beta2, double(t));
-  const float b1 = float(hp.beta1), b2 = float(hp.beta2), eps = float(hp.eps);
-  const float lr = float(hp.lr);
-  const float inv_bc1 = float(1.0 / bc1), inv_bc2 = float(1.0 / bc2);
-  const float scale = opts.grad_scale;
-  const bool scaled = scale != 1.0f, zero = opts.zero_grads;
+  Backend::AdamWArgs a;
+  a.beta1 = float(hp.beta1);
+  a.beta2 = float(hp.beta2);
+  a.eps = float(hp.eps);
+  a.lr = float(hp.lr);
+  a.inv_bc1 = float(1.0 / bc1);
+  a.inv_bc2 = float(1.0 / bc2);
+  a.grad_scale = opts.grad_scale;
+  a.zero_grads = opts.zero_grads;
   for (const ParamInfo& info : store.params()) {
-    float* __restrict p = store.params(info.cls).data() + info.offset;
-    float* __restrict g = store.grads(info.cls).data() + info.offset;
-    float* __restrict m = store.moments_m(info.cls).data() + info.offset;
-    float* __restrict v = store.moments_v(info.cls).data() + info.offset;
-    const float wd = info.decay ? float(hp.weight_decay) : 0.0f;
-    const int64_t n = info.local_count;
-    // Branch-free body so that it vectorises (with -fno-math-errno, sqrt too).
-#pragma omp parallel for schedule(static) if (n >= 65536)
-    for (int64_t i = 0; i < n; ++i) {
-      const float gi = scaled ? g[i] * scale : g[i];
-      const float mi = b1 * m[i] + (1.0f - b1) * gi;
-      const float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
-      m[i] = mi;
-      v[i] = vi;
-      const float mhat = mi * inv_bc1, vhat = vi * inv_bc2;
-      p[i] -= lr * (mhat / (std::sqrt(vhat) + eps) + wd * p[i]);
-      if (zero) g[i] = 0.0f;
-    }
+    a.weight_decay = info.decay ? float(hp.weight_decay) : 0.0f;
+    be.adamw_step(store.params(info.cls).data() + info.offset, store.grads(info.cls).data() + info.offset,
+                  store.moments_m(info.cls).data() + info.offset, store.moments_v(info.cls).data() + info.offset,
+                  info.local_count, a);
   }
   backend::weights_updated();  // bf16 copies of the old weights are stale now
 }
@@ -45,23 +34,26 @@ backend::RegisteredWeights register_parameters(const ParamStore& store) {
   return backend::RegisteredWeights{{rep.data(), int64_t(rep.size())}, {exp.data(), int64_t(exp.size())}};
 }
 
-namespace {
-double sum_squares(const Buffer<float>& b) { return deterministic_sum_squares(b.data(), int64_t(b.size())); }
-}  // namespace
-
-double global_grad_norm(const ParamStore& store, const Comm& comm) {
+double global_grad_norm(const ParamStore& store, const Comm& comm, Backend& be) {
   // The padding between tensors in a class buffer is always zero.
-  const double rep = sum_squares(store.grads(ParamClass::replicated));
-  const double exp = comm.allreduce_sum(sum_squares(store.grads(ParamClass::expert)), Group::ep);
+  const Buffer<float>& rg = store.grads(ParamClass::replicated);
+  const Buffer<float>& eg = store.grads(ParamClass::expert);
+  const double rep = be.sum_squares(rg.data(), int64_t(rg.size()));
+  const double exp = comm.allreduce_sum(be.sum_squares(eg.data(), int64_t(eg.size())), Group::ep);
   return std::sqrt(rep + exp);
 }
 
-void scale_grads(ParamStore& store, float factor) {
+void scale_grads(ParamStore& store, float factor, Backend& be) {
   for (int c = 0; c < kNumParamClasses; ++c) {
     Buffer<float>& g = store.grads(ParamClass(c));
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < int64_t(g.size()); ++i) g[i] *= factor;
+    be.scale(g.data(), int64_t(g.size()), factor);
   }
+}
+
+std::string first_nonfinite_grad(const ParamStore& store, Backend& be) {
+  for (const ParamInfo& p : store.params())
+    if (be.find_nonfinite(store.grad(p.name), p.local_count) >= 0) return p.name;
+  return "";
 }
 
 void sync_grads(ParamStore& store, const Comm& comm) {

@@ -1,6 +1,5 @@
 #include "finemoe/trainer.hpp"
 
-#include <omp.h>
 #include <sys/stat.h>
 
 #include <chrono>
@@ -24,6 +23,7 @@
 #include "finemoe/data.hpp"
 #include "finemoe/error.hpp"
 #include "finemoe/final_eval.hpp"
+#include "finemoe/kernels.hpp"
 #include "finemoe/log.hpp"
 #include "finemoe/metrics.hpp"
 #include "finemoe/model.hpp"
@@ -68,16 +68,6 @@ double measure_gemm_peak_flops() {
     best = std::min(best, seconds_since(t0));
   }
   return 2.0 * double(n) * n * n / best;
-}
-
-// Name of the first tensor whose gradient holds NaN/Inf on this rank, or "".
-std::string first_nonfinite_grad(const ParamStore& store) {
-  for (const ParamInfo& p : store.params()) {
-    const float* g = store.grad(p.name);
-    for (int64_t i = 0; i < p.local_count; ++i)
-      if (!std::isfinite(g[i])) return p.name;
-  }
-  return "";
 }
 
 std::vector<RoutingStats> global_routing_stats(const std::vector<RoutingStats>& local, const Comm& comm) {
@@ -221,6 +211,28 @@ TrainResult train(const Config& cfg_in) {
   // after the resume below, by rank 0 alone.
   collective(comm, [&] { check_gemm_requests(cfg); });
 
+  // ---- device (run.device) ---------------------------------------------------
+  // Rank 0 resolves the request and broadcasts the device it chose and why, as
+  // for the GEMM set-up below, so that the ranks never run different backends;
+  // every rank then takes that device's backend (a rank that cannot run it
+  // fails the start-up on all ranks). cuda is refused by name in this build.
+  std::string device_why;
+  Backend* be_ptr = nullptr;
+  {
+    std::string decision;
+    collective(comm, [&] {
+      if (comm.rank() != 0) return;
+      std::string why;
+      decision = device_name(backend_for(cfg.run.device, &why).device()) + "\n" + why;
+    });
+    comm.broadcast(decision, 0);
+    const size_t nl = decision.find('\n');
+    if (nl == std::string::npos) throw Error("device choice from rank 0 is malformed: '" + decision + "'");
+    device_why = decision.substr(nl + 1);
+    collective(comm, [&] { be_ptr = &backend_for(decision.substr(0, nl)); });
+  }
+  Backend& be = *be_ptr;
+
   // ---- model -----------------------------------------------------------------
   // Allocation can fail on one rank alone (less memory free on its node than
   // the start-up estimate assumed): agree on it, and name the keys.
@@ -248,7 +260,7 @@ TrainResult train(const Config& cfg_in) {
   });
   collective(comm, [&] {
     try {
-      model_storage.emplace(cfg, store, *dispatcher);
+      model_storage.emplace(cfg, store, *dispatcher, be);
     } catch (const std::bad_alloc&) {
       throw Error("out of memory allocating the model's activations (model.d_model " +
                   std::to_string(cfg.model.d_model) + ", model.n_blocks " + std::to_string(cfg.model.n_blocks) +
@@ -347,7 +359,9 @@ TrainResult train(const Config& cfg_in) {
   }
 
   log::info("finemoe %s (%s) | %d rank(s): EP %d x DP %d | %d thread(s)/rank", FINEMOE_VERSION, FINEMOE_GIT,
-            comm.size(), comm.ep_size(), comm.dp_size(), omp_get_max_threads());
+            comm.size(), comm.ep_size(), comm.dp_size(), backend::num_threads());
+  log::info("device: %s (%s) | backend: %s", device_name(be.device()).c_str(), device_why.c_str(),
+            be.describe().c_str());
   log::info("model: d_model %lld, %lld blocks, %lld heads, seq %lld, vocab %lld, ffn %s", (long long)cfg.model.d_model,
             (long long)cfg.model.n_blocks, (long long)cfg.n_heads(), (long long)T, (long long)cfg.model.vocab_size,
             cfg.model.ffn.c_str());
@@ -458,9 +472,9 @@ TrainResult train(const Config& cfg_in) {
     // the auxiliary router losses are reported on their own.
     const double loss = comm.allreduce_sum(local_loss * double(B * T), Group::world) / double(global_tokens);
     const double aux = aux_on ? comm.allreduce_sum(local_aux * double(B * T), Group::world) / double(global_tokens) : 0.0;
-    const double gnorm = global_grad_norm(store, comm);
+    const double gnorm = global_grad_norm(store, comm, be);
     if (!std::isfinite(loss) || !std::isfinite(aux) || !std::isfinite(gnorm)) {
-      std::string bad = first_nonfinite_grad(store);
+      std::string bad = first_nonfinite_grad(store, be);
       std::string where = std::isfinite(loss) ? "gradient of tensor '" + bad + "'" : "training loss";
       if (bad.empty() && std::isfinite(loss)) where = "gradient norm";
       if (std::isfinite(loss) && !std::isfinite(aux)) where = "auxiliary router loss (moe.balance_loss, moe.z_loss)";
@@ -476,7 +490,7 @@ TrainResult train(const Config& cfg_in) {
     opt.zero_grads = true;
     if (cfg.train.grad_clip > 0 && gnorm > cfg.train.grad_clip) opt.grad_scale = float(cfg.train.grad_clip / gnorm);
     hp.lr = lr_at(s, cfg.train.steps, warmup, cfg.train.lr, cfg.train.lr_min);
-    adamw_update(store, hp, s + 1, opt);
+    adamw_update(store, hp, s + 1, opt, be);
     if (selection_bias) {
       // Loads of the whole global batch: integer sums over every rank (exact,
       // so every rank applies the same update and the bias stays identical).

@@ -2,7 +2,9 @@
 # moe-bench's fp32 engine: the default (train.fp32_engine auto) is resolved as
 # moe-train resolves it and the JSON records the choice and the reason (the
 # measured ratio); --fp32-engine and train.fp32_engine select it explicitly
-# (--fp32-engine wins); bad values exit 2 naming the option or key.
+# (--fp32-engine wins); bad values exit 2 naming the option or key. Beside the
+# engine, the device: run.device resolved as moe-train resolves it (this build
+# has no CUDA backend: auto and cpu run cpu, cuda exits 2 naming the key).
 #   bench_engine_test.sh MOE_BENCH
 set -u
 BENCH=$1
@@ -20,6 +22,8 @@ bench() {  # bench EXPECTED_ENGINE REQUESTED WHY_PREFIX args...
   [ -z "$engine" ] || [ "$got" = "$engine" ] || fail "moe-bench $*: fp32_engine $got, expected $engine"
   [ "$(field fp32_engine_requested)" = "$requested" ] || fail "moe-bench $*: fp32_engine_requested $(field fp32_engine_requested)"
   case "$(field fp32_engine_why)" in "$why"*) ;; *) fail "moe-bench $*: fp32_engine_why '$(field fp32_engine_why)'";; esac
+  [ "$(field device)" = cpu ] || fail "moe-bench $*: device '$(field device)', expected cpu"
+  case "$(field backend)" in "cpu: $(field engine)") ;; *) fail "moe-bench $*: backend '$(field backend)'";; esac
   case "$got" in
     onednn) field engine | grep -q "^oneDNN matmul" || fail "engine $(field engine) is not oneDNN" ;;
     openblas) field engine | grep -q "^OpenBLAS sgemm" || fail "engine $(field engine) is not OpenBLAS" ;;
@@ -50,4 +54,17 @@ grep -q "option '--fp32-engine': expected auto | openblas | onednn, got 'mkl'" "
 "$BENCH" $ARGS --train.fp32_engine mkl >"$T/out" 2>"$T/err"; rc=$?
 [ "$rc" = 2 ] || fail "--train.fp32_engine mkl exited $rc, expected 2"
 grep -q "config key 'train.fp32_engine': must be auto, openblas or onednn, got 'mkl'" "$T/err" || fail "$(cat "$T/err")"
+# run.device: auto (the default) and cpu run the CPU backend, each with its reason.
+bench openblas openblas "openblas requested" --fp32-engine openblas
+[ "$(field device_requested)" = auto ] || fail "default device_requested '$(field device_requested)'"
+[ "$(field device_why)" = "auto: no CUDA backend built, so cpu" ] || fail "auto's device_why '$(field device_why)'"
+bench openblas openblas "openblas requested" --fp32-engine openblas --run.device cpu
+[ "$(field device_requested)" = cpu ] || fail "device_requested '$(field device_requested)'"
+[ "$(field device_why)" = "cpu requested" ] || fail "cpu's device_why '$(field device_why)'"
+"$BENCH" $ARGS --run.device cuda >"$T/out" 2>"$T/err"; rc=$?
+[ "$rc" = 2 ] || fail "--run.device cuda exited $rc, expected 2"
+grep -q "config key 'run.device': cuda requested, but this build has no CUDA backend yet" "$T/err" || fail "$(cat "$T/err")"
+"$BENCH" $ARGS --run.device gpu >"$T/out" 2>"$T/err"; rc=$?
+[ "$rc" = 2 ] || fail "--run.device gpu exited $rc, expected 2"
+grep -q "config key 'run.device': must be cpu, cuda or auto, got 'gpu'" "$T/err" || fail "$(cat "$T/err")"
 echo PASS

@@ -396,3 +396,43 @@ TEST(Config, Fp32EngineKeyParsesAndValidates) {
   EXPECT_NE(entry.find("openblas | onednn | auto"), std::string::npos) << entry;
   EXPECT_NE(entry.find("[default: auto]"), std::string::npos) << entry;
 }
+
+// run.device: in the schema (help, INI, CLI, to_ini), default auto; anything
+// but cpu | cuda | auto names the key, the allowed values and the value. (What
+// each resolves to in this build, cuda refused: backend.device.*.)
+TEST(Config, RunDeviceKeyParsesAndValidates) {
+  EXPECT_EQ(Config().run.device, "auto");
+  EXPECT_NE(Config().to_ini().find("\ndevice = auto\n"), std::string::npos) << Config().to_ini();
+  const std::string f = write_tmp("[run]\ndevice = cpu\n");
+  EXPECT_EQ(parse({"--config", f}).config.run.device, "cpu");
+  EXPECT_EQ(parse({"--config", f, "--run.device", "cuda"}).config.run.device, "cuda");
+  std::remove(f.c_str());
+  for (const char* ok : {"auto", "cpu", "cuda"}) {
+    Config c;
+    c.run.device = ok;
+    EXPECT_NO_THROW(c.validate(1)) << ok;
+    EXPECT_EQ(config_from_ini_text(c.to_ini(), "rt").run.device, ok);
+  }
+  for (const char* bad : {"gpu", "CPU", "", "cuda:0"}) {
+    Config c;
+    c.run.device = bad;
+    expect_invalid(c, "run.device");
+    try {
+      c.validate(1);
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find("must be cpu, cuda or auto, got '" + std::string(bad) + "'"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  std::string help;
+  for (char ch : config_help()) {
+    const bool space = ch == ' ' || ch == '\n';
+    if (!space || (!help.empty() && help.back() != ' ')) help += space ? ' ' : ch;
+  }
+  const size_t at = help.find("--run.device");
+  ASSERT_NE(at, std::string::npos) << help;
+  const std::string entry = help.substr(at, help.find("--run.", at + 5) - at);
+  EXPECT_NE(entry.find("cpu | cuda | auto"), std::string::npos) << entry;
+  EXPECT_NE(entry.find("[default: auto]"), std::string::npos) << entry;
+}

@@ -97,6 +97,8 @@ TEST(Cli, BadValuesExit2NamingTheKey) {
       {"--moe.balance_loss 0.01", "moe.balance_loss"},  // expert choice: balanced by construction
       {"--moe.routing token_choice --moe.z_loss -1", "moe.z_loss"},
       {"--moe.routing token_choice --moe.bias_update_rate nan", "moe.bias_update_rate"},
+      {"--run.device gpu", "config key 'run.device': must be cpu, cuda or auto, got 'gpu'"},
+      {"--run.device cuda", "config key 'run.device': cuda requested, but this build has no CUDA backend yet"},
   };
   for (const auto& c : cases) {
     Result r = run(train_cmd(1, "--run.dir " + dir + " " + c.args));
@@ -362,6 +364,22 @@ TEST(Parallel, RanksAgreeOnOneAutoGemmSetup) {
         << r.out;
   EXPECT_EQ(state_attr(dir + "/checkpoints/step_0000002.h5", "fp32_engine"), engine);
   EXPECT_EQ(state_attr(dir + "/checkpoints/step_0000002.h5", "precision"), precision);
+}
+
+// run.device: rank 0 resolves it and every rank runs that backend; the
+// start-up log names the device, the reason and the backend once. This build
+// has no CUDA backend: auto runs cpu, and cuda fails the start-up of every
+// rank with exit 2, printed once.
+TEST(Parallel, RanksRunTheDeviceRank0Resolved) {
+  const std::string dir = temp_dir("device");
+  const std::string args = tiny_args(dir, 1) + " --moe.granularity 2 --parallel.expert_parallel 2";
+  Result r = run(train_cmd(2, args));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(count_occurrences(r.out, "device: cpu (auto: no CUDA backend built, so cpu) | backend: cpu: "), 1)
+      << r.out;
+  Result c = run(train_cmd(2, args + " --run.device cuda --run.resume never"));
+  EXPECT_EQ(c.code, 2) << c.out;
+  EXPECT_EQ(count_occurrences(c.out, "config key 'run.device': cuda requested"), 1) << c.out;
 }
 
 // ---------------------------------------------------------------- Restart ----

@@ -62,7 +62,11 @@ class CpuBackend final : public Backend {
   // ---- MoE kernels ----
   // (end of the MoE kernels)
 
-  // ---- optimizer and reductions ----
+  // ---- optimizer and reductions (optim_kernels.cpp) ----
+  void adamw_step(float* p, float* g, float* m, float* v, int64_t n, const AdamWArgs& a) override;
+  void scale(float* x, int64_t n, float factor) override;
+  double sum_squares(const float* x, int64_t n) override;
+  int64_t find_nonfinite(const float* x, int64_t n) override;
   // (end of the optimizer kernels)
 };
 

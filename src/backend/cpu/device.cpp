@@ -1,0 +1,27 @@
+// run.device: which Backend this process runs (kernels.hpp, backend_for).
+// This build has the CPU backend only; the CUDA backend (src/backend/cuda) is
+// planned, and until it exists `cuda` is refused by name and `auto` means cpu.
+#include "finemoe/error.hpp"
+#include "finemoe/kernels.hpp"
+
+namespace finemoe {
+
+std::string device_name(Device d) { return d == Device::cuda ? "cuda" : "cpu"; }
+
+Backend& backend_for(const std::string& device, std::string* why) {
+  std::string reason;
+  if (device == "cpu") {
+    reason = "cpu requested";
+  } else if (device == "auto") {
+    reason = "auto: no CUDA backend built, so cpu";
+  } else if (device == "cuda") {
+    throw ConfigError("config key 'run.device': cuda requested, but this build has no CUDA backend yet (it is "
+                      "planned); use cpu or auto");
+  } else {
+    throw ConfigError("config key 'run.device': must be cpu, cuda or auto, got '" + device + "'");
+  }
+  if (why) *why = reason;
+  return cpu_backend();
+}
+
+}  // namespace finemoe
