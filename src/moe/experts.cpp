@@ -5,7 +5,6 @@
 #include "experts.hpp"
 
 #include <algorithm>
-#include <cstring>
 
 #include "finemoe/error.hpp"
 #include "workspace.hpp"
