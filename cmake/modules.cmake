@@ -60,7 +60,6 @@ finemoe_module(backend_cuda DIR src/backend/cuda OPTIONAL
 # Router, dispatcher (local), experts, MoE layer.
 finemoe_module(moe DIR src/moe
   DEPS core backend_cpu
-  USES openmp
   HEADERS moe.hpp)
 
 # The transformer's orchestration (blocks, dense FFN or MoE, loss) over the

@@ -112,6 +112,95 @@ class Backend {
   // (end of the dense transformer kernels)
 
   // ---- MoE kernels: router, selection, permute/unpermute, experts' padding ----
+  // Shapes: T tokens, EG = E·G global experts, d model width, A assignments.
+  // An assignment list is EXPERT-MAJOR (global expert ascending, then token
+  // ascending): tok[A], expert[A], weight[A]. Its per-token CSR view: token t
+  // owns assignment ids by_tok[tok_off[t] .. tok_off[t+1]), ascending (so
+  // experts ascending). Selection order ("best first") everywhere: value
+  // descending, then index ascending; NaN ranks as -1 and -0 ties with +0, so
+  // the order is total even after training has diverged.
+  //
+  // probs[T,EG] = softmax of each row of logits[T,EG]; lse[T] = each row's
+  // logsumexp m + log Σ exp(l − m) (m the row max). Overwrites both.
+  virtual void moe_softmax(const float* logits, float* probs, float* lse, int64_t T, int64_t EG) = 0;
+  // Expert choice: in each group g of S consecutive tokens (T % S == 0),
+  // every expert e takes the c best tokens by probs[t,e] (ties: lower token).
+  // Overwrites the expert-major list of A = EG·(T/S)·c assignments: expert
+  // e's rows are e·(T/S)·c + g·c + j, groups in order, tokens ascending within
+  // a group; weight = probs[tok, expert].
+  virtual void moe_select_expert_choice(const float* probs, int64_t T, int64_t EG, int64_t S, int64_t c,
+                                        int64_t* tok, int64_t* expert, float* weight) = 0;
+  // Token choice, step 1: choice[t, 0..k) = the k best experts of token t by
+  // probs[t,j] + bias[j] (bias [EG] may be null: by probs), best first (ties:
+  // lower expert id). Overwrites choice[T,k].
+  virtual void moe_topk(const float* probs, const float* bias, int64_t T, int64_t EG, int64_t k,
+                        int64_t* choice) = 0;
+  // Token choice, step 2, the capacity pass, sequential in token order (that
+  // order defines who drops): within each group of S consecutive tokens (the
+  // last may be shorter) an expert accepts choices until it holds `cap` of
+  // them (`cap_last` in a shorter last group), visiting tokens ascending and a
+  // token's choices best first; a refused choice becomes -1 in `choice`.
+  // Overwrites counts[EG] (kept per expert), selected[EG] (chosen before
+  // drops) and group_sel[ceil(T/S), EG] (chosen before drops, per group);
+  // returns the number of refused choices.
+  virtual int64_t moe_capacity(int64_t* choice, int64_t T, int64_t EG, int64_t k, int64_t S, int64_t cap,
+                               int64_t cap_last, int64_t* counts, int64_t* selected, int64_t* group_sel) = 0;
+  // Token choice, step 3: the expert-major list of the kept choices (>= 0) of
+  // choice[T,k], counts[EG] of them per expert (A = Σ counts); weight =
+  // probs[tok, expert]. Overwrites tok, expert, weight [A].
+  virtual void moe_expert_major(const int64_t* choice, const int64_t* counts, const float* probs, int64_t T,
+                                int64_t EG, int64_t k, int64_t* tok, int64_t* expert, float* weight) = 0;
+  // The per-token CSR view of an expert-major list (tok[A], tokens < T).
+  // Overwrites tok_off[T+1] and by_tok[A].
+  virtual void moe_token_view(const int64_t* tok, int64_t A, int64_t T, int64_t* tok_off, int64_t* by_tok) = 0;
+  // Tokens with no assignment: #{t : tok_off[t+1] == tok_off[t]}.
+  virtual int64_t moe_unserved_tokens(const int64_t* tok_off, int64_t T) = 0;
+  // The auxiliary-loss statistics (moe.hpp, "Auxiliary losses"), groups of S
+  // tokens (the last may be shorter), ng = ceil(T/S). Per group:
+  // group_frac[g,i] = n_{g,i} / Σ_j n_{g,j} (0 when the group chose nothing)
+  // from group_sel[ng,EG] = n, and group_terms[g] = EG·Σ_{t∈g} Σ_i
+  // f_{g,i}·p_{t,i} / T (double). Overwrites both, then *balance = Σ_g
+  // group_terms[g] (group order) and *z = Σ_t lse[t]² / T (0 if T == 0):
+  // host pointers.
+  virtual void moe_aux_statistics(const float* probs, const int64_t* group_sel, const float* lse, int64_t T,
+                                  int64_t EG, int64_t S, double* group_frac, double* group_terms, double* balance,
+                                  double* z) = 0;
+  // Softmax entropy of each row of probs[T,EG] in nats, in double, 0·log 0 =
+  // 0: overwrites entropy[T]; returns their mean (0 if T == 0).
+  virtual double moe_router_entropy(const float* probs, int64_t T, int64_t EG, double* entropy) = 0;
+  // The router's softmax backward, OVERWRITES dlogits[T,EG]. dprob[A] is
+  // ∂L/∂weight of each assignment (list + CSR view as above). Per token t,
+  // with dot = Σ_{i of t} dprob[i]·weight[i]:
+  //   aux == false: dl_j = −p_j·dot;
+  //   aux == true:  dot += Σ_j float(cb·f_j)·p_j with f = group_frac[t / S],
+  //                 dl_j = p_j·(float(cb·f_j) − dot + float(cz·lse[t]));
+  // then dl_{expert[i]} += p_{expert[i]}·dprob[i] for each assignment i of t.
+  // group_frac and lse are read only when aux.
+  virtual void moe_router_backward(const float* probs, const float* lse, const double* group_frac,
+                                   const int64_t* tok_off, const int64_t* by_tok, const int64_t* expert,
+                                   const float* weight, const float* dprob, int64_t T, int64_t EG, int64_t S,
+                                   bool aux, double cb, double cz, float* dlogits) = 0;
+  // dst[i,:] = src[rows[i],:] for i < n, rows of width d (the permute).
+  virtual void moe_gather_rows(const float* src, const int64_t* rows, int64_t n, int64_t d, float* dst) = 0;
+  // The unpermute: out[t,:] = Σ_{i of t} weight[i]·y[i,:], assignments of t in
+  // CSR order (experts ascending). OVERWRITES out[T,d] (0 for unserved tokens).
+  virtual void moe_combine(const float* y, const float* weight, const int64_t* tok_off, const int64_t* by_tok,
+                           int64_t T, int64_t d, float* out) = 0;
+  // Backward of moe_combine per assignment i < A: dprob[i] = Σ_j
+  // dout[tok[i],j]·y[i,j] (float, j ascending) and dy[i,:] = weight[i]·
+  // dout[tok[i],:]. Overwrites dprob[A] and dy[A,d].
+  virtual void moe_combine_backward(const float* dout, const float* y, const int64_t* tok, const float* weight,
+                                    int64_t A, int64_t d, float* dy, float* dprob) = 0;
+  // dx[t,:] += Σ_{i of t} gx[i,:], assignments in CSR order: ACCUMULATES.
+  virtual void moe_scatter_add(const float* gx, const int64_t* tok_off, const int64_t* by_tok, int64_t T,
+                               int64_t d, float* dx) = 0;
+  // Experts' padded layout: K experts, expert k has counts[k] packed rows at
+  // row offsets[k] of packed[·, width]; padded is [K, rmax, width]. Overwrites
+  // padded: expert k's rows copied, rows counts[k] .. rmax zeroed.
+  virtual void moe_to_padded(const float* packed, const int64_t* counts, const int64_t* offsets, int64_t K,
+                             int64_t rmax, int64_t width, float* padded) = 0;
+  // Zeroes rows counts[k] .. rmax of each expert k of padded[K, rmax, width].
+  virtual void moe_zero_padding(float* padded, const int64_t* counts, int64_t K, int64_t rmax, int64_t width) = 0;
   // (end of the MoE kernels)
 
   // ---- optimizer and reductions ------------------------------------------------

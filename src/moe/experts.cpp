@@ -1,36 +1,26 @@
-// Experts forward/backward as grouped GEMMs (see experts.hpp for the padded
-// layout and why it exists).
+// Experts forward/backward as grouped GEMMs of the rank's Backend (see
+// experts.hpp for the padded layout and why it exists). Orchestration only:
+// the per-expert loops here build grouped_gemm's pointer arrays (K entries of
+// host metadata); row copies, padding and the ReLU mask are Backend kernels.
 #include "experts.hpp"
 
 #include <algorithm>
-#include <cstring>
 
-#include "finemoe/backend.hpp"
 #include "finemoe/error.hpp"
 #include "workspace.hpp"
 
 namespace finemoe::moe {
 
-Experts::Experts(int64_t n_local, int64_t d_model, int64_t d_expert)
-    : K_(n_local), d_(d_model), de_(d_expert), counts_(size_t(n_local)), offsets_(size_t(n_local)),
+Experts::Experts(Backend& be, int64_t n_local, int64_t d_model, int64_t d_expert)
+    : be_(be), K_(n_local), d_(d_model), de_(d_expert), counts_(size_t(n_local)), offsets_(size_t(n_local)),
       a_(size_t(n_local)), b_(size_t(n_local)), c_(size_t(n_local)), m_(size_t(n_local)) {}
 
 void Experts::to_padded(const float* packed, int64_t width, float* padded) const {
-#pragma omp parallel for schedule(static)
-  for (int64_t k = 0; k < K_; ++k) {
-    float* dst = padded + k * rmax_ * width;
-    const int64_t n = counts_[size_t(k)] * width;
-    if (n) std::memcpy(dst, packed + offsets_[size_t(k)] * width, size_t(n) * sizeof(float));
-    std::memset(dst + n, 0, size_t(rmax_ * width - n) * sizeof(float));
-  }
+  be_.moe_to_padded(packed, counts_.data(), offsets_.data(), K_, rmax_, width, padded);
 }
 
 void Experts::zero_padding(float* padded, int64_t width) const {
-#pragma omp parallel for schedule(static)
-  for (int64_t k = 0; k < K_; ++k) {
-    const int64_t n = counts_[size_t(k)] * width;
-    std::memset(padded + k * rmax_ * width + n, 0, size_t(rmax_ * width - n) * sizeof(float));
-  }
+  be_.moe_zero_padding(padded, counts_.data(), K_, rmax_, width);
 }
 
 void Experts::forward(const float* x, const std::vector<int64_t>& counts, const float* w1, const float* w2,
@@ -63,8 +53,8 @@ void Experts::forward(const float* x, const std::vector<int64_t>& counts, const 
     b_[size_t(k)] = w1 + k * d_ * de_;
     c_[size_t(k)] = hp_.data() + k * rmax_ * de_;
   }
-  backend::grouped_gemm(false, false, K_, m_.data(), de_, d_, 1.0f, a_.data(), d_, b_.data(), de_, 0.0f,
-                        c_.data(), de_, backend::Epilogue::relu);  // ReLU fused per expert
+  be_.grouped_gemm(false, false, K_, m_.data(), de_, d_, 1.0f, a_.data(), d_, b_.data(), de_, 0.0f,
+                   c_.data(), de_, backend::Epilogue::relu);  // ReLU fused per expert
   if (!uniform_) zero_padding(hp_.data(), de_);
 
   // y_k = h_k · W2_k, written straight into the packed output
@@ -73,8 +63,8 @@ void Experts::forward(const float* x, const std::vector<int64_t>& counts, const 
     b_[size_t(k)] = w2 + k * de_ * d_;
     c_[size_t(k)] = y + offsets_[size_t(k)] * d_;
   }
-  backend::grouped_gemm(false, false, K_, m_.data(), d_, de_, 1.0f, a_.data(), de_, b_.data(), d_, 0.0f,
-                        c_.data(), d_);
+  be_.grouped_gemm(false, false, K_, m_.data(), d_, de_, 1.0f, a_.data(), de_, b_.data(), d_, 0.0f,
+                   c_.data(), d_);
 }
 
 void Experts::backward(const float* dy, const float* x, const float* w1, const float* w2, float* dw1, float* dw2,
@@ -97,15 +87,10 @@ void Experts::backward(const float* dy, const float* x, const float* w1, const f
     b_[size_t(k)] = w2 + k * de_ * d_;
     c_[size_t(k)] = dhp + k * rmax_ * de_;
   }
-  backend::grouped_gemm(false, true, K_, m_.data(), de_, d_, 1.0f, a_.data(), d_, b_.data(), d_, 0.0f,
-                        c_.data(), de_);
+  be_.grouped_gemm(false, true, K_, m_.data(), de_, d_, 1.0f, a_.data(), d_, b_.data(), d_, 0.0f,
+                   c_.data(), de_);
   if (!uniform_) zero_padding(dhp, de_);
-  {
-    const float* h = hp_.data();
-    const int64_t nh = int64_t(rows) * de_;
-#pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < nh; ++i) dhp[i] = h[i] > 0.0f ? dhp[i] : 0.0f;
-  }
+  be_.relu_backward_inplace(dhp, hp_.data(), int64_t(rows) * de_);  // dh = h > 0 ? dh : 0
 
   // dW2_k += h_kᵀ · dy_k  (reduction over the padded rows; empty experts skipped with M = 0)
   for (int64_t k = 0; k < K_; ++k) {
@@ -114,8 +99,8 @@ void Experts::backward(const float* dy, const float* x, const float* w1, const f
     b_[size_t(k)] = dyp + k * rmax_ * d_;
     c_[size_t(k)] = dw2 + k * de_ * d_;
   }
-  backend::grouped_gemm(true, false, K_, m_.data(), d_, rmax_, 1.0f, a_.data(), de_, b_.data(), d_, 1.0f,
-                        c_.data(), d_);
+  be_.grouped_gemm(true, false, K_, m_.data(), d_, rmax_, 1.0f, a_.data(), de_, b_.data(), d_, 1.0f,
+                   c_.data(), d_);
 
   // dW1_k += x_kᵀ · dh_k, x kept or given again by the caller
   const float* xp = x_kept_;
@@ -134,8 +119,8 @@ void Experts::backward(const float* dy, const float* x, const float* w1, const f
     b_[size_t(k)] = dhp + k * rmax_ * de_;
     c_[size_t(k)] = dw1 + k * d_ * de_;
   }
-  backend::grouped_gemm(true, false, K_, m_.data(), de_, rmax_, 1.0f, a_.data(), d_, b_.data(), de_, 1.0f,
-                        c_.data(), de_);
+  be_.grouped_gemm(true, false, K_, m_.data(), de_, rmax_, 1.0f, a_.data(), d_, b_.data(), de_, 1.0f,
+                   c_.data(), de_);
 
   // dx_k = dh_k · W1_kᵀ, packed
   for (int64_t k = 0; k < K_; ++k) {
@@ -144,8 +129,8 @@ void Experts::backward(const float* dy, const float* x, const float* w1, const f
     b_[size_t(k)] = w1 + k * d_ * de_;
     c_[size_t(k)] = dx + offsets_[size_t(k)] * d_;
   }
-  backend::grouped_gemm(false, true, K_, m_.data(), d_, de_, 1.0f, a_.data(), de_, b_.data(), de_, 0.0f,
-                        c_.data(), d_);
+  be_.grouped_gemm(false, true, K_, m_.data(), d_, de_, 1.0f, a_.data(), de_, b_.data(), de_, 0.0f,
+                   c_.data(), d_);
 }
 
 }  // namespace finemoe::moe

@@ -1,5 +1,8 @@
 // Experts: the K local ReLU MLPs y = relu(x·W1_k)·W2_k, computed with ONE
-// backend::grouped_gemm per matrix product (forward 2, backward 4).
+// Backend::grouped_gemm per matrix product (forward 2, backward 4). The
+// padded copies and the ReLU mask are Backend kernels too (kernels.hpp, "MoE
+// kernels"); this class only sizes buffers and builds the per-expert pointer
+// arrays.
 //
 // Input rows arrive packed per local expert (the Dispatcher's recv layout).
 // The weight-gradient products reduce over an expert's rows, a per-problem K
@@ -21,13 +24,14 @@
 #include <cstdint>
 #include <vector>
 
+#include "finemoe/kernels.hpp"
 #include "finemoe/memory.hpp"
 
 namespace finemoe::moe {
 
 class Experts {
  public:
-  Experts(int64_t n_local, int64_t d_model, int64_t d_expert);
+  Experts(Backend& be, int64_t n_local, int64_t d_model, int64_t d_expert);
   // x [R, d] packed: counts[k] rows for local expert k. y [R, d] packed.
   // w1 [K, d, de], w2 [K, de, d]. Keeps h, and x if keep_x.
   void forward(const float* x, const std::vector<int64_t>& counts, const float* w1, const float* w2, float* y,
@@ -42,6 +46,7 @@ class Experts {
   void to_padded(const float* packed, int64_t width, float* padded) const;
   void zero_padding(float* padded, int64_t width) const;
 
+  Backend& be_;  // the rank's backend: every product and copy runs on it
   int64_t K_, d_, de_;
   int64_t rmax_ = 0;
   bool uniform_ = false;  // every expert has rmax_ rows: packed == padded, no copies

@@ -1,8 +1,9 @@
 // MoELayer: route -> gather rows by global expert -> dispatch -> experts ->
 // combine -> weight by router probability and scatter-add into the output;
 // backward is the mirror image. All buffers are grow-only members, so after
-// the first step the layer allocates nothing.
-#include <algorithm>
+// the first step the layer allocates nothing. Orchestration only: every loop
+// over tokens, assignments or rows is a kernel of the rank's Backend
+// (kernels.hpp, "MoE kernels"; the CPU's in src/backend/cpu/moe_kernels.cpp).
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -57,7 +58,7 @@ void validate(const MoEShape& s) {
 struct MoELayer::Impl {
   Impl(const MoEShape& s, Dispatcher& d, Backend& b)
       : shape(s), disp(d), be(b), local(moe::is_local_dispatcher(d) && s.ep_size == 1),
-        experts(s.local_experts(), s.d_model, s.d_expert) {}
+        experts(b, s.local_experts(), s.d_model, s.d_expert) {}
 
   MoEShape shape;
   Dispatcher& disp;
@@ -86,8 +87,7 @@ void MoELayer::Impl::fill_stats() {
   stats.tokens_per_expert.assign(r.counts.begin(), r.counts.end());
   stats.tokens = r.T;
   if (shape.routing == Routing::expert_choice) {
-    int64_t unserved = 0;
-    for (int64_t t = 0; t < r.T; ++t) unserved += r.tok_off[size_t(t + 1)] == r.tok_off[size_t(t)];
+    const int64_t unserved = be.moe_unserved_tokens(r.tok_off.data(), r.T);
     stats.unserved_fraction = r.T ? double(unserved) / double(r.T) : 0.0;
   } else {
     stats.unserved_fraction = r.wanted ? double(r.dropped) / double(r.wanted) : 0.0;
@@ -109,7 +109,7 @@ MoELayer::~MoELayer() = default;
 const RoutingStats& MoELayer::stats() const {
   Impl& m = *impl_;
   if (m.entropy_stale) {  // the probabilities of the last forward are still in m.routes
-    m.stats.router_entropy = moe::router_entropy(m.routes, m.shape.n_experts);
+    m.stats.router_entropy = moe::router_entropy(m.be, m.routes, m.shape.n_experts);
     m.entropy_stale = false;
   }
   return m.stats;
@@ -136,14 +136,6 @@ double MoELayer::aux_loss() const {
 
 const std::vector<int64_t>& MoELayer::selection_counts() const { return impl_->routes.selected; }
 
-// Row i of dst = src row rows[i] (the gather of assignment rows).
-static void gather_rows(const float* src, const std::vector<int64_t>& rows, int64_t d, float* dst) {
-  const int64_t A = int64_t(rows.size());
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < A; ++i)
-    std::memcpy(dst + i * d, src + rows[size_t(i)] * d, size_t(d) * sizeof(float));
-}
-
 void MoELayer::forward(const float* x, float* out, int64_t T, const MoEWeights& w) {
   Impl& m = *impl_;
   moe::Scratch& ws = moe::scratch();
@@ -154,7 +146,7 @@ void MoELayer::forward(const float* x, float* out, int64_t T, const MoEWeights& 
 
   {
     FINEMOE_PROFILE("router");
-    moe::route_forward(m.shape, x, w.router, w.selection_bias, T, m.routes);
+    moe::route_forward(m.be, m.shape, x, w.router, w.selection_bias, T, m.routes);
   }
   const moe::Routes& r = m.routes;
   const int64_t A = r.assignments();
@@ -164,7 +156,7 @@ void MoELayer::forward(const float* x, float* out, int64_t T, const MoEWeights& 
   ensure(m.y_send, size_t(A * d));
   {
     FINEMOE_PROFILE("moe_gather");
-    gather_rows(x, r.tok, d, ws.send.data());
+    m.be.moe_gather_rows(x, r.tok.data(), A, d, ws.send.data());
   }
 
   if (m.local) {  // recv layout == send layout: the experts read and write the send-layout rows
@@ -187,22 +179,10 @@ void MoELayer::forward(const float* x, float* out, int64_t T, const MoEWeights& 
     }
   }
 
-  // Weighted scatter-add, one token per iteration (experts ascending): no
-  // write conflicts and a fixed summation order.
+  // Weighted scatter-add into out (overwritten), experts ascending per token.
   {
     FINEMOE_PROFILE("moe_combine");
-#pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < T; ++t) {
-      float* o = out + t * d;
-      std::fill(o, o + d, 0.0f);
-      for (int64_t a = r.tok_off[size_t(t)]; a < r.tok_off[size_t(t + 1)]; ++a) {
-        const int64_t i = r.by_tok[size_t(a)];
-        const float p = r.weight[size_t(i)];
-        const float* y = m.y_send.data() + i * d;
-#pragma omp simd
-        for (int64_t j = 0; j < d; ++j) o[j] += p * y[j];
-      }
-    }
+    m.be.moe_combine(m.y_send.data(), r.weight.data(), r.tok_off.data(), r.by_tok.data(), T, d, out);
   }
   m.fill_stats();
 }
@@ -216,25 +196,10 @@ void MoELayer::backward(const float* dout, float* dx, const MoEWeights& w, const
   ensure(ws.dprob, size_t(A));
 
   // out_t = Σ_i p_i·y_i  =>  ∂L/∂p_i = dout_t·y_i and ∂L/∂y_i = p_i·dout_t.
-  // (Memory-bound: it streams y and writes dy. Leave the loop as it is: GCC
-  // vectorises the products and adds them in order but fuses the tail into
-  // FMAs, so any rewrite changes the last bits of dprob when d % 8 != 0.)
   {
     FINEMOE_PROFILE("moe_dprob");
-    float* dprob = ws.dprob.data();
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < A; ++i) {
-      const float* go = dout + r.tok[size_t(i)] * d;
-      const float* y = m.y_send.data() + i * d;
-      float* dy = ws.dy_send.data() + i * d;
-      const float p = r.weight[size_t(i)];
-      float dp = 0.0f;
-      for (int64_t j = 0; j < d; ++j) {
-        dp += go[j] * y[j];
-        dy[j] = p * go[j];
-      }
-      dprob[i] = dp;
-    }
+    m.be.moe_combine_backward(dout, m.y_send.data(), r.tok.data(), r.weight.data(), A, d, ws.dy_send.data(),
+                              ws.dprob.data());
   }
 
   const float* gx = nullptr;  // expert input gradients in send layout
@@ -243,7 +208,7 @@ void MoELayer::backward(const float* dout, float* dx, const MoEWeights& w, const
     ensure(ws.out_recv, size_t(A * d));
     {
       FINEMOE_PROFILE("moe_gather");
-      gather_rows(m.x.data(), r.tok, d, ws.send.data());  // the forward's expert inputs again
+      m.be.moe_gather_rows(m.x.data(), r.tok.data(), A, d, ws.send.data());  // the forward's expert inputs again
     }
     FINEMOE_PROFILE("experts");
     m.experts.backward(ws.dy_send.data(), ws.send.data(), w.w1, w.w2, g.w1, g.w2, ws.out_recv.data());
@@ -270,20 +235,12 @@ void MoELayer::backward(const float* dout, float* dx, const MoEWeights& w, const
   // dx_t += Σ_i (expert input gradient of assignment i), experts ascending.
   {
     FINEMOE_PROFILE("moe_combine");
-#pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < T; ++t) {
-      float* o = dx + t * d;
-      for (int64_t a = r.tok_off[size_t(t)]; a < r.tok_off[size_t(t + 1)]; ++a) {
-        const float* gi = gx + r.by_tok[size_t(a)] * d;
-#pragma omp simd
-        for (int64_t j = 0; j < d; ++j) o[j] += gi[j];
-      }
-    }
+    m.be.moe_scatter_add(gx, r.tok_off.data(), r.by_tok.data(), T, d, dx);
   }
 
   ensure(ws.dlogits, size_t(T * m.shape.n_experts));
   FINEMOE_PROFILE("router");
-  moe::route_backward(m.shape, r, ws.dprob.data(), aux_scale, m.x.data(), w.router, ws.dlogits.data(), g.router,
+  moe::route_backward(m.be, m.shape, r, ws.dprob.data(), aux_scale, m.x.data(), w.router, ws.dlogits.data(), g.router,
                       dx);
 }
 

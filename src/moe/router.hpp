@@ -1,6 +1,9 @@
 // Router: x -> fp32 logits -> softmax probabilities -> assignments.
 //
-// Private to src/moe. The router never looks at expert weights or ranks: it
+// Private to src/moe. Orchestration over the rank's Backend: the softmax, the
+// selections, the CSR view and the statistics are its MoE kernels
+// (kernels.hpp), the products its gemm_fp32. The router never looks at expert
+// weights or ranks: it
 // only decides which (token, global expert) pairs exist and with which weight.
 // Its output is the list of assignments sorted by GLOBAL expert id, then by
 // token index, which is exactly the send layout of the Dispatcher contract.
@@ -8,6 +11,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "finemoe/kernels.hpp"
 #include "finemoe/memory.hpp"
 #include "finemoe/moe.hpp"
 
@@ -27,10 +31,9 @@ struct Routes {
   std::vector<int64_t> by_tok;        // [A]
   int64_t dropped = 0;                // token choice: assignments refused for capacity
   int64_t wanted = 0;                 // token choice: T·top_k; expert choice: 0
-  // Scratch reused across steps (no allocation in steady state).
+  // Reused across steps (no allocation in steady state). The kernels' own
+  // scratch (sort keys, cursors) belongs to the backend.
   std::vector<int64_t> choice;        // token choice: [T, top_k] chosen expert or -1 if dropped
-  std::vector<int64_t> scratch;       // per-thread index arrays for the top-c / top-k searches
-  std::vector<int64_t> load;          // [EG] running per-expert fill
   std::vector<double> entropy;        // [T] per-token router entropy
   // Auxiliary-loss state (moe.hpp, "Auxiliary losses"), filled by every forward.
   std::vector<float> lse;             // [T] logsumexp of each token's logits
@@ -44,13 +47,14 @@ struct Routes {
   int64_t groups(int64_t group_size) const { return (T + group_size - 1) / group_size; }
 };
 
-// logits = x·Wr (backend::gemm_fp32: the router stays fp32 whatever precision
+// logits = x·Wr (Backend::gemm_fp32: the router stays fp32 whatever precision
 // the GEMM backend uses), probs = softmax(logits) per token, then selection by
 // shape.routing (token choice ranks p + bias when `bias` [EG] is given; the
 // combine weights are p), then the auxiliary-loss statistics (balance, z).
 // Throws Error if T is not a multiple of group_size (expert choice), or if a
 // bias is given with expert choice. Reuses the storage in `r`.
-void route_forward(const MoEShape& shape, const float* x, const float* Wr, const float* bias, int64_t T, Routes& r);
+void route_forward(Backend& be, const MoEShape& shape, const float* x, const float* Wr, const float* bias, int64_t T,
+                   Routes& r);
 
 // Token choice capacity per expert for a routing group of T tokens:
 // ceil(capacity_factor · T · top_k / (E·G)).
@@ -63,10 +67,10 @@ int64_t token_choice_capacity(const MoEShape& shape, int64_t T);
 // gradients are added (the balance loss's through the softmax, dense over
 // experts; the z-loss's straight into dlogits). `dlogits` is scratch of at
 // least T·EG floats.
-void route_backward(const MoEShape& shape, const Routes& r, const float* dprob, double aux_scale, const float* x,
-                    const float* Wr, float* dlogits, float* dWr, float* dx);
+void route_backward(Backend& be, const MoEShape& shape, const Routes& r, const float* dprob, double aux_scale,
+                    const float* x, const float* Wr, float* dlogits, float* dWr, float* dx);
 
 // Mean over tokens of the softmax entropy (nats).
-double router_entropy(Routes& r, int64_t n_experts);
+double router_entropy(Backend& be, Routes& r, int64_t n_experts);
 
 }  // namespace finemoe::moe

@@ -397,8 +397,8 @@ TEST(MoEAux, SelectionBiasNeverChangesCombineWeights) {
   std::vector<float> bias(size_t(s.n_experts));
   for (size_t e = 0; e < bias.size(); ++e) bias[e] = 0.2f * float(int(e % 3) - 1);
   moe::Routes plain, biased;
-  moe::route_forward(s, p.x.data(), p.wr.data(), nullptr, p.T, plain);
-  moe::route_forward(s, p.x.data(), p.wr.data(), bias.data(), p.T, biased);
+  moe::route_forward(cpu_backend(), s, p.x.data(), p.wr.data(), nullptr, p.T, plain);
+  moe::route_forward(cpu_backend(), s, p.x.data(), p.wr.data(), bias.data(), p.T, biased);
   const int64_t EG = s.n_experts;
   for (int64_t i = 0; i < p.T * EG; ++i) ASSERT_EQ(biased.probs[size_t(i)], plain.probs[size_t(i)]);
   int64_t differ = 0;

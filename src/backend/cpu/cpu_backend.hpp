@@ -59,7 +59,33 @@ class CpuBackend final : public Backend {
                              uint64_t stream) override;
   // (end of the dense transformer kernels)
 
-  // ---- MoE kernels ----
+  // ---- MoE kernels (moe_kernels.cpp) ----
+  void moe_softmax(const float* logits, float* probs, float* lse, int64_t T, int64_t EG) override;
+  void moe_select_expert_choice(const float* probs, int64_t T, int64_t EG, int64_t S, int64_t c, int64_t* tok,
+                                int64_t* expert, float* weight) override;
+  void moe_topk(const float* probs, const float* bias, int64_t T, int64_t EG, int64_t k, int64_t* choice) override;
+  int64_t moe_capacity(int64_t* choice, int64_t T, int64_t EG, int64_t k, int64_t S, int64_t cap, int64_t cap_last,
+                       int64_t* counts, int64_t* selected, int64_t* group_sel) override;
+  void moe_expert_major(const int64_t* choice, const int64_t* counts, const float* probs, int64_t T, int64_t EG,
+                        int64_t k, int64_t* tok, int64_t* expert, float* weight) override;
+  void moe_token_view(const int64_t* tok, int64_t A, int64_t T, int64_t* tok_off, int64_t* by_tok) override;
+  int64_t moe_unserved_tokens(const int64_t* tok_off, int64_t T) override;
+  void moe_aux_statistics(const float* probs, const int64_t* group_sel, const float* lse, int64_t T, int64_t EG,
+                          int64_t S, double* group_frac, double* group_terms, double* balance, double* z) override;
+  double moe_router_entropy(const float* probs, int64_t T, int64_t EG, double* entropy) override;
+  void moe_router_backward(const float* probs, const float* lse, const double* group_frac, const int64_t* tok_off,
+                           const int64_t* by_tok, const int64_t* expert, const float* weight, const float* dprob,
+                           int64_t T, int64_t EG, int64_t S, bool aux, double cb, double cz, float* dlogits) override;
+  void moe_gather_rows(const float* src, const int64_t* rows, int64_t n, int64_t d, float* dst) override;
+  void moe_combine(const float* y, const float* weight, const int64_t* tok_off, const int64_t* by_tok, int64_t T,
+                   int64_t d, float* out) override;
+  void moe_combine_backward(const float* dout, const float* y, const int64_t* tok, const float* weight, int64_t A,
+                            int64_t d, float* dy, float* dprob) override;
+  void moe_scatter_add(const float* gx, const int64_t* tok_off, const int64_t* by_tok, int64_t T, int64_t d,
+                       float* dx) override;
+  void moe_to_padded(const float* packed, const int64_t* counts, const int64_t* offsets, int64_t K, int64_t rmax,
+                     int64_t width, float* padded) override;
+  void moe_zero_padding(float* padded, const int64_t* counts, int64_t K, int64_t rmax, int64_t width) override;
   // (end of the MoE kernels)
 
   // ---- optimizer and reductions (optim_kernels.cpp) ----
