@@ -48,6 +48,11 @@ void grouped_gemm(bool trans_a, bool trans_b, int64_t count, const int64_t* M, i
                   float alpha, const float* const* A, int64_t lda, const float* const* B, int64_t ldb,
                   float beta, float* const* C, int64_t ldc, Epilogue epilogue = Epilogue::none);
 
+// Calls of gemm, gemm_fp32 and grouped_gemm since start-up (relaxed atomic
+// count; the CPU backend's kernels use these functions). The naive-backend
+// step test checks that a model on another backend never reaches them.
+int64_t gemm_calls();
+
 // ---- Engine control and measurement (added by the performance issue) -------
 // Threads: OpenMP and OpenBLAS use ONE pool size (set_num_threads sets both).
 // OpenBLAS is never asked for more than one thread inside an OpenMP parallel

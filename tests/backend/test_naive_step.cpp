@@ -7,9 +7,11 @@
 // moe or train code did itself instead of asking its Backend would run the
 // CPU code in both models, and any kernel the orchestration forgot to route
 // through `be` would show up here as soon as the two backends disagree on it.
-// Conversely, if both backends were bypassed for a kernel, the naive backend
-// could not see it — which is why the kernel-by-kernel tests
-// (test_naive_*_kernels.cpp) exist beside this one.
+// A bypass would call the CPU engines directly (model code can still reach
+// backend.hpp's gemm functions; the CPU kernels of ops.hpp are private to
+// the CPU backend, which the layers check enforces): so the naive model's
+// steps must not move backend::gemm_calls(). The naive kernels themselves
+// are checked one by one in test_naive_*_kernels.cpp.
 //
 // Tolerances. The two backends compute the same functions in fp32 with
 // different summation orders (the naive GEMMs accumulate in double, the CPU
@@ -82,7 +84,7 @@ double norm(const float* x, int64_t n) {
 
 void run_steps(const Config& cfg) {
   Trainee cpu(cfg, cpu_backend());
-  testing::NaiveBackend naive_be;
+  finemoe::testing::NaiveBackend naive_be;
   Trainee naive(cfg, naive_be);
   const int64_t B = cfg.train.batch_size, T = cfg.model.seq_len, V = cfg.model.vocab_size;
   AdamWParams hp;
@@ -91,13 +93,19 @@ void run_steps(const Config& cfg) {
   for (int step = 1; step <= 3; ++step) {
     SCOPED_TRACE("step " + std::to_string(step));
     make_batch(tok, tgt, B, T, V, 100 + uint64_t(step));
+    const int64_t before_cpu = backend::gemm_calls();
     const double la = cpu.tf->forward(tok.data(), tgt.data(), B);
+    ASSERT_GT(backend::gemm_calls(), before_cpu) << "the counter must see the CPU model's GEMMs";
+    int64_t engine_calls = backend::gemm_calls();
     const double lb = naive.tf->forward(tok.data(), tgt.data(), B);
+    EXPECT_EQ(backend::gemm_calls(), engine_calls) << "the naive model's forward called the CPU GEMM engines";
     ASSERT_EQ(cpu.tf->selection_counts(), naive.tf->selection_counts()) << "a routing decision differs";
     EXPECT_NEAR(la, lb, 2e-5 * std::abs(lb)) << "loss";
     EXPECT_NEAR(cpu.tf->aux_loss(), naive.tf->aux_loss(), 2e-5 * std::abs(naive.tf->aux_loss()) + 1e-9);
     cpu.tf->backward(1.0);
+    engine_calls = backend::gemm_calls();
     naive.tf->backward(1.0);
+    EXPECT_EQ(backend::gemm_calls(), engine_calls) << "the naive model's backward called the CPU GEMM engines";
     for (const ParamInfo& p : cpu.store.params()) {
       const float* ga = cpu.store.grad(p.name);
       const float* gb = naive.store.grad(p.name);

@@ -167,8 +167,14 @@ void gemm_impl(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
 }
 }  // namespace
 
+namespace {
+std::atomic<int64_t> g_gemm_calls{0};
+}  // namespace
+int64_t gemm_calls() { return g_gemm_calls.load(std::memory_order_relaxed); }
+
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Epilogue ep) {
+  g_gemm_calls.fetch_add(1, std::memory_order_relaxed);
   if (M == 0 || N == 0) return;
   FINEMOE_PROFILE("gemm");
   gemm_impl(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep);
@@ -176,6 +182,7 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
 
 void gemm_fp32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  g_gemm_calls.fetch_add(1, std::memory_order_relaxed);
   if (M == 0 || N == 0) return;
   FINEMOE_PROFILE("gemm");
   if (K == 0) return scale_block(C, M, N, ldc, beta);
@@ -201,6 +208,7 @@ bool uniform_strides(int64_t count, const int64_t* M, const float* const* A, con
 void grouped_gemm(bool ta, bool tb, int64_t count, const int64_t* M, int64_t N, int64_t K, float alpha,
                   const float* const* A, int64_t lda, const float* const* B, int64_t ldb, float beta,
                   float* const* C, int64_t ldc, Epilogue ep) {
+  g_gemm_calls.fetch_add(1, std::memory_order_relaxed);
   if (count <= 0 || N == 0) return;
   FINEMOE_PROFILE("grouped_gemm");
   const bool relu = ep == Epilogue::relu;
