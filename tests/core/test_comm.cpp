@@ -11,6 +11,19 @@ using namespace finemoe;
 
 static float contribution(int rank, int64_t i) { return float((rank + 1) * 0.1 + double(i % 17) * 1e-3); }
 
+// allreduce_sum of n contributions equals, bit for bit, the serial sum in
+// rank order (the reduction's defined order).
+static void expect_rank_order_sum(const Comm& c, int64_t n) {
+  std::vector<float> buf(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) buf[size_t(i)] = contribution(c.rank(), i);
+  c.allreduce_sum(buf.data(), n, Group::world);
+  for (int64_t i = 0; i < n; ++i) {
+    float ref = 0;
+    for (int r = 0; r < c.size(); ++r) ref += contribution(r, i);
+    ASSERT_EQ(buf[size_t(i)], ref) << "n=" << n << " i=" << i;
+  }
+}
+
 TEST(Comm, GridLayout) {
   Comm c(1);
   EXPECT_EQ(c.ep_size() * c.dp_size(), c.size());
@@ -27,16 +40,7 @@ TEST(Comm, GridLayout) {
 
 TEST(Comm, AllreduceEqualsSerialSumInRankOrder) {
   Comm c(1);
-  for (int64_t n : {int64_t(1), int64_t(3), int64_t(1000), int64_t(12345)}) {
-    std::vector<float> buf(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) buf[size_t(i)] = contribution(c.rank(), i);
-    c.allreduce_sum(buf.data(), n, Group::world);
-    for (int64_t i = 0; i < n; ++i) {
-      float ref = 0;
-      for (int r = 0; r < c.size(); ++r) ref += contribution(r, i);
-      ASSERT_EQ(buf[size_t(i)], ref) << "n=" << n << " i=" << i;  // bit-identical: same order
-    }
-  }
+  for (int64_t n : {int64_t(1), int64_t(3), int64_t(1000), int64_t(12345)}) expect_rank_order_sum(c, n);
   EXPECT_DOUBLE_EQ(c.allreduce_sum(1.5, Group::world), 1.5 * c.size());
   EXPECT_TRUE(c.any(c.rank() == c.size() - 1));
   EXPECT_FALSE(c.any(false));
@@ -73,16 +77,7 @@ TEST(Comm, PiecewiseCollectivesBelowTheCountLimitGiveTheSameResults) {
   } restore;
   Comm::set_max_count(7);
   ASSERT_EQ(Comm::max_count(), 7);
-  for (int64_t n : {int64_t(3), int64_t(7), int64_t(8), int64_t(1000)}) {
-    std::vector<float> buf(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) buf[size_t(i)] = contribution(c.rank(), i);
-    c.allreduce_sum(buf.data(), n, Group::world);
-    for (int64_t i = 0; i < n; ++i) {
-      float ref = 0;
-      for (int r = 0; r < c.size(); ++r) ref += contribution(r, i);
-      ASSERT_EQ(buf[size_t(i)], ref) << "n=" << n << " i=" << i;
-    }
-  }
+  for (int64_t n : {int64_t(3), int64_t(7), int64_t(8), int64_t(1000)}) expect_rank_order_sum(c, n);
   std::vector<int64_t> ints(20);
   for (size_t i = 0; i < ints.size(); ++i) ints[i] = int64_t(i) * (c.rank() + 1);
   c.allreduce_sum(ints.data(), int64_t(ints.size()), Group::world);
