@@ -3,9 +3,10 @@
 //   Router      x -> logits (fp32) -> softmax probs -> assignments (which token
 //               goes to which expert with which weight): expert choice or
 //               token choice.
-//   Dispatcher  moves assigned token rows to the rank owning each expert and
-//               back. LocalDispatcher (one rank) is a copy; the MPI all-to-all
-//               dispatcher (src/parallel) implements the same interface.
+//   Dispatcher  permutes the assigned token rows and moves them to the rank
+//               owning each expert, and back. LocalDispatcher (one rank) moves
+//               nothing; the MPI all-to-all dispatcher (src/parallel)
+//               implements the same interface, and the layer cannot tell them apart.
 //   Experts     E·G ReLU MLPs d -> d_expert -> d as ONE grouped GEMM per matrix.
 //   MoELayer    wires them together: forward, backward, telemetry.
 //
@@ -101,20 +102,56 @@ struct RoutingStats {
 // batch: integers summed over all ranks, so every rank computes the same bias.
 void update_selection_bias(float* bias, const int64_t* load, int64_t n_experts, double rate);
 
-// Moves rows between the ranks of an EP group. `send` holds this rank's
-// assigned rows sorted by GLOBAL expert id, send_counts[e] rows for expert e
-// (E·G entries). dispatch() returns, for each LOCAL expert k in order, the rows
-// all EP ranks sent to it (source rank order, then source order), with
-// recv_counts[k]. combine() is the exact inverse permutation: it takes rows in
-// the recv layout and returns them in the send layout. Backward uses the same
-// two calls in reverse roles. `recv` is grown when too small and never
-// shrunk (its size may exceed the rows), so steady-state steps do not allocate.
+// The token dispatcher: moves the MoE layer's token rows to the experts and
+// back, permute and unpermute included, so the layer never needs to know
+// which dispatcher it has (one rank, MPI all-to-all, later NCCL).
+//
+// Layouts. The SEND layout is this rank's A assignments sorted by GLOBAL
+// expert id (counts[e] rows for expert e, E·G entries). The RECV layout is,
+// for each LOCAL expert k in order, the rows every EP rank sent to it (source
+// rank order, then source order), recv_counts[k] rows.
+//
+// Token level (what the MoE layer calls):
+//   forward   xin = dispatch_tokens(x, tok, counts)     permute x's rows + send
+//             y   = output_rows(y_send, R)              where the experts write
+//             combine_rows(y, y_send)                   send back (unpermute's move)
+//   backward  dy  = dispatch_rows(dy_send, counts)      gradients per assignment to the experts
+//             dx  = output_rows(gx_send, R); combine_rows(dx, gx_send)
+// Returned pointers stay valid until the next call of the same method. When
+// the two layouts coincide (one rank) the implementation returns the caller's
+// own rows and combine_rows is a no-op, so nothing is copied.
+//
+// Row level (dispatch/combine, the exchange alone): dispatch() returns in
+// `recv` the recv layout of the send-layout rows `send`; combine() is the
+// exact inverse permutation. `recv` is grown when too small and never shrunk,
+// so steady-state steps do not allocate. The token-level calls are built on
+// these by default.
 class Dispatcher {
  public:
   virtual ~Dispatcher() = default;
   virtual void dispatch(const float* send, const std::vector<int64_t>& send_counts, int64_t width,
                         Buffer<float>& recv, std::vector<int64_t>& recv_counts) = 0;
   virtual void combine(const float* recv_layout, int64_t width, float* send_layout) = 0;
+
+  // Permute + send: the rows x[tok[i]] (i < Σcounts, send layout) to the
+  // experts' ranks; returns the recv-layout rows and fills recv_counts.
+  virtual const float* dispatch_tokens(Backend& be, const float* x, const int64_t* tok,
+                                       const std::vector<int64_t>& counts, int64_t width,
+                                       std::vector<int64_t>& recv_counts);
+  // Send-layout rows (e.g. the output gradient per assignment) to the experts'
+  // ranks, with the counts of the forward; returns the recv-layout rows.
+  virtual const float* dispatch_rows(Backend& be, const float* send_rows, const std::vector<int64_t>& counts,
+                                     int64_t width, std::vector<int64_t>& recv_counts);
+  // Where the experts write `rows` recv-layout rows of `width` that
+  // combine_rows will return into `send_layout`.
+  virtual float* output_rows(float* send_layout, int64_t rows, int64_t width);
+  // Recv-layout rows (from output_rows) back into send_layout.
+  virtual void combine_rows(Backend& be, const float* recv_rows, int64_t width, float* send_layout);
+  // True when dispatch moves no rows between ranks (one EP rank): the layer
+  // then re-creates the experts' input rows in backward with another
+  // dispatch_tokens (a local gather) instead of keeping a copy per layer.
+  virtual bool rows_stay_on_rank() const { return false; }
+
   // Bytes moved off-rank by the last dispatch+combine (0 for LocalDispatcher).
   virtual int64_t last_bytes_sent() const { return 0; }
   // Totals since construction over every call (all layers, forward and
@@ -126,6 +163,12 @@ class Dispatcher {
  protected:
   int64_t total_bytes_ = 0;
   double total_seconds_ = 0;
+  // Token-level buffers (grow-only), shared by the layers of one model: each
+  // call's rows are consumed before the next layer calls.
+  Buffer<float> stage_;   // permuted rows before the exchange
+  Buffer<float> inputs_;  // dispatch_tokens' recv-layout rows
+  Buffer<float> rows_;    // dispatch_rows' recv-layout rows
+  Buffer<float> out_;     // output_rows
 };
 
 std::unique_ptr<Dispatcher> make_local_dispatcher();

@@ -1,12 +1,12 @@
 // LocalDispatcher: one EP rank owns every expert, so the recv layout equals the
-// send layout (both sorted by global expert) and dispatch/combine are copies.
-// The MoE layer skips these copies when is_local_dispatcher() says it runs on
-// this dispatcher (its rows go to the experts directly); other users get the
-// plain copy semantics of the Dispatcher contract.
+// send layout (both sorted by global expert). The token-level calls therefore
+// move nothing: dispatch_tokens is the permute (one gather), dispatch_rows
+// and output_rows hand back the caller's own rows, combine_rows is a no-op.
+// The row-level dispatch/combine keep the plain copy semantics of the
+// Dispatcher contract.
 #include <cstring>
 
 #include "finemoe/moe.hpp"
-#include "workspace.hpp"
 
 namespace finemoe {
 namespace {
@@ -27,6 +27,29 @@ class LocalDispatcher final : public Dispatcher {
     if (rows_) std::memcpy(send_layout, recv_layout, size_t(rows_ * width) * sizeof(float));
   }
 
+  const float* dispatch_tokens(Backend& be, const float* x, const int64_t* tok, const std::vector<int64_t>& counts,
+                               int64_t width, std::vector<int64_t>& recv_counts) override {
+    int64_t A = 0;
+    for (int64_t c : counts) A += c;
+    if (int64_t(inputs_.size()) < A * width) inputs_.resize(size_t(A * width));
+    be.moe_gather_rows(x, tok, A, width, inputs_.data());
+    recv_counts.assign(counts.begin(), counts.end());
+    rows_ = A;
+    return inputs_.data();
+  }
+  const float* dispatch_rows(Backend&, const float* send_rows, const std::vector<int64_t>& counts, int64_t,
+                             std::vector<int64_t>& recv_counts) override {
+    recv_counts.assign(counts.begin(), counts.end());
+    rows_ = 0;
+    for (int64_t c : counts) rows_ += c;
+    return send_rows;
+  }
+  float* output_rows(float* send_layout, int64_t, int64_t) override { return send_layout; }
+  void combine_rows(Backend& be, const float* recv_rows, int64_t width, float* send_layout) override {
+    if (recv_rows != send_layout) be.copy(send_layout, recv_rows, rows_ * width * int64_t(sizeof(float)));
+  }
+  bool rows_stay_on_rank() const override { return true; }
+
  private:
   int64_t rows_ = 0;  // rows of the last dispatch: combine moves the same rows back
 };
@@ -34,9 +57,5 @@ class LocalDispatcher final : public Dispatcher {
 }  // namespace
 
 std::unique_ptr<Dispatcher> make_local_dispatcher() { return std::make_unique<LocalDispatcher>(); }
-
-namespace moe {
-bool is_local_dispatcher(const Dispatcher& d) { return dynamic_cast<const LocalDispatcher*>(&d) != nullptr; }
-}  // namespace moe
 
 }  // namespace finemoe

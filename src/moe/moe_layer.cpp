@@ -1,6 +1,7 @@
-// MoELayer: route -> gather rows by global expert -> dispatch -> experts ->
-// combine -> weight by router probability and scatter-add into the output;
-// backward is the mirror image. All buffers are grow-only members, so after
+// MoELayer: route -> dispatch the assigned token rows (the dispatcher permutes
+// and sends) -> experts -> combine back -> weight by router probability and
+// scatter-add into the output; backward is the mirror image. The layer never
+// asks which dispatcher it has: one rank or an all-to-all behave alike here. All buffers are grow-only members, so after
 // the first step the layer allocates nothing. Orchestration only: every loop
 // over tokens, assignments or rows is a kernel of the rank's Backend
 // (kernels.hpp, "MoE kernels"; the CPU's in src/backend/cpu/moe_kernels.cpp).
@@ -57,13 +58,11 @@ void validate(const MoEShape& s) {
 
 struct MoELayer::Impl {
   Impl(const MoEShape& s, Dispatcher& d, Backend& b)
-      : shape(s), disp(d), be(b), local(moe::is_local_dispatcher(d) && s.ep_size == 1),
-        experts(b, s.local_experts(), s.d_model, s.d_expert) {}
+      : shape(s), disp(d), be(b), experts(b, s.local_experts(), s.d_model, s.d_expert) {}
 
   MoEShape shape;
   Dispatcher& disp;
   Backend& be;  // runs every kernel; the layer only orchestrates
-  bool local;  // single-rank dispatcher: no dispatch/combine copies, x re-gathered in backward
   moe::Routes routes;
   moe::Experts experts;
   RoutingStats stats;
@@ -138,7 +137,6 @@ const std::vector<int64_t>& MoELayer::selection_counts() const { return impl_->r
 
 void MoELayer::forward(const float* x, float* out, int64_t T, const MoEWeights& w) {
   Impl& m = *impl_;
-  moe::Scratch& ws = moe::scratch();
   const int64_t d = m.shape.d_model;
   if (T < 0) throw Error("MoE layer: negative token count");
   ensure(m.x, size_t(T * d));
@@ -151,32 +149,24 @@ void MoELayer::forward(const float* x, float* out, int64_t T, const MoEWeights& 
   const moe::Routes& r = m.routes;
   const int64_t A = r.assignments();
 
-  // Gather: row i of the send buffer is x[tok[i]] (sorted by global expert).
-  ensure(ws.send, size_t(A * d));
+  // Permute + send: the experts' input rows, in the recv layout. When they
+  // crossed ranks the experts keep them for backward (re-creating them would
+  // cost a second exchange); otherwise backward re-gathers them from m.x.
   ensure(m.y_send, size_t(A * d));
+  const bool keep_inputs = !m.disp.rows_stay_on_rank();
+  const float* xin = nullptr;
   {
-    FINEMOE_PROFILE("moe_gather");
-    m.be.moe_gather_rows(x, r.tok.data(), A, d, ws.send.data());
+    FINEMOE_PROFILE("dispatch");
+    xin = m.disp.dispatch_tokens(m.be, x, r.tok.data(), r.counts, d, m.recv_counts);
   }
-
-  if (m.local) {  // recv layout == send layout: the experts read and write the send-layout rows
+  float* yout = m.disp.output_rows(m.y_send.data(), m.recv_rows(), d);
+  {
     FINEMOE_PROFILE("experts");
-    m.experts.forward(ws.send.data(), r.counts, w.w1, w.w2, m.y_send.data(), /*keep_x=*/false);
-  } else {
-    {
-      FINEMOE_PROFILE("dispatch");
-      m.disp.dispatch(ws.send.data(), r.counts, d, ws.recv, m.recv_counts);
-    }
-    ensure(ws.out_recv, size_t(m.recv_rows() * d));
-    {
-      FINEMOE_PROFILE("experts");
-      // Keeps its input rows: re-gathering them in backward would cost a second all-to-all.
-      m.experts.forward(ws.recv.data(), m.recv_counts, w.w1, w.w2, ws.out_recv.data(), /*keep_x=*/true);
-    }
-    {
-      FINEMOE_PROFILE("dispatch");
-      m.disp.combine(ws.out_recv.data(), d, m.y_send.data());
-    }
+    m.experts.forward(xin, m.recv_counts, w.w1, w.w2, yout, keep_inputs);
+  }
+  {
+    FINEMOE_PROFILE("dispatch");
+    m.disp.combine_rows(m.be, yout, d, m.y_send.data());  // back to the send layout (y_send)
   }
 
   // Weighted scatter-add into out (overwritten), experts ascending per token.
@@ -202,35 +192,27 @@ void MoELayer::backward(const float* dout, float* dx, const MoEWeights& w, const
                               ws.dprob.data());
   }
 
-  const float* gx = nullptr;  // expert input gradients in send layout
-  if (m.local) {
-    ensure(ws.send, size_t(A * d));
-    ensure(ws.out_recv, size_t(A * d));
-    {
-      FINEMOE_PROFILE("moe_gather");
-      m.be.moe_gather_rows(m.x.data(), r.tok.data(), A, d, ws.send.data());  // the forward's expert inputs again
-    }
-    FINEMOE_PROFILE("experts");
-    m.experts.backward(ws.dy_send.data(), ws.send.data(), w.w1, w.w2, g.w1, g.w2, ws.out_recv.data());
-    gx = ws.out_recv.data();
-  } else {
-    // Same counts as forward, so recv rows line up with the experts' saved x/h.
-    {
-      FINEMOE_PROFILE("dispatch");
-      m.disp.dispatch(ws.dy_send.data(), r.counts, d, ws.recv, m.recv_counts);
-    }
-    ensure(ws.out_recv, size_t(m.recv_rows() * d));
-    ensure(ws.send, size_t(A * d));
-    {
-      FINEMOE_PROFILE("experts");
-      m.experts.backward(ws.recv.data(), nullptr, w.w1, w.w2, g.w1, g.w2, ws.out_recv.data());
-    }
-    {
-      FINEMOE_PROFILE("dispatch");
-      m.disp.combine(ws.out_recv.data(), d, ws.send.data());
-    }
-    gx = ws.send.data();
+  // The output gradients per assignment to the experts (same counts as the
+  // forward, so the recv rows line up with the experts' saved h), the input
+  // rows again unless the experts kept them, and the input gradients back.
+  ensure(ws.gx_send, size_t(A * d));
+  const float* dyin = nullptr;
+  const float* xin = nullptr;
+  {
+    FINEMOE_PROFILE("dispatch");
+    dyin = m.disp.dispatch_rows(m.be, ws.dy_send.data(), r.counts, d, m.recv_counts);
+    if (m.disp.rows_stay_on_rank()) xin = m.disp.dispatch_tokens(m.be, m.x.data(), r.tok.data(), r.counts, d, m.recv_counts);
   }
+  float* gout = m.disp.output_rows(ws.gx_send.data(), m.recv_rows(), d);
+  {
+    FINEMOE_PROFILE("experts");
+    m.experts.backward(dyin, xin, w.w1, w.w2, g.w1, g.w2, gout);
+  }
+  {
+    FINEMOE_PROFILE("dispatch");
+    m.disp.combine_rows(m.be, gout, d, ws.gx_send.data());
+  }
+  const float* gx = ws.gx_send.data();  // expert input gradients in the send layout
 
   // dx_t += Σ_i (expert input gradient of assignment i), experts ascending.
   {

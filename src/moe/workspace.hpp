@@ -18,10 +18,8 @@
 namespace finemoe::moe {
 
 struct Scratch {
-  Buffer<float> send;      // [A, d] forward: gathered x rows; backward: re-gathered x rows (EP = 1) or dx rows
-  Buffer<float> recv;      // [R, d] expert inputs / dy rows in the recv layout (EP > 1 only)
-  Buffer<float> out_recv;  // [R, d] expert outputs (EP > 1) / expert input gradients
   Buffer<float> dy_send;   // [A, d] output gradient per assignment
+  Buffer<float> gx_send;   // [A, d] expert input gradient per assignment
   Buffer<float> dprob;     // [A]
   Buffer<float> dlogits;   // [T, E·G]
   Buffer<float> xpad, dypad, dhpad;  // experts' padded copies (only when row counts differ)
@@ -34,10 +32,5 @@ void ensure(Buffer<T>& b, size_t n) {
   if (b.size() < n) b.resize(n);  // grow-only: no allocation in steady state
 }
 
-// True when `d` is the single-rank LocalDispatcher, whose recv layout IS the
-// send layout: the layer then hands the experts its gathered rows directly
-// (no dispatch/combine copies) and re-gathers x in backward instead of
-// keeping a copy per assignment.
-bool is_local_dispatcher(const Dispatcher& d);
 
 }  // namespace finemoe::moe

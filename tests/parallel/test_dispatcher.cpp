@@ -369,6 +369,55 @@ TEST(ExpertParallelGrad, FiniteDifferencesThroughAllToAll) {
   }
 }
 
+// The token-level calls (permute + exchange) against their definition: a
+// gather of x's rows by `tok` followed by the row-level dispatch, and back.
+// On one EP rank the local dispatcher must also move nothing: dispatch_rows
+// and output_rows hand back the caller's rows, combine_rows leaves them.
+TEST(TokenLevelDispatch, EqualsGatherThenRowExchangeAndLocalCopiesNothing) {
+  Comm comm(world_size());
+  const int64_t d = 5, T = 7, EG = 2 * comm.ep_size();
+  std::vector<float> x(size_t(T * d));
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(comm.rank() * 1000 + int(i));
+  // Expert e takes tokens (e + j) % T for j <= e % 3: ragged counts, repeats allowed.
+  std::vector<int64_t> counts(static_cast<size_t>(EG)), tok;
+  for (int64_t e = 0; e < EG; ++e) {
+    counts[size_t(e)] = e % 3 + 1;
+    for (int64_t j = 0; j <= e % 3; ++j) tok.push_back((e + j) % T);
+  }
+  const int64_t A = int64_t(tok.size());
+  std::vector<float> gathered(size_t(A * d));
+  for (int64_t i = 0; i < A; ++i)
+    for (int64_t j = 0; j < d; ++j) gathered[size_t(i * d + j)] = x[size_t(tok[size_t(i)] * d + j)];
+
+  auto disp = make_dispatcher(comm);
+  auto ref = make_dispatcher(comm);
+  Buffer<float> ref_recv;
+  std::vector<int64_t> ref_counts, counts_out;
+  ref->dispatch(gathered.data(), counts, d, ref_recv, ref_counts);
+  const float* xin = disp->dispatch_tokens(cpu_backend(), x.data(), tok.data(), counts, d, counts_out);
+  ASSERT_EQ(counts_out, ref_counts);
+  int64_t R = 0;
+  for (int64_t c : counts_out) R += c;
+  for (int64_t i = 0; i < R * d; ++i) ASSERT_EQ(xin[i], ref_recv[size_t(i)]) << "row element " << i;
+
+  // Experts' "output": the input rows plus one; back to the send layout.
+  std::vector<float> y_send(size_t(A * d), -1.0f);
+  float* yout = disp->output_rows(y_send.data(), R, d);
+  for (int64_t i = 0; i < R * d; ++i) yout[i] = xin[i] + 1.0f;
+  disp->combine_rows(cpu_backend(), yout, d, y_send.data());
+  for (int64_t i = 0; i < A * d; ++i) ASSERT_EQ(y_send[size_t(i)], gathered[size_t(i)] + 1.0f) << i;
+
+  // Backward direction: send-layout rows to the experts, like dispatch().
+  const float* dyin = disp->dispatch_rows(cpu_backend(), gathered.data(), counts, d, counts_out);
+  for (int64_t i = 0; i < R * d; ++i) ASSERT_EQ(dyin[i], ref_recv[size_t(i)]);
+
+  EXPECT_EQ(disp->rows_stay_on_rank(), comm.ep_size() == 1);
+  if (comm.ep_size() == 1) {
+    EXPECT_EQ(dyin, gathered.data()) << "the local dispatcher copied the rows";
+    EXPECT_EQ(yout, y_send.data()) << "the local dispatcher gave the experts another output buffer";
+  }
+}
+
 TEST(ExpertParallelGrad, FactoryGivesLocalDispatcherForEP1) {
   Comm comm(1);
   auto disp = make_dispatcher(comm);
