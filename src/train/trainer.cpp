@@ -245,7 +245,7 @@ struct Run {
   // The router's part of the objective, from the config.
   bool aux_on() const { return cfg.balance_loss_coef() > 0 || (!cfg.dense() && cfg.moe.z_loss > 0); }
   bool selection_bias() const {
-    return !cfg.dense() && cfg.moe.routing == "token_choice" && cfg.moe.bias_update_rate > 0;
+    return !cfg.dense() && cfg.routing() == Routing::token_choice && cfg.moe.bias_update_rate > 0;
   }
 };
 
@@ -434,7 +434,7 @@ void log_run_summary(const Run& run) {
     log::info("moe: E %lld, G %lld -> %lld experts of width %lld, %s routing (%s)", (long long)cfg.moe.experts,
               (long long)cfg.moe.granularity, (long long)cfg.n_experts(), (long long)cfg.d_expert(),
               cfg.moe.routing.c_str(),
-              cfg.moe.routing == "expert_choice"
+              cfg.routing() == Routing::expert_choice
                   ? ("group " + std::to_string(cfg.moe.group_size) + ", capacity " + std::to_string(cfg.expert_capacity())).c_str()
                   : ("top-" + std::to_string(cfg.top_k()) + ", capacity factor " + std::to_string(cfg.moe.capacity_factor)).c_str());
   const double balance_coef = cfg.balance_loss_coef();
