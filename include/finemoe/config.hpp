@@ -26,6 +26,11 @@ struct ModelConfig {
   double init_scale = 0.1;
 };
 
+// moe.routing as a value: how a MoE layer assigns tokens to experts (moe.hpp).
+enum class Routing { expert_choice, token_choice };
+// "expert_choice" | "token_choice"; ConfigError naming moe.routing otherwise.
+Routing parse_routing(const std::string& name);
+
 struct MoEConfig {
   int64_t experts = 8;            // E, expansion rate
   int64_t granularity = 1;        // G
@@ -99,6 +104,9 @@ struct Config {
 
   // Derived quantities.
   bool dense() const { return model.ffn == "dense"; }
+  // moe.routing parsed (parse_routing: ConfigError for an unknown name, which
+  // validate() rejects for a MoE model). Compare this, not the string.
+  Routing routing() const { return parse_routing(moe.routing); }
   int64_t n_heads() const { return model.d_model / model.head_dim; }
   int64_t n_experts() const { return ffn_experts(dense(), moe.experts, moe.granularity); }
   int64_t d_ff() const { return ffn_hidden(model.d_model); }

@@ -32,8 +32,6 @@
 
 namespace finemoe {
 
-enum class Routing { expert_choice, token_choice };
-
 struct MoEShape {
   int64_t d_model = 0;
   int64_t E = 1;                 // expansion rate
@@ -54,8 +52,6 @@ struct MoEShape {
   int64_t first_expert() const { return ep_rank * local_experts(); }
 };
 
-// "expert_choice" | "token_choice"; ConfigError naming moe.routing otherwise.
-Routing parse_routing(const std::string& name);
 // The layer shape of `cfg` for EP rank ep_rank of ep_size (the one place it
 // is derived from a Config; expert count and width from counting.hpp).
 MoEShape moe_shape(const Config& cfg, int64_t ep_size = 1, int64_t ep_rank = 0);

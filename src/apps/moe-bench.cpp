@@ -176,8 +176,26 @@ PeakSet measure_peaks(const fm::Config& c, double secs, bool bf16_ok) {
   return p;
 }
 
-int run(const fm::ParsedArgs& args) {
-  fm::Config cfg = args.config;
+
+// ---- run(), phase by phase ---------------------------------------------------
+
+// The command line: the validated config and moe-bench's own options.
+struct BenchOptions {
+  fm::Config cfg;
+  int64_t steps = 0, warmup = 0;
+  double peak_secs = 0;
+  bool gemm_only = false;
+  std::string grouped;       // --grouped, as given
+  be::GroupedVariant grouped_variant = be::GroupedVariant::automatic;
+  std::string bf16_weights;  // --bf16-weights, as given
+  be::WeightCacheMode weight_cache = be::WeightCacheMode::plain;
+  std::string json_out;      // --json-out ("" none)
+};
+
+BenchOptions parse_options(const fm::ParsedArgs& args) {
+  BenchOptions o;
+  fm::Config& cfg = o.cfg;
+  cfg = args.config;
   // --fp32-engine is train.fp32_engine under its older name (it wins when given).
   const std::string eng = args.app.at("fp32-engine");
   if (!eng.empty()) {
@@ -186,40 +204,62 @@ int run(const fm::ParsedArgs& args) {
     cfg.train.fp32_engine = eng;
   }
   cfg.validate(1);
-  const int64_t steps = std::stoll(args.app.at("steps"));
-  const int64_t warmup = std::stoll(args.app.at("warmup"));
-  const double peak_secs = std::stod(args.app.at("peak-seconds"));
-  const bool gemm_only = args.app.count("gemm-only") && args.app.at("gemm-only") == "1";
-  if (steps < 1) throw fm::ConfigError("option '--steps': must be >= 1, got " + std::to_string(steps));
-  if (warmup < 0) throw fm::ConfigError("option '--warmup': must be >= 0, got " + std::to_string(warmup));
+  o.steps = std::stoll(args.app.at("steps"));
+  o.warmup = std::stoll(args.app.at("warmup"));
+  o.peak_secs = std::stod(args.app.at("peak-seconds"));
+  o.gemm_only = args.app.count("gemm-only") && args.app.at("gemm-only") == "1";
+  if (o.steps < 1) throw fm::ConfigError("option '--steps': must be >= 1, got " + std::to_string(o.steps));
+  if (o.warmup < 0) throw fm::ConfigError("option '--warmup': must be >= 0, got " + std::to_string(o.warmup));
 
-  be::set_num_threads(int(cfg.train.threads));
-  const std::string grp = args.app.at("grouped");
-  if (grp == "auto") be::set_grouped_variant(be::GroupedVariant::automatic);
-  else if (grp == "serial") be::set_grouped_variant(be::GroupedVariant::serial);
-  else if (grp == "omp_loop") be::set_grouped_variant(be::GroupedVariant::omp_loop);
-  else if (grp == "batched") be::set_grouped_variant(be::GroupedVariant::batched);
+  const std::string& grp = o.grouped = args.app.at("grouped");
+  if (grp == "auto") o.grouped_variant = be::GroupedVariant::automatic;
+  else if (grp == "serial") o.grouped_variant = be::GroupedVariant::serial;
+  else if (grp == "omp_loop") o.grouped_variant = be::GroupedVariant::omp_loop;
+  else if (grp == "batched") o.grouped_variant = be::GroupedVariant::batched;
   else throw fm::ConfigError("option '--grouped': expected auto | serial | omp_loop | batched, got '" + grp + "'");
-  const std::string wmode = args.app.at("bf16-weights");
-  if (wmode == "off") be::set_weight_cache_mode(be::WeightCacheMode::off);
-  else if (wmode == "plain") be::set_weight_cache_mode(be::WeightCacheMode::plain);
-  else if (wmode == "blocked") be::set_weight_cache_mode(be::WeightCacheMode::blocked);
+  const std::string& wmode = o.bf16_weights = args.app.at("bf16-weights");
+  if (wmode == "off") o.weight_cache = be::WeightCacheMode::off;
+  else if (wmode == "plain") o.weight_cache = be::WeightCacheMode::plain;
+  else if (wmode == "blocked") o.weight_cache = be::WeightCacheMode::blocked;
   else throw fm::ConfigError("option '--bf16-weights': expected off | plain | blocked, got '" + wmode + "'");
-  const int64_t T = cfg.model.seq_len, B = cfg.train.batch_size, tokens = B * T;
-  std::string why, engine_why;
-  const auto shapes = be::model_gemm_shapes(cfg.model.d_model, cfg.d_expert(), std::min<int64_t>(tokens, 2048));
-  const be::Precision prec = be::resolve_precision(cfg.train.precision, &why, shapes);
-  be::set_precision(prec);
-  // As moe-train decides it (one process here: no broadcast, no checkpoint).
-  const be::Fp32Engine engine = be::resolve_fp32_engine(cfg.train.fp32_engine, &engine_why, shapes);
-  be::set_fp32_engine(engine);
-  // run.device as moe-train resolves it (one process: no broadcast).
-  std::string device_why;
-  fm::Backend& backend = fm::backend_for(cfg.run.device, &device_why);
-  const bool bf16_ok = be::bf16_available();
-  const fm::ModelCounts counts = fm::count_model(cfg.shape());
+  o.json_out = args.app.at("json-out");
+  return o;
+}
 
-  Json j;
+// What this process computes with: threads, GEMM variants, precision, fp32
+// engine and device, each with the reason it was chosen.
+struct Engines {
+  be::Precision precision = be::Precision::fp32;
+  std::string precision_why;
+  be::Fp32Engine fp32_engine = be::Fp32Engine::openblas;
+  std::string fp32_engine_why;
+  fm::Backend* backend = nullptr;
+  std::string device_why;
+  bool bf16_ok = false;  // native bf16 GEMMs available
+};
+
+Engines set_up_engines(const BenchOptions& o) {
+  const fm::Config& cfg = o.cfg;
+  Engines e;
+  be::set_num_threads(int(cfg.train.threads));
+  be::set_grouped_variant(o.grouped_variant);
+  be::set_weight_cache_mode(o.weight_cache);
+  const int64_t tokens = cfg.model.seq_len * cfg.train.batch_size;
+  const auto shapes = be::model_gemm_shapes(cfg.model.d_model, cfg.d_expert(), std::min<int64_t>(tokens, 2048));
+  e.precision = be::resolve_precision(cfg.train.precision, &e.precision_why, shapes);
+  be::set_precision(e.precision);
+  // As moe-train decides it (one process here: no broadcast, no checkpoint).
+  e.fp32_engine = be::resolve_fp32_engine(cfg.train.fp32_engine, &e.fp32_engine_why, shapes);
+  be::set_fp32_engine(e.fp32_engine);
+  // run.device as moe-train resolves it (one process: no broadcast).
+  e.backend = &fm::backend_for(cfg.run.device, &e.device_why);
+  e.bf16_ok = be::bf16_available();
+  return e;
+}
+
+// The JSON's description of the model and of the set-up measured.
+void write_setup(Json& j, const BenchOptions& o, const Engines& e, const fm::ModelCounts& counts) {
+  const fm::Config& cfg = o.cfg;
   j.str("program", "moe-bench");
   j.str("version", FINEMOE_VERSION);
   j.str("git", FINEMOE_GIT);
@@ -227,7 +267,7 @@ int run(const fm::ParsedArgs& args) {
   j.str("ffn", cfg.model.ffn);
   j.num("d_model", double(cfg.model.d_model));
   j.num("n_blocks", double(cfg.model.n_blocks));
-  j.num("seq_len", double(T));
+  j.num("seq_len", double(cfg.model.seq_len));
   j.num("vocab_size", double(cfg.model.vocab_size));
   if (!cfg.dense()) {
     j.num("E", double(cfg.moe.experts));
@@ -235,84 +275,95 @@ int run(const fm::ParsedArgs& args) {
     j.str("routing", cfg.moe.routing);
     j.num("d_expert", double(cfg.d_expert()));
   }
-  j.num("batch_size", double(B));
-  j.num("tokens_per_step", double(tokens));
+  j.num("batch_size", double(cfg.train.batch_size));
+  j.num("tokens_per_step", double(cfg.train.batch_size * cfg.model.seq_len));
   j.num("total_params", counts.total_params);
   j.num("N", counts.N);
   j.num("N_active", counts.N_active);
   j.end();
-  j.str("precision", prec == be::Precision::bf16 ? "bf16" : "fp32");
+  j.str("precision", e.precision == be::Precision::bf16 ? "bf16" : "fp32");
   j.str("precision_requested", cfg.train.precision);
-  j.str("precision_why", why);
-  j.str("fp32_engine", be::fp32_engine_name(engine));
+  j.str("precision_why", e.precision_why);
+  j.str("fp32_engine", be::fp32_engine_name(e.fp32_engine));
   j.str("fp32_engine_requested", cfg.train.fp32_engine);
-  j.str("fp32_engine_why", engine_why);
+  j.str("fp32_engine_why", e.fp32_engine_why);
   j.str("engine", be::engine_description());
-  j.str("device", fm::device_name(backend.device()));
+  j.str("device", fm::device_name(e.backend->device()));
   j.str("device_requested", cfg.run.device);
-  j.str("device_why", device_why);
-  j.str("backend", backend.describe());
+  j.str("device_why", e.device_why);
+  j.str("backend", e.backend->describe());
   j.str("cpu_isa", be::cpu_isa());
   j.num("threads", double(be::num_threads()));
   j.str("blas_threading", be::blas_threading());
   j.str("omp_wait_policy", std::getenv("OMP_WAIT_POLICY") ? std::getenv("OMP_WAIT_POLICY") : "");
-  j.str("grouped_variant", grp);
-  j.str("bf16_weights", wmode);
+  j.str("grouped_variant", o.grouped);
+  j.str("bf16_weights", o.bf16_weights);
+}
 
-  // ---- the model's training steps ----------------------------------------
-  double step_s = 0, step_min_s = 1e30, cpu_min_s = 1e30, fwd_s = 0, bwd_s = 0, opt_s = 0, first_loss = NAN, last_loss = NAN;
-  std::vector<fm::profile::Entry> prof;
-  const int64_t rss_base = proc_status_kb("VmRSS:") * 1024;
-  if (!gemm_only) {
-    fm::ParamStore store(1, 0);
-    fm::declare_parameters(cfg, store);
-    store.finalize();
-    fm::init_parameters(cfg, store, cfg.train.seed);
-    auto dispatcher = fm::make_local_dispatcher();
-    fm::Transformer model(cfg, store, *dispatcher, backend);
-    auto source = fm::make_train_source(cfg);
-    fm::BatchLoader loader(*source, B, T, 0, 1);
-    fm::Buffer<int32_t> tok{size_t(tokens)}, tgt{size_t(tokens)};
-    fm::AdamWParams hp;
-    hp.lr = cfg.train.lr;
-    hp.beta1 = cfg.train.beta1;
-    hp.beta2 = cfg.train.beta2;
-    hp.eps = cfg.train.eps;
-    hp.weight_decay = cfg.train.weight_decay;
-    store.zero_grads();  // each update below leaves the gradients zero, as in moe-train
-    const be::RegisteredWeights registered = fm::register_parameters(store);
-    for (int64_t s = 0; s < warmup + steps; ++s) {
-      if (s == warmup) {
-        fm::profile::reset();
-        fm::profile::set_enabled(true);
-      }
-      loader.load(s, tok.data(), tgt.data());
-      const double c0 = cpu_s(), t0 = now_s();
-      const double loss = model.forward(tok.data(), tgt.data(), B);
-      const double t1 = now_s();
-      model.backward(1.0);
-      const double t2 = now_s();
-      fm::adamw_update(store, hp, s + 1, fm::AdamWStepOptions{1.0f, true}, backend);
-      const double t3 = now_s(), c3 = cpu_s();
-      if (!std::isfinite(loss)) throw fm::Error("loss is not finite at bench step " + std::to_string(s));
-      if (s == 0) first_loss = loss;
-      last_loss = loss;
-      if (s >= warmup) {
-        fwd_s += t1 - t0;
-        bwd_s += t2 - t1;
-        opt_s += t3 - t2;
-        step_s += t3 - t0;
-        step_min_s = std::min(step_min_s, t3 - t0);
-        cpu_min_s = std::min(cpu_min_s, c3 - c0);
-      }
+// Times of the timed training steps (after the warm-up ones), seconds.
+struct StepTimes {
+  double step_s = 0, step_min_s = 1e30, cpu_min_s = 1e30;
+  double fwd_s = 0, bwd_s = 0, opt_s = 0;
+  double first_loss = NAN, last_loss = NAN;
+  std::vector<fm::profile::Entry> prof;  // phase profile of the timed steps
+};
+
+// o.warmup untimed and o.steps timed training steps (forward, backward,
+// AdamW) of the configured model, as moe-train runs them.
+StepTimes time_steps(const BenchOptions& o, fm::Backend& backend) {
+  const fm::Config& cfg = o.cfg;
+  const int64_t T = cfg.model.seq_len, B = cfg.train.batch_size, tokens = B * T;
+  const int64_t warmup = o.warmup, steps = o.steps;
+  StepTimes r;
+  fm::ParamStore store(1, 0);
+  fm::declare_parameters(cfg, store);
+  store.finalize();
+  fm::init_parameters(cfg, store, cfg.train.seed);
+  auto dispatcher = fm::make_local_dispatcher();
+  fm::Transformer model(cfg, store, *dispatcher, backend);
+  auto source = fm::make_train_source(cfg);
+  fm::BatchLoader loader(*source, B, T, 0, 1);
+  fm::Buffer<int32_t> tok{size_t(tokens)}, tgt{size_t(tokens)};
+  fm::AdamWParams hp;
+  hp.lr = cfg.train.lr;
+  hp.beta1 = cfg.train.beta1;
+  hp.beta2 = cfg.train.beta2;
+  hp.eps = cfg.train.eps;
+  hp.weight_decay = cfg.train.weight_decay;
+  store.zero_grads();  // each update below leaves the gradients zero, as in moe-train
+  const be::RegisteredWeights registered = fm::register_parameters(store);
+  for (int64_t s = 0; s < warmup + steps; ++s) {
+    if (s == warmup) {
+      fm::profile::reset();
+      fm::profile::set_enabled(true);
     }
-    fm::profile::set_enabled(false);
-    prof = fm::profile::snapshot();
+    loader.load(s, tok.data(), tgt.data());
+    const double c0 = cpu_s(), t0 = now_s();
+    const double loss = model.forward(tok.data(), tgt.data(), B);
+    const double t1 = now_s();
+    model.backward(1.0);
+    const double t2 = now_s();
+    fm::adamw_update(store, hp, s + 1, fm::AdamWStepOptions{1.0f, true}, backend);
+    const double t3 = now_s(), c3 = cpu_s();
+    if (!std::isfinite(loss)) throw fm::Error("loss is not finite at bench step " + std::to_string(s));
+    if (s == 0) r.first_loss = loss;
+    r.last_loss = loss;
+    if (s >= warmup) {
+      r.fwd_s += t1 - t0;
+      r.bwd_s += t2 - t1;
+      r.opt_s += t3 - t2;
+      r.step_s += t3 - t0;
+      r.step_min_s = std::min(r.step_min_s, t3 - t0);
+      r.cpu_min_s = std::min(r.cpu_min_s, c3 - c0);
+    }
   }
-  const int64_t rss_peak = proc_status_kb("VmHWM:") * 1024;
+  fm::profile::set_enabled(false);
+  r.prof = fm::profile::snapshot();
+  return r;
+}
 
-  // ---- GEMM peaks, measured now in this process ---------------------------
-  const PeakSet peaks = measure_peaks(cfg, peak_secs, bf16_ok);
+// The GEMM peaks, measured in this process (gemm_peak_gflops).
+void write_peaks(Json& j, const PeakSet& peaks, bool bf16_ok) {
   j.begin("gemm_peak_gflops");
   j.num("fp32_2048", peaks.fp32_2048);
   j.num("bf16_2048", bf16_ok ? peaks.bf16_2048 : NAN);
@@ -327,105 +378,139 @@ int run(const fm::ParsedArgs& args) {
     j.end();
   }
   j.end();
+}
 
-  if (gemm_only) {
-    // Grouped GEMM variants compared on the experts' forward GEMM of E=8 at
-    // G = 1, 4, 16 (E·G problems of tokens/E rows, d -> 4d/G) and on the
-    // attention scores (B·H problems T x T x 64).
-    const int64_t d = cfg.model.d_model;
-    const int64_t rows = std::max<int64_t>(1, tokens / 8);
-    struct Case {
-      std::string name;
-      int64_t count, M, N, K;
-      bool tb;
-    };
-    std::vector<Case> cases;
-    for (int64_t G : {1, 4, 16})
-      cases.push_back({"experts E=8 G=" + std::to_string(G), 8 * G, rows, 4 * d / G, d, false});
-    cases.push_back({"attention scores", B * cfg.n_heads(), T, T, cfg.model.head_dim, true});
-    const auto saved_engine = be::fp32_engine();
-    const auto saved_variant = be::grouped_variant();
-    j.begin("grouped_gflops");
-    for (const auto& c : cases) {
-      j.begin(c.name + " " + std::to_string(c.count) + "x(" + std::to_string(c.M) + "x" + std::to_string(c.N) +
-              "x" + std::to_string(c.K) + ")");
-      for (auto v : {be::GroupedVariant::serial, be::GroupedVariant::omp_loop}) {
-        const std::string vn = v == be::GroupedVariant::serial ? "serial" : "omp_loop";
-        be::set_grouped_variant(v);
-        be::set_fp32_engine(be::Fp32Engine::openblas);
-        j.num("fp32_openblas_" + vn,
-              be::measure_grouped_gflops(be::Precision::fp32, c.count, c.M, c.N, c.K, false, c.tb, peak_secs / 2));
-        be::set_fp32_engine(be::Fp32Engine::onednn);
-        j.num("fp32_onednn_" + vn,
-              be::measure_grouped_gflops(be::Precision::fp32, c.count, c.M, c.N, c.K, false, c.tb, peak_secs / 2));
-        if (bf16_ok)
-          j.num("bf16_onednn_" + vn,
-                be::measure_grouped_gflops(be::Precision::bf16, c.count, c.M, c.N, c.K, false, c.tb, peak_secs / 2));
-      }
-      j.end();
+// --gemm-only: the grouped GEMM variants compared (grouped_gflops) on the
+// experts' forward GEMM of E=8 at G = 1, 4, 16 (E·G problems of tokens/E
+// rows, d -> 4d/G) and on the attention scores (B·H problems T x T x 64).
+// Restores the fp32 engine and grouped variant it changes.
+void compare_grouped_variants(Json& j, const fm::Config& cfg, double peak_secs, bool bf16_ok) {
+  const int64_t T = cfg.model.seq_len, B = cfg.train.batch_size, tokens = B * T;
+  const int64_t d = cfg.model.d_model;
+  const int64_t rows = std::max<int64_t>(1, tokens / 8);
+  struct Case {
+    std::string name;
+    int64_t count, M, N, K;
+    bool tb;
+  };
+  std::vector<Case> cases;
+  for (int64_t G : {1, 4, 16})
+    cases.push_back({"experts E=8 G=" + std::to_string(G), 8 * G, rows, 4 * d / G, d, false});
+  cases.push_back({"attention scores", B * cfg.n_heads(), T, T, cfg.model.head_dim, true});
+  const auto saved_engine = be::fp32_engine();
+  const auto saved_variant = be::grouped_variant();
+  j.begin("grouped_gflops");
+  for (const auto& c : cases) {
+    j.begin(c.name + " " + std::to_string(c.count) + "x(" + std::to_string(c.M) + "x" + std::to_string(c.N) +
+            "x" + std::to_string(c.K) + ")");
+    for (auto v : {be::GroupedVariant::serial, be::GroupedVariant::omp_loop}) {
+      const std::string vn = v == be::GroupedVariant::serial ? "serial" : "omp_loop";
+      be::set_grouped_variant(v);
+      be::set_fp32_engine(be::Fp32Engine::openblas);
+      j.num("fp32_openblas_" + vn,
+            be::measure_grouped_gflops(be::Precision::fp32, c.count, c.M, c.N, c.K, false, c.tb, peak_secs / 2));
+      be::set_fp32_engine(be::Fp32Engine::onednn);
+      j.num("fp32_onednn_" + vn,
+            be::measure_grouped_gflops(be::Precision::fp32, c.count, c.M, c.N, c.K, false, c.tb, peak_secs / 2));
+      if (bf16_ok)
+        j.num("bf16_onednn_" + vn,
+              be::measure_grouped_gflops(be::Precision::bf16, c.count, c.M, c.N, c.K, false, c.tb, peak_secs / 2));
     }
     j.end();
-    be::set_fp32_engine(saved_engine);
-    be::set_grouped_variant(saved_variant);
   }
-  if (!gemm_only) {
-    const double ms = 1e3 * step_s / double(steps);
-    const double tps = double(tokens) * double(steps) / step_s;
-    const double gflops = counts.model_flops_per_token * tps * 1e-9;
-    const bool b16 = prec == be::Precision::bf16;
-    const double peak2048 = b16 ? peaks.bf16_2048 : peaks.fp32_2048;
-    const double peak_model = b16 ? peaks.bf16_model : peaks.fp32_model;
-    j.num("steps", double(steps));
-    j.num("warmup", double(warmup));
-    j.num("tokens_per_s", tps);
-    j.num("ms_per_step", ms);
-    // Best step: robust to other processes on a shared machine (bench/ ratios use it).
-    j.num("ms_per_step_min", 1e3 * step_min_s);
-    j.num("tokens_per_s_best", double(tokens) / step_min_s);
-    j.num("cpu_ms_per_step_min", 1e3 * cpu_min_s);
-    // The time the ratios in bench/ should use: CPU time with one thread
-    // (immune to other processes), the best wall-clock step otherwise.
-    const bool one = be::num_threads() == 1;
-    const double best_s = one ? cpu_min_s : step_min_s;
-    j.str("best_basis", one ? "cpu time, 1 thread" : "wall time");
-    j.num("ms_per_step_best", 1e3 * best_s);
-    j.num("achieved_gflops_best", counts.model_flops_per_token * double(tokens) / best_s * 1e-9);
-    j.num("fraction_of_fp32_2048_best", counts.model_flops_per_token * double(tokens) / best_s * 1e-9 / peaks.fp32_2048);
-    j.num("model_flops_per_token", counts.model_flops_per_token);
-    j.num("flops_per_token_law", counts.flops_per_token);
-    j.num("achieved_gflops", gflops);
-    j.num("mfu_vs_2048", gflops / peak2048);
-    j.num("mfu_vs_model_shapes", gflops / peak_model);
-    j.num("fraction_of_fp32_2048", gflops / peaks.fp32_2048);
-    j.num("first_loss", first_loss);
-    j.num("last_loss", last_loss);
-    j.begin("phases_ms_per_step");
-    j.num("forward", 1e3 * fwd_s / double(steps));
-    j.num("backward", 1e3 * bwd_s / double(steps));
-    j.num("optimizer", 1e3 * opt_s / double(steps));
-    double gemm_total = 0;
-    for (auto& e : prof) {
-      j.num(e.name, 1e3 * e.seconds / double(steps));
-      if (e.name == "gemm" || e.name == "grouped_gemm") gemm_total += e.seconds;
-    }
-    j.num("non_gemm", 1e3 * (step_s - gemm_total) / double(steps));
-    j.end();
-    j.begin("memory");
-    const double min_b = analytic_min_bytes(cfg);
-    j.num("peak_rss_bytes", double(rss_peak));
-    j.num("baseline_rss_bytes", double(rss_base));
-    j.num("analytic_min_bytes", min_b);
-    j.num("ratio_to_min", double(rss_peak - rss_base) / min_b);
-    j.end();
+  j.end();
+  be::set_fp32_engine(saved_engine);
+  be::set_grouped_variant(saved_variant);
+}
+
+// Resident set before the model was built and its peak after the steps, bytes.
+struct Rss {
+  int64_t base = 0, peak = 0;
+};
+
+// The step timings against the peaks: throughput, MFU, phase breakdown, memory.
+void write_step_results(Json& j, const BenchOptions& o, const Engines& e, const fm::ModelCounts& counts,
+                        const StepTimes& st, const PeakSet& peaks, const Rss& rss) {
+  const fm::Config& cfg = o.cfg;
+  const int64_t steps = o.steps, tokens = cfg.train.batch_size * cfg.model.seq_len;
+  const double ms = 1e3 * st.step_s / double(steps);
+  const double tps = double(tokens) * double(steps) / st.step_s;
+  const double gflops = counts.model_flops_per_token * tps * 1e-9;
+  const bool b16 = e.precision == be::Precision::bf16;
+  const double peak2048 = b16 ? peaks.bf16_2048 : peaks.fp32_2048;
+  const double peak_model = b16 ? peaks.bf16_model : peaks.fp32_model;
+  j.num("steps", double(steps));
+  j.num("warmup", double(o.warmup));
+  j.num("tokens_per_s", tps);
+  j.num("ms_per_step", ms);
+  // Best step: robust to other processes on a shared machine (bench/ ratios use it).
+  j.num("ms_per_step_min", 1e3 * st.step_min_s);
+  j.num("tokens_per_s_best", double(tokens) / st.step_min_s);
+  j.num("cpu_ms_per_step_min", 1e3 * st.cpu_min_s);
+  // The time the ratios in bench/ should use: CPU time with one thread
+  // (immune to other processes), the best wall-clock step otherwise.
+  const bool one = be::num_threads() == 1;
+  const double best_s = one ? st.cpu_min_s : st.step_min_s;
+  j.str("best_basis", one ? "cpu time, 1 thread" : "wall time");
+  j.num("ms_per_step_best", 1e3 * best_s);
+  j.num("achieved_gflops_best", counts.model_flops_per_token * double(tokens) / best_s * 1e-9);
+  j.num("fraction_of_fp32_2048_best", counts.model_flops_per_token * double(tokens) / best_s * 1e-9 / peaks.fp32_2048);
+  j.num("model_flops_per_token", counts.model_flops_per_token);
+  j.num("flops_per_token_law", counts.flops_per_token);
+  j.num("achieved_gflops", gflops);
+  j.num("mfu_vs_2048", gflops / peak2048);
+  j.num("mfu_vs_model_shapes", gflops / peak_model);
+  j.num("fraction_of_fp32_2048", gflops / peaks.fp32_2048);
+  j.num("first_loss", st.first_loss);
+  j.num("last_loss", st.last_loss);
+  j.begin("phases_ms_per_step");
+  j.num("forward", 1e3 * st.fwd_s / double(steps));
+  j.num("backward", 1e3 * st.bwd_s / double(steps));
+  j.num("optimizer", 1e3 * st.opt_s / double(steps));
+  double gemm_total = 0;
+  for (auto& p : st.prof) {
+    j.num(p.name, 1e3 * p.seconds / double(steps));
+    if (p.name == "gemm" || p.name == "grouped_gemm") gemm_total += p.seconds;
   }
-  const std::string text = j.text();
+  j.num("non_gemm", 1e3 * (st.step_s - gemm_total) / double(steps));
+  j.end();
+  j.begin("memory");
+  const double min_b = analytic_min_bytes(cfg);
+  j.num("peak_rss_bytes", double(rss.peak));
+  j.num("baseline_rss_bytes", double(rss.base));
+  j.num("analytic_min_bytes", min_b);
+  j.num("ratio_to_min", double(rss.peak - rss.base) / min_b);
+  j.end();
+}
+
+// The JSON object on stdout and, with --json-out, appended to that file as one line.
+void emit(const std::string& text, const std::string& json_out) {
   std::cout << text << std::endl;
-  const std::string& out = args.app.at("json-out");
-  if (!out.empty()) {
-    std::ofstream f(out, std::ios::app);
-    if (!f) throw fm::Error("cannot open --json-out file '" + out + "' for appending");
+  if (!json_out.empty()) {
+    std::ofstream f(json_out, std::ios::app);
+    if (!f) throw fm::Error("cannot open --json-out file '" + json_out + "' for appending");
     f << text << "\n";
   }
+}
+
+int run(const fm::ParsedArgs& args) {
+  const BenchOptions o = parse_options(args);
+  const Engines e = set_up_engines(o);
+  const fm::ModelCounts counts = fm::count_model(o.cfg.shape());
+  Json j;
+  write_setup(j, o, e, counts);
+
+  StepTimes st;
+  Rss rss;
+  rss.base = proc_status_kb("VmRSS:") * 1024;
+  if (!o.gemm_only) st = time_steps(o, *e.backend);
+  rss.peak = proc_status_kb("VmHWM:") * 1024;
+
+  const PeakSet peaks = measure_peaks(o.cfg, o.peak_secs, e.bf16_ok);  // now, in this process
+  write_peaks(j, peaks, e.bf16_ok);
+  if (o.gemm_only) compare_grouped_variants(j, o.cfg, o.peak_secs, e.bf16_ok);
+  if (!o.gemm_only) write_step_results(j, o, e, counts, st, peaks, rss);
+  emit(j.text(), o.json_out);
   return fm::kExitOk;
 }
 

@@ -379,10 +379,25 @@ std::string Config::shape_keys_hash() const {
   return buf;
 }
 
+namespace {
+// The one table of moe.routing's names.
+std::optional<Routing> routing_from_name(const std::string& s) {
+  if (s == "expert_choice") return Routing::expert_choice;
+  if (s == "token_choice") return Routing::token_choice;
+  return std::nullopt;
+}
+}  // namespace
+
+Routing parse_routing(const std::string& s) {
+  if (const std::optional<Routing> r = routing_from_name(s)) return *r;
+  throw ConfigError("config key 'moe.routing': unknown routing '" + s + "' (expert_choice | token_choice)");
+}
+
 double Config::balance_loss_coef() const {
   if (dense()) return 0.0;
   if (moe.balance_loss) return *moe.balance_loss;
-  return moe.routing == "token_choice" ? kDefaultBalanceLoss : 0.0;
+  // An unknown routing (not yet validated) counts as no token choice.
+  return routing_from_name(moe.routing) == Routing::token_choice ? kDefaultBalanceLoss : 0.0;
 }
 
 int64_t Config::expert_capacity() const {
@@ -429,7 +444,7 @@ void Config::validate(int world_size) const {
             "must be in [1, " + std::to_string(kMaxExperts) + "], got " + std::to_string(moe.granularity));
     require(d_ff() % moe.granularity == 0, "moe.granularity",
             "d_ff = 4*d_model = " + std::to_string(d_ff()) + " is not divisible by G = " + std::to_string(moe.granularity));
-    require(moe.routing == "expert_choice" || moe.routing == "token_choice", "moe.routing",
+    require(routing_from_name(moe.routing).has_value(), "moe.routing",
             "must be 'expert_choice' or 'token_choice', got '" + moe.routing + "'");
     require(moe.group_size > 0, "moe.group_size", "must be positive");
     // At E*G/top_k every expert can already take its whole group; more
@@ -439,7 +454,7 @@ void Config::validate(int world_size) const {
                 fmt_double(moe.capacity_factor));
     require(moe.top_k >= 0 && top_k() <= n_experts(), "moe.top_k",
             "must be in [0, E*G = " + std::to_string(n_experts()) + "]");
-    const bool expert_choice = moe.routing == "expert_choice";
+    const bool expert_choice = routing() == Routing::expert_choice;
     if (moe.balance_loss) {
       const double b = *moe.balance_loss;
       require(std::isfinite(b) && b >= 0 && b <= kMaxAuxCoefficient, "moe.balance_loss",
@@ -510,13 +525,13 @@ void Config::validate(int world_size) const {
   require(n_experts() % parallel.expert_parallel == 0, "parallel.expert_parallel",
           std::to_string(parallel.expert_parallel) + " does not divide the number of experts E*G = " + std::to_string(n_experts()));
   if (!dense()) {  // after the batch checks it depends on
-    if (moe.routing == "expert_choice")
+    if (routing() == Routing::expert_choice)
       require(moe.group_size >= moe.experts, "moe.group_size",
               "must be at least moe.experts (capacity group/E would be 0)");
     // Capacity floor(group/E) per expert gives E*G*floor(group/E) slots per
     // group: G per token only when E divides the group, and the FLOP count
     // (counting.hpp) assumes G.
-    if (moe.routing == "expert_choice")
+    if (routing() == Routing::expert_choice)
       require(moe.group_size % moe.experts == 0, "moe.group_size",
               std::to_string(moe.group_size) + " is not a multiple of moe.experts = " + std::to_string(moe.experts) +
                   ": expert choice would give tokens " +

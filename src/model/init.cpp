@@ -52,7 +52,7 @@ void declare_parameters(const Config& cfg, ParamStore& store) {
       // not trained, so a buffer; zero, i.e. no bias, until the trainer
       // updates it. Declared whatever the rate, so checkpoints of one
       // routing always hold the same tensors.
-      if (cfg.moe.routing == "token_choice") store.add_buffer(p + "moe.router.bias", {EG});
+      if (cfg.routing() == Routing::token_choice) store.add_buffer(p + "moe.router.bias", {EG});
       if (cfg.moe.output_norm) {
         store.add(p + "moe.norm.w", {d}, R);
         store.add(p + "moe.norm.b", {d}, R);

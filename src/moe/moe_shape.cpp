@@ -1,18 +1,9 @@
 // MoEShape from a Config: the one place the MoE layer's shape is derived
 // (expert count and width come from counting.hpp through Config).
-#include <string>
-
 #include "finemoe/config.hpp"
-#include "finemoe/error.hpp"
 #include "finemoe/moe.hpp"
 
 namespace finemoe {
-
-Routing parse_routing(const std::string& s) {
-  if (s == "expert_choice") return Routing::expert_choice;
-  if (s == "token_choice") return Routing::token_choice;
-  throw ConfigError("config key 'moe.routing': unknown routing '" + s + "' (expert_choice | token_choice)");
-}
 
 MoEShape moe_shape(const Config& cfg, int64_t ep_size, int64_t ep_rank) {
   MoEShape sh;
@@ -21,7 +12,7 @@ MoEShape moe_shape(const Config& cfg, int64_t ep_size, int64_t ep_rank) {
   sh.G = cfg.moe.granularity;
   sh.n_experts = cfg.n_experts();
   sh.d_expert = cfg.d_expert();
-  sh.routing = parse_routing(cfg.moe.routing);
+  sh.routing = cfg.routing();
   sh.group_size = cfg.moe.group_size;
   sh.capacity = cfg.expert_capacity();
   sh.capacity_factor = cfg.moe.capacity_factor;
