@@ -147,6 +147,8 @@ class Dispatcher {
   // then re-creates the experts' input rows in backward with another
   // dispatch_tokens (a local gather) instead of keeping a copy per layer.
   virtual bool rows_stay_on_rank() const { return false; }
+  // Σ counts: the rows of a send or recv layout.
+  static int64_t total_rows(const std::vector<int64_t>& counts);
 
   // Bytes moved off-rank by the last dispatch+combine (0 for LocalDispatcher).
   virtual int64_t last_bytes_sent() const { return 0; }

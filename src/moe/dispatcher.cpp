@@ -3,24 +3,23 @@
 // Implementations whose layouts coincide (LocalDispatcher) override them to
 // skip the copies.
 #include "finemoe/moe.hpp"
+#include "workspace.hpp"
 
 namespace finemoe {
-namespace {
-int64_t total(const std::vector<int64_t>& counts) {
+
+using moe::ensure;
+
+int64_t Dispatcher::total_rows(const std::vector<int64_t>& counts) {
   int64_t n = 0;
   for (int64_t c : counts) n += c;
   return n;
 }
-void ensure(Buffer<float>& b, int64_t n) {
-  if (int64_t(b.size()) < n) b.resize(size_t(n));  // grow-only
-}
-}  // namespace
 
 const float* Dispatcher::dispatch_tokens(Backend& be, const float* x, const int64_t* tok,
                                          const std::vector<int64_t>& counts, int64_t width,
                                          std::vector<int64_t>& recv_counts) {
-  const int64_t A = total(counts);
-  ensure(stage_, A * width);
+  const int64_t A = total_rows(counts);
+  ensure(stage_, size_t(A * width));
   be.moe_gather_rows(x, tok, A, width, stage_.data());
   dispatch(stage_.data(), counts, width, inputs_, recv_counts);
   return inputs_.data();
@@ -33,7 +32,7 @@ const float* Dispatcher::dispatch_rows(Backend&, const float* send_rows, const s
 }
 
 float* Dispatcher::output_rows(float*, int64_t rows, int64_t width) {
-  ensure(out_, rows * width);
+  ensure(out_, size_t(rows * width));
   return out_.data();
 }
 

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "finemoe/moe.hpp"
+#include "workspace.hpp"
 
 namespace finemoe {
 namespace {
@@ -15,8 +16,7 @@ class LocalDispatcher final : public Dispatcher {
  public:
   void dispatch(const float* send, const std::vector<int64_t>& send_counts, int64_t width, Buffer<float>& recv,
                 std::vector<int64_t>& recv_counts) override {
-    int64_t rows = 0;
-    for (int64_t c : send_counts) rows += c;
+    const int64_t rows = total_rows(send_counts);
     const size_t n = size_t(rows * width);
     if (recv.size() < n) recv.resize(n);  // grow-only: no allocation in steady state
     if (n) std::memcpy(recv.data(), send, n * sizeof(float));
@@ -29,9 +29,8 @@ class LocalDispatcher final : public Dispatcher {
 
   const float* dispatch_tokens(Backend& be, const float* x, const int64_t* tok, const std::vector<int64_t>& counts,
                                int64_t width, std::vector<int64_t>& recv_counts) override {
-    int64_t A = 0;
-    for (int64_t c : counts) A += c;
-    if (int64_t(inputs_.size()) < A * width) inputs_.resize(size_t(A * width));
+    const int64_t A = total_rows(counts);
+    moe::ensure(inputs_, size_t(A * width));
     be.moe_gather_rows(x, tok, A, width, inputs_.data());
     recv_counts.assign(counts.begin(), counts.end());
     rows_ = A;
@@ -40,8 +39,7 @@ class LocalDispatcher final : public Dispatcher {
   const float* dispatch_rows(Backend&, const float* send_rows, const std::vector<int64_t>& counts, int64_t,
                              std::vector<int64_t>& recv_counts) override {
     recv_counts.assign(counts.begin(), counts.end());
-    rows_ = 0;
-    for (int64_t c : counts) rows_ += c;
+    rows_ = total_rows(counts);
     return send_rows;
   }
   float* output_rows(float* send_layout, int64_t, int64_t) override { return send_layout; }

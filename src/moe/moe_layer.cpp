@@ -1,8 +1,9 @@
 // MoELayer: route -> dispatch the assigned token rows (the dispatcher permutes
 // and sends) -> experts -> combine back -> weight by router probability and
 // scatter-add into the output; backward is the mirror image. The layer never
-// asks which dispatcher it has: one rank or an all-to-all behave alike here. All buffers are grow-only members, so after
-// the first step the layer allocates nothing. Orchestration only: every loop
+// asks which dispatcher it has: one rank or an all-to-all behave alike here.
+// All buffers are grow-only members, so after the first step the layer
+// allocates nothing. Orchestration only: every loop
 // over tokens, assignments or rows is a kernel of the rank's Backend
 // (kernels.hpp, "MoE kernels"; the CPU's in src/backend/cpu/moe_kernels.cpp).
 #include <cmath>
@@ -73,11 +74,7 @@ struct MoELayer::Impl {
   Buffer<float> y_send;  // [A, d] expert outputs in send layout (for dprob)
   std::vector<int64_t> recv_counts;
 
-  int64_t recv_rows() const {
-    int64_t r = 0;
-    for (int64_t c : recv_counts) r += c;
-    return r;
-  }
+  int64_t recv_rows() const { return Dispatcher::total_rows(recv_counts); }
   void fill_stats();
 };
 
