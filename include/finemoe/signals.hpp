@@ -1,12 +1,18 @@
 // Preemption signals. Slurm sends SIGUSR1 (with --signal) or SIGTERM before it
-// kills a job; an interactive user sends SIGINT. The handler only sets a flag:
-// the trainer finishes the current step, checkpoints, and exits with
+// kills a job; an interactive user sends SIGINT. They only set a flag: the
+// trainer finishes the current step, checkpoints, and exits with
 // kExitPreempted (75) so the job script can requeue.
 #pragma once
 
 namespace finemoe {
 
+// Blocks SIGUSR1, SIGTERM and SIGINT in the calling thread (and so in every
+// thread it starts later) and, on the first call, starts the one thread that
+// takes them with sigwait(): the training threads are never interrupted
+// (signals.cpp says why). Call it first in main(), before any library starts
+// a thread. A flag-setting handler stays installed for older threads.
 void install_stop_signal_handlers();
+bool stop_signals_blocked_in_this_thread();  // tests
 // True once SIGUSR1, SIGTERM or SIGINT arrived; the signal number in *sig.
 bool stop_requested(int* sig = nullptr);
 void clear_stop_request();  // tests

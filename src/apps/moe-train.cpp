@@ -29,8 +29,10 @@ const char* kUsage =
 
 int main(int argc, char** argv) {
   // Stop signals are requests from the first instruction on: before MPI_Init
-  // (a signal while it runs must not kill the process) and again after it,
-  // in case the MPI library installed its own. A request that arrives before
+  // (a signal while it runs must not kill the process), blocked in this thread
+  // before any library starts one (all inherit the mask; one listener thread
+  // takes them: signals.cpp), and the handler again after MPI_Init, in case
+  // the MPI library installed its own. A request that arrives before
   // the first step ends the run with 75 and nothing written (see below).
   finemoe::install_stop_signal_handlers();
   // Before MPI_Init: the environment then shows only what the launcher set.

@@ -58,7 +58,7 @@ struct In {
   bool ok = true;
   bool take(void* dst, size_t n) {
     if (!ok || buf.size() - pos < n) return ok = false;
-    std::memcpy(dst, buf.data() + pos, n);
+    if (n) std::memcpy(dst, buf.data() + pos, n);  // an empty vector's data() may be null
     pos += n;
     return true;
   }
