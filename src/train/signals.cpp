@@ -16,11 +16,12 @@ namespace finemoe {
 namespace {
 volatile std::sig_atomic_t g_signal = 0;
 extern "C" void on_stop_signal(int sig) { g_signal = sig; }
+constexpr int kStopSignals[] = {SIGUSR1, SIGTERM, SIGINT};
 
 sigset_t stop_signals() {
   sigset_t set;
   sigemptyset(&set);
-  for (int s : {SIGUSR1, SIGTERM, SIGINT}) sigaddset(&set, s);
+  for (int s : kStopSignals) sigaddset(&set, s);
   return set;
 }
 
@@ -55,7 +56,7 @@ void install_stop_signal_handlers() {
   sa.sa_handler = on_stop_signal;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESTART;
-  for (int s : {SIGUSR1, SIGTERM, SIGINT}) sigaction(s, &sa, nullptr);
+  for (int s : kStopSignals) sigaction(s, &sa, nullptr);
   const sigset_t set = stop_signals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   static std::once_flag started;
@@ -65,7 +66,7 @@ void install_stop_signal_handlers() {
 bool stop_signals_blocked_in_this_thread() {
   sigset_t cur;
   pthread_sigmask(SIG_BLOCK, nullptr, &cur);
-  for (int s : {SIGUSR1, SIGTERM, SIGINT})
+  for (int s : kStopSignals)
     if (!sigismember(&cur, s)) return false;
   return true;
 }
