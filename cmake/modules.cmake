@@ -35,21 +35,26 @@ finemoe_package(cuda INCLUDES cuda.h cuda_*.h cublas*.h nccl.h cub/* thrust/*)
 # x86 vector intrinsics: backend kernels only (no link library)
 finemoe_package(intrinsics INCLUDES *intrin.h)
 
-# Tensor views, RNG, config, errors, logging, parameter store.
+# Tensor views, RNG, config, errors, logging, parameter store, and the Backend
+# interface (kernels.hpp: the kernels' declarations and DeviceBuffer, no
+# implementation). The interface lives here, below every backend, so that the
+# parameter store can hold its tensors in a backend's memory; each backend
+# module implements it.
 finemoe_module(core DIR src/core
   USES boost openmp
-  HEADERS app.hpp config.hpp counting.hpp error.hpp log.hpp memory.hpp memory_check.hpp
+  HEADERS app.hpp config.hpp counting.hpp error.hpp kernels.hpp log.hpp memory.hpp memory_check.hpp
           params.hpp reduce.hpp rng.hpp)
 
 # The CPU backend: GEMM engines (OpenBLAS, oneDNN), threads, the phase
-# profiler, and every kernel of the Backend object (kernels.hpp, the seam
-# model, moe and train call through): the llm.c-style dense kernels
-# (src/backend/cpu/ops.hpp), the MoE kernels and the optimizer's.
+# profiler, and its implementation of every kernel of the Backend object
+# (kernels.hpp, the seam model, moe and train call through): the llm.c-style
+# dense kernels (src/backend/cpu/ops.hpp), the MoE kernels and the
+# optimizer's. device.hpp: cpu_backend() and run.device's choice (backend_for).
 # src/backend/cpu/*.hpp are its internals, private like every src/<module>/ header.
 finemoe_module(backend_cpu DIR src/backend/cpu
   DEPS core
   USES openmp blas dnnl intrinsics
-  HEADERS backend.hpp kernels.hpp profile.hpp)
+  HEADERS backend.hpp device.hpp profile.hpp)
 
 # Planned CUDA backend (FINEMOE_ENABLE_CUDA builds src/backend/cuda/*.cu, *.cpp
 # into finemoe_backend_cuda when the directory has sources; it has none yet).

@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "finemoe/kernels.hpp"
+
 namespace finemoe::backend {
 
 enum class Precision { fp32, bf16 };
@@ -27,10 +29,8 @@ Precision resolve_precision(const std::string& requested, std::string* why);
 // e.g. "OpenBLAS sgemm (fp32)" or "oneDNN matmul, avx512_core_amx (bf16)".
 std::string engine_description();
 
-// Elementwise function applied to C after the product: fused into the GEMM
-// kernel where the engine can (oneDNN post-op), otherwise applied right after
-// each product while C is still in cache (grouped: per problem).
-enum class Epilogue { none, relu };
+// Epilogue (the elementwise function fused into or applied right after a
+// GEMM) is declared with the Backend interface, kernels.hpp.
 
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,

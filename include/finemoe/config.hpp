@@ -91,7 +91,7 @@ struct ParallelConfig {
 struct RunConfig {
   std::string dir = "runs/default";  // run directory (metrics.h5, checkpoints/)
   std::string resume = "auto";       // auto | never | PATH to a checkpoint
-  std::string device = "auto";       // cpu | cuda | auto (the rank's Backend; kernels.hpp backend_for)
+  std::string device = "auto";       // cpu | cuda | auto (the rank's Backend; device.hpp backend_for)
 };
 
 struct Config {

@@ -4,11 +4,17 @@
 // they call these kernels over named buffers and never touch OpenMP, vector
 // intrinsics or a math library themselves (cmake/modules.cmake forbids it and
 // the layers.check test enforces it). The CPU backend (cpu_backend(),
-// src/backend/cpu) runs today's kernels: OpenBLAS / oneDNN GEMMs and OpenMP
-// loops. A CUDA backend is an addition that implements this class; the
-// naive reference backend of the tests (tests/backend/naive_backend.hpp)
+// device.hpp; src/backend/cpu) runs today's kernels: OpenBLAS / oneDNN GEMMs
+// and OpenMP loops. A CUDA backend is an addition that implements this class;
+// the naive reference backend of the tests (tests/backend/naive_backend.hpp)
 // implements it with plain loops, which proves the seam is complete: a
 // training step through it that bypassed the backend would differ.
+//
+// This header is the interface alone, owned by module core so that it sits
+// below every backend: core's ParamStore (params.hpp) keeps its tensors in a
+// backend's memory through DeviceBuffer, and each backend module implements
+// the class. Which backend a process runs (cpu_backend(), backend_for) is
+// device.hpp, in the CPU backend's module.
 //
 // Conventions are those of the llm.c-style kernels they replace:
 // - row-major float arrays; N = rows (tokens), d / C = width; linear weights
@@ -20,7 +26,16 @@
 #include <cstdint>
 #include <string>
 
-#include "finemoe/backend.hpp"
+namespace finemoe::backend {
+
+// Elementwise function applied to C after the product: fused into the GEMM
+// kernel where the engine can (oneDNN post-op), otherwise applied right after
+// each product while C is still in cache (grouped: per problem). Declared
+// with the interface whose GEMMs take it; backend.hpp's engine functions
+// take it too.
+enum class Epilogue { none, relu };
+
+}  // namespace finemoe::backend
 
 namespace finemoe {
 
@@ -234,9 +249,6 @@ class Backend {
   // (end of the optimizer kernels)
 };
 
-// This process's CPU backend (one per rank; created on first use).
-Backend& cpu_backend();
-
 // An owning array of T in a backend's memory: zero-filled on (re)allocation,
 // reallocated only when the size changes (callers size it once per shape, so
 // steady-state steps do not allocate). No element access: the memory may not
@@ -269,15 +281,5 @@ class DeviceBuffer {
   T* p_ = nullptr;
   int64_t n_ = 0;
 };
-
-// "cpu" | "cuda".
-std::string device_name(Device d);
-
-// run.device ("cpu" | "cuda" | "auto") -> this process's backend, and in *why
-// (if not null) one line saying why. cpu: the CPU backend; auto: the CPU
-// backend ("auto: no CUDA backend built"); cuda: a ConfigError naming
-// run.device (this build has no CUDA backend yet; it is planned). Anything
-// else: a ConfigError naming run.device and the allowed values.
-Backend& backend_for(const std::string& device, std::string* why = nullptr);
 
 }  // namespace finemoe

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "finemoe/config.hpp"
+#include "finemoe/device.hpp"
 #include "finemoe/kernels.hpp"
 #include "finemoe/moe.hpp"
 #include "finemoe/params.hpp"

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "finemoe/config.hpp"
+#include "finemoe/device.hpp"
 #include "finemoe/kernels.hpp"
 #include "finemoe/memory.hpp"
 

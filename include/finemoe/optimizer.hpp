@@ -7,6 +7,7 @@
 #include "finemoe/backend.hpp"
 #include "finemoe/comm.hpp"
 #include "finemoe/config.hpp"
+#include "finemoe/device.hpp"
 #include "finemoe/kernels.hpp"
 #include "finemoe/params.hpp"
 

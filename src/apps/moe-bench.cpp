@@ -25,6 +25,7 @@
 #include "finemoe/counting.hpp"
 #include "finemoe/data.hpp"
 #include "finemoe/error.hpp"
+#include "finemoe/device.hpp"
 #include "finemoe/kernels.hpp"
 #include "finemoe/model.hpp"
 #include "finemoe/moe.hpp"

@@ -23,6 +23,7 @@
 #include "finemoe/data.hpp"
 #include "finemoe/error.hpp"
 #include "finemoe/final_eval.hpp"
+#include "finemoe/device.hpp"
 #include "finemoe/kernels.hpp"
 #include "finemoe/log.hpp"
 #include "finemoe/metrics.hpp"

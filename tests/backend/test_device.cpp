@@ -1,10 +1,11 @@
-// run.device -> the rank's Backend (kernels.hpp backend_for): cpu and auto
+// run.device -> the rank's Backend (device.hpp backend_for): cpu and auto
 // give the CPU backend with a reason; this build has no CUDA backend, so cuda
 // is a ConfigError naming run.device (exit 2), as is any other value.
 #include <gtest/gtest.h>
 
 #include <string>
 
+#include "finemoe/device.hpp"
 #include "finemoe/error.hpp"
 #include "finemoe/kernels.hpp"
 

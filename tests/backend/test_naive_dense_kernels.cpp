@@ -29,6 +29,7 @@
 
 #include "../model/model_fixtures.hpp"
 #include "finemoe/backend.hpp"
+#include "finemoe/device.hpp"
 #include "finemoe/kernels.hpp"
 #include "finemoe/model.hpp"
 #include "finemoe/params.hpp"

@@ -17,6 +17,7 @@
 #include <random>
 #include <vector>
 
+#include "finemoe/device.hpp"
 #include "finemoe/kernels.hpp"
 #include "naive_backend.hpp"
 

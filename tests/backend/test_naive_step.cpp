@@ -43,6 +43,8 @@
 #include <vector>
 
 #include "../model/model_fixtures.hpp"
+#include "finemoe/backend.hpp"
+#include "finemoe/device.hpp"
 #include "finemoe/kernels.hpp"
 #include "finemoe/model.hpp"
 #include "finemoe/moe.hpp"

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <new>
 
+#include "finemoe/backend.hpp"
+#include "finemoe/device.hpp"
 #include "finemoe/memory.hpp"
 #include "ops.hpp"
 

@@ -1,8 +1,8 @@
-// run.device: which Backend this process runs (kernels.hpp, backend_for).
+// run.device: which Backend this process runs (device.hpp, backend_for).
 // This build has the CPU backend only; the CUDA backend (src/backend/cuda) is
 // planned, and until it exists `cuda` is refused by name and `auto` means cpu.
+#include "finemoe/device.hpp"
 #include "finemoe/error.hpp"
-#include "finemoe/kernels.hpp"
 
 namespace finemoe {
 
