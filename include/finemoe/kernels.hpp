@@ -54,6 +54,9 @@ class Backend {
   virtual void* allocate(int64_t bytes) = 0;
   virtual void deallocate(void* p) = 0;
   virtual void fill_zero(float* x, int64_t n) = 0;
+  // x[i] = value for i < n, the value's bits exactly (-0 and NaN payloads
+  // included): init_parameters' LayerNorm ones and zeros.
+  virtual void fill(float* x, int64_t n, float value) = 0;
   // Explicit copies where a human, a file or the data loader needs host
   // values; `copy` stays in this backend's memory.
   virtual void copy_from_host(void* dst, const void* host_src, int64_t bytes) = 0;

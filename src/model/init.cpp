@@ -73,9 +73,9 @@ void init_parameters(const Config& cfg, ParamStore& store, uint64_t seed, Backen
   for (const ParamInfo& p : store.params()) {
     float* w = store.param(p.name);
     if (p.global_shape.size() == 1) {
-      // LayerNorm weights 1, every bias and LayerNorm shift 0.
-      const float v = ends_with(p.name, ".w") ? 1.f : 0.f;
-      for (int64_t i = 0; i < p.local_count; ++i) w[i] = v;
+      // LayerNorm weights 1, every bias and LayerNorm shift 0 (the backend's
+      // fill: `w` is in its memory).
+      be.fill(w, p.local_count, ends_with(p.name, ".w") ? 1.f : 0.f);
       continue;
     }
     if (p.fan_in <= 0) throw Error("init_parameters: tensor '" + p.name + "' has no fan_in");

@@ -22,6 +22,7 @@ class NaiveBackend final : public Backend {
   void* allocate(int64_t bytes) override;
   void deallocate(void* p) override;
   void fill_zero(float* x, int64_t n) override;
+  void fill(float* x, int64_t n, float value) override;
   void copy_from_host(void* dst, const void* host_src, int64_t bytes) override;
   void copy_to_host(void* host_dst, const void* src, int64_t bytes) override;
   void copy(void* dst, const void* src, int64_t bytes) override;

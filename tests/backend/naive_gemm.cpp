@@ -20,6 +20,9 @@ void NaiveBackend::deallocate(void* p) { std::free(p); }
 void NaiveBackend::fill_zero(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = 0.0f;
 }
+void NaiveBackend::fill(float* x, int64_t n, float value) {
+  for (int64_t i = 0; i < n; ++i) x[i] = value;
+}
 void NaiveBackend::copy_from_host(void* dst, const void* src, int64_t bytes) { copy(dst, src, bytes); }
 void NaiveBackend::copy_to_host(void* dst, const void* src, int64_t bytes) { copy(dst, src, bytes); }
 void NaiveBackend::copy(void* dst, const void* src, int64_t bytes) {

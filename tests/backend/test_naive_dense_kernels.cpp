@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <random>
@@ -292,6 +293,31 @@ TEST_F(NaiveDense, CrossEntropy) {
     naive.crossentropy_backward(gn.data(), pn.data(), tgt.data(), scale, N, V);
     expect_close("crossentropy_backward " + name(s), gc, gn, 1e-6 * max_abs(gn), 1e-6);
   }
+}
+
+// fill (the LayerNorm ones and zeros of init_parameters): both backends write
+// exactly n copies of the value's bits, -0 and a NaN payload included, at
+// unaligned starts and odd lengths, and nothing past n.
+TEST_F(NaiveDense, FillIsBitIdentical) {
+  uint32_t payload_bits = 0x7fc01234u;  // a quiet NaN with a payload
+  float payload_nan;
+  std::memcpy(&payload_nan, &payload_bits, sizeof payload_nan);
+  const float values[] = {1.0f, 0.0f, -0.0f, -3.25f, 1e-40f, INFINITY, payload_nan};
+  for (const float v : values)
+    for (const int64_t n : {int64_t(0), int64_t(1), int64_t(7), int64_t(1000), int64_t(70001)})
+      for (const int64_t start : {int64_t(0), int64_t(3)}) {
+        const int64_t total = start + n + 5;
+        Vec c = uniform(total, -1, 1, 61), r = c;
+        cpu.fill(c.data() + start, n, v);
+        naive.fill(r.data() + start, n, v);
+        ASSERT_EQ(std::memcmp(c.data(), r.data(), c.size() * sizeof(float)), 0) << v << " n " << n;
+        const Vec before = uniform(total, -1, 1, 61);
+        for (int64_t i = 0; i < total; ++i) {
+          const bool inside = i >= start && i < start + n;
+          ASSERT_EQ(std::memcmp(&c[size_t(i)], inside ? &v : &before[size_t(i)], sizeof(float)), 0)
+              << "value " << v << " n " << n << " start " << start << " element " << i;
+        }
+      }
 }
 
 TEST_F(NaiveDense, InitTruncatedNormalIsBitIdentical) {

@@ -3,6 +3,7 @@
 // (and the bits) are those the model ran before the backend object existed.
 #include "cpu_backend.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -35,6 +36,9 @@ void* CpuBackend::allocate(int64_t bytes) {
 void CpuBackend::deallocate(void* p) { std::free(p); }
 void CpuBackend::fill_zero(float* x, int64_t n) {
   if (n > 0) std::memset(x, 0, size_t(n) * sizeof(float));
+}
+void CpuBackend::fill(float* x, int64_t n, float value) {
+  if (n > 0) std::fill_n(x, n, value);
 }
 void CpuBackend::copy_from_host(void* dst, const void* src, int64_t bytes) {
   if (bytes > 0) std::memcpy(dst, src, size_t(bytes));
