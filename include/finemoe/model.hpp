@@ -33,14 +33,15 @@ void declare_parameters(const Config& cfg, ParamStore& store);
 // counter-based stream keyed by (seed, name, global row), so the weights do not
 // depend on how experts are sharded over ranks. The random draws run on `be`
 // (Backend::init_truncated_normal, the rank's backend): every backend gives
-// the same bits.
+// the same bits. `be` must be the store's backend (ParamStore::backend()).
 void init_parameters(const Config& cfg, ParamStore& store, uint64_t seed, Backend& be = cpu_backend());
 
 class Transformer {
  public:
-  // `store` must come from declare_parameters + finalize. `dispatcher` moves
-  // MoE tokens (LocalDispatcher for one EP rank). `be` runs every kernel of
-  // this model and its MoE layers (the rank's backend; kernels.hpp).
+  // `store` must come from declare_parameters + finalize(be). `dispatcher`
+  // moves MoE tokens (LocalDispatcher for one EP rank). `be` runs every
+  // kernel of this model and its MoE layers (the rank's backend; kernels.hpp)
+  // and must be the store's backend (Error otherwise).
   Transformer(const Config& cfg, ParamStore& store, Dispatcher& dispatcher, Backend& be = cpu_backend());
   ~Transformer();
 

@@ -30,7 +30,10 @@ struct AdamWParams {
 //   zero_grads  leaves g = 0 afterwards, so the next step needs no separate
 //               zeroing pass over the gradient buffers.
 // Each tensor's pass is the backend's adamw_step kernel (kernels.hpp); `be`
-// is the rank's backend (the trainer's, resolved from run.device).
+// is the rank's backend (the trainer's, resolved from run.device). Here and
+// in global_grad_norm, scale_grads and first_nonfinite_grad below, `be` must
+// be the backend whose memory holds the store (ParamStore::backend()):
+// Error otherwise.
 struct AdamWStepOptions {
   float grad_scale = 1.0f;
   bool zero_grads = false;

@@ -13,12 +13,24 @@
 // every rank by whoever updates them (deterministically, from globally summed
 // inputs). Checkpoints save them (/buffers) so that resume stays bit-exact.
 // Example: the router's selection bias (moe.hpp). Zero after finalize().
+//
+// Memory: finalize(be) allocates every class buffer, the moments and the
+// buffers in backend `be`'s memory (DeviceBuffer; device memory for a device
+// backend, host memory for the CPU one), and the store remembers `be`. Every
+// pointer it hands out (param(), grad(), params(c).data(), buffer(), ...) is
+// then a pointer of that backend: kernels of `be` work on it, and the host
+// reads or writes the values only through be.copy_to_host / copy_from_host
+// (checkpoints, tests) or be's kernels (fill, fill_zero). Code that runs
+// kernels on the store checks it was given the store's backend
+// (require_backend). On the CPU backend the memory is the host's, so tests
+// may still index the pointers directly.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
-#include "finemoe/memory.hpp"
+#include "finemoe/kernels.hpp"
 
 namespace finemoe {
 
@@ -50,10 +62,16 @@ class ParamStore {
   // Expert-class tensors are split over `ep_size` ranks; this rank is `ep_rank`.
   ParamStore(int ep_size = 1, int ep_rank = 0) : ep_size_(ep_size), ep_rank_(ep_rank) {}
 
-  // Declare tensors, then finalize() once to allocate. fan_in: for init; decay:
-  // defaults to rank >= 2.
+  // Declare tensors, then finalize(be) once to allocate them, zero-filled, in
+  // backend be's memory. fan_in: for init; decay: defaults to rank >= 2.
   void add(const std::string& name, std::vector<int64_t> global_shape, ParamClass cls, int64_t fan_in = 0);
-  void finalize();
+  void finalize(Backend& be);
+  bool finalized() const { return mem_ != nullptr; }
+  // The backend whose memory holds the tensors (Error before finalize()).
+  Backend& backend() const;
+  // Error naming `who` unless `be` is backend(): a kernel of one backend must
+  // not run on another's memory.
+  void require_backend(const Backend& be, const std::string& who) const;
 
   // Declares a non-trainable buffer (before finalize()).
   void add_buffer(const std::string& name, std::vector<int64_t> shape);
@@ -73,32 +91,47 @@ class ParamStore {
   float* adam_m(const std::string& name);
   float* adam_v(const std::string& name);
 
-  // Flat class buffers (what collectives and the optimizer walk).
-  Buffer<float>& params(ParamClass c) { return p_[int(c)]; }
-  Buffer<float>& grads(ParamClass c) { return g_[int(c)]; }
-  Buffer<float>& moments_m(ParamClass c) { return m_[int(c)]; }
-  Buffer<float>& moments_v(ParamClass c) { return v_[int(c)]; }
-  const Buffer<float>& params(ParamClass c) const { return p_[int(c)]; }
-  const Buffer<float>& grads(ParamClass c) const { return g_[int(c)]; }
-  const Buffer<float>& moments_m(ParamClass c) const { return m_[int(c)]; }
-  const Buffer<float>& moments_v(ParamClass c) const { return v_[int(c)]; }
+  // Flat class buffers (what collectives and the optimizer walk), in
+  // backend()'s memory. Error before finalize().
+  DeviceBuffer<float>& params(ParamClass c) { return mem().p[int(c)]; }
+  DeviceBuffer<float>& grads(ParamClass c) { return mem().g[int(c)]; }
+  DeviceBuffer<float>& moments_m(ParamClass c) { return mem().m[int(c)]; }
+  DeviceBuffer<float>& moments_v(ParamClass c) { return mem().v[int(c)]; }
+  const DeviceBuffer<float>& params(ParamClass c) const { return mem().p[int(c)]; }
+  const DeviceBuffer<float>& grads(ParamClass c) const { return mem().g[int(c)]; }
+  const DeviceBuffer<float>& moments_m(ParamClass c) const { return mem().m[int(c)]; }
+  const DeviceBuffer<float>& moments_v(ParamClass c) const { return mem().v[int(c)]; }
 
+  // Gradients = 0 (the backend's fill_zero).
   void zero_grads();
   int ep_size() const { return ep_size_; }
   int ep_rank() const { return ep_rank_; }
   // Bytes of params + grads + two moments held by this rank, per class.
-  int64_t local_bytes(ParamClass c) const { return int64_t(p_[int(c)].size()) * 4 * 4; }
+  int64_t local_bytes(ParamClass c) const { return sizes_[int(c)] * 4 * 4; }
 
  private:
+  // What finalize() allocates: per class the parameters, gradients and two
+  // moments, and one array for all buffers, each in the backend's memory.
+  struct Memory {
+    explicit Memory(Backend& be)
+        : p{DeviceBuffer<float>(be), DeviceBuffer<float>(be)},
+          g{DeviceBuffer<float>(be), DeviceBuffer<float>(be)},
+          m{DeviceBuffer<float>(be), DeviceBuffer<float>(be)},
+          v{DeviceBuffer<float>(be), DeviceBuffer<float>(be)},
+          b(be) {}
+    DeviceBuffer<float> p[kNumParamClasses], g[kNumParamClasses], m[kNumParamClasses], v[kNumParamClasses];
+    DeviceBuffer<float> b;
+  };
+  static_assert(kNumParamClasses == 2, "Memory's initialisers list one buffer per class");
+  Memory& mem();
+  const Memory& mem() const;
   const ParamInfo* find(const std::string& name) const;
   int ep_size_, ep_rank_;
-  bool finalized_ = false;
   std::vector<ParamInfo> infos_;
   int64_t sizes_[kNumParamClasses] = {0, 0};
-  Buffer<float> p_[kNumParamClasses], g_[kNumParamClasses], m_[kNumParamClasses], v_[kNumParamClasses];
   std::vector<BufferInfo> buffer_infos_;
   int64_t buffer_size_ = 0;
-  Buffer<float> b_;
+  std::unique_ptr<Memory> mem_;  // null until finalize()
   const BufferInfo& buffer_info(const std::string& name) const;
 };
 

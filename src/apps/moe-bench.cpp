@@ -318,8 +318,8 @@ StepTimes time_steps(const BenchOptions& o, fm::Backend& backend) {
   StepTimes r;
   fm::ParamStore store(1, 0);
   fm::declare_parameters(cfg, store);
-  store.finalize();
-  fm::init_parameters(cfg, store, cfg.train.seed);
+  store.finalize(backend);
+  fm::init_parameters(cfg, store, cfg.train.seed, backend);
   auto dispatcher = fm::make_local_dispatcher();
   fm::Transformer model(cfg, store, *dispatcher, backend);
   auto source = fm::make_train_source(cfg);

@@ -4,6 +4,16 @@
 
 namespace finemoe {
 
+namespace {
+
+// Tensor i's local elements in one array per class (params, grads or a moment).
+template <typename ClassBuffers>
+auto tensor_in(ClassBuffers& bufs, const ParamInfo& i) {
+  return bufs[int(i.cls)].data() + i.offset;
+}
+
+}  // namespace
+
 int64_t ParamInfo::row_elems() const {
   int64_t n = 1;
   for (size_t i = 1; i < global_shape.size(); ++i) n *= global_shape[i];
@@ -11,7 +21,7 @@ int64_t ParamInfo::row_elems() const {
 }
 
 void ParamStore::add(const std::string& name, std::vector<int64_t> shape, ParamClass cls, int64_t fan_in) {
-  if (finalized_) throw Error("ParamStore::add('" + name + "') after finalize()");
+  if (finalized()) throw Error("ParamStore::add('" + name + "') after finalize()");
   if (find(name) || has_buffer(name)) throw Error("ParamStore: duplicate tensor '" + name + "'");
   ParamInfo p;
   p.name = name;
@@ -38,7 +48,7 @@ void ParamStore::add(const std::string& name, std::vector<int64_t> shape, ParamC
 }
 
 void ParamStore::add_buffer(const std::string& name, std::vector<int64_t> shape) {
-  if (finalized_) throw Error("ParamStore::add_buffer('" + name + "') after finalize()");
+  if (finalized()) throw Error("ParamStore::add_buffer('" + name + "') after finalize()");
   if (find(name) || has_buffer(name)) throw Error("ParamStore: duplicate tensor '" + name + "'");
   BufferInfo b;
   b.name = name;
@@ -50,16 +60,37 @@ void ParamStore::add_buffer(const std::string& name, std::vector<int64_t> shape)
   buffer_infos_.push_back(std::move(b));
 }
 
-void ParamStore::finalize() {
+void ParamStore::finalize(Backend& be) {
+  if (finalized()) throw Error("ParamStore::finalize() called twice");
+  // DeviceBuffer memory comes zero-filled from the backend: parameters,
+  // gradients, moments and buffers all start at zero.
+  auto m = std::make_unique<Memory>(be);
   for (int c = 0; c < kNumParamClasses; ++c) {
-    p_[c].resize(sizes_[c]);
-    g_[c].resize(sizes_[c]);
-    m_[c].resize(sizes_[c]);
-    v_[c].resize(sizes_[c]);
+    m->p[c].resize(sizes_[c]);
+    m->g[c].resize(sizes_[c]);
+    m->m[c].resize(sizes_[c]);
+    m->v[c].resize(sizes_[c]);
   }
-  b_.resize(size_t(buffer_size_));
-  b_.zero();
-  finalized_ = true;
+  m->b.resize(buffer_size_);
+  mem_ = std::move(m);
+}
+
+ParamStore::Memory& ParamStore::mem() {
+  if (!mem_) throw Error("ParamStore: tensors used before finalize()");
+  return *mem_;
+}
+const ParamStore::Memory& ParamStore::mem() const {
+  if (!mem_) throw Error("ParamStore: tensors used before finalize()");
+  return *mem_;
+}
+
+Backend& ParamStore::backend() const { return mem().b.backend(); }
+
+void ParamStore::require_backend(const Backend& be, const std::string& who) const {
+  const Backend& mine = backend();
+  if (&be != &mine)
+    throw Error(who + ": the parameter store's tensors are in the memory of backend '" + mine.describe() +
+                "', not of the backend it was given ('" + be.describe() + "')");
 }
 
 bool ParamStore::has_buffer(const std::string& name) const {
@@ -74,8 +105,8 @@ const BufferInfo& ParamStore::buffer_info(const std::string& name) const {
   throw Error("ParamStore: no buffer named '" + name + "'");
 }
 
-float* ParamStore::buffer(const std::string& name) { return b_.data() + buffer_info(name).offset; }
-const float* ParamStore::buffer(const std::string& name) const { return b_.data() + buffer_info(name).offset; }
+float* ParamStore::buffer(const std::string& name) { return mem().b.data() + buffer_info(name).offset; }
+const float* ParamStore::buffer(const std::string& name) const { return mem().b.data() + buffer_info(name).offset; }
 
 const ParamInfo* ParamStore::find(const std::string& name) const {
   for (const auto& p : infos_)
@@ -91,15 +122,15 @@ const ParamInfo& ParamStore::info(const std::string& name) const {
   return *p;
 }
 
-float* ParamStore::param(const std::string& n) { const auto& i = info(n); return p_[int(i.cls)].data() + i.offset; }
-float* ParamStore::grad(const std::string& n) { const auto& i = info(n); return g_[int(i.cls)].data() + i.offset; }
-const float* ParamStore::param(const std::string& n) const { const auto& i = info(n); return p_[int(i.cls)].data() + i.offset; }
-const float* ParamStore::grad(const std::string& n) const { const auto& i = info(n); return g_[int(i.cls)].data() + i.offset; }
-float* ParamStore::adam_m(const std::string& n) { const auto& i = info(n); return m_[int(i.cls)].data() + i.offset; }
-float* ParamStore::adam_v(const std::string& n) { const auto& i = info(n); return v_[int(i.cls)].data() + i.offset; }
+float* ParamStore::param(const std::string& n) { return tensor_in(mem().p, info(n)); }
+float* ParamStore::grad(const std::string& n) { return tensor_in(mem().g, info(n)); }
+const float* ParamStore::param(const std::string& n) const { return tensor_in(mem().p, info(n)); }
+const float* ParamStore::grad(const std::string& n) const { return tensor_in(mem().g, info(n)); }
+float* ParamStore::adam_m(const std::string& n) { return tensor_in(mem().m, info(n)); }
+float* ParamStore::adam_v(const std::string& n) { return tensor_in(mem().v, info(n)); }
 
 void ParamStore::zero_grads() {
-  for (auto& g : g_) g.zero();
+  for (auto& g : mem().g) g.backend().fill_zero(g.data(), g.size());
 }
 
 }  // namespace finemoe

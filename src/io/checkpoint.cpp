@@ -25,6 +25,11 @@
 // Errors: every rank records its first failure and keeps going through the
 // collective calls; agree() then gives every rank the same message, so a
 // failure on one rank never leaves the others waiting in a collective.
+//
+// Memory: the store's tensors are in its backend's memory (params.hpp), so
+// every tensor passes through a host staging array, one tensor at a time:
+// copy_to_host before a write, copy_from_host after a read that succeeded.
+// Host memory beyond the store is the largest local tensor.
 #include "finemoe/checkpoint.hpp"
 
 #include <dirent.h>
@@ -43,9 +48,11 @@
 #include <cstring>
 #include <map>
 #include <sstream>
+#include <vector>
 
 #include "finemoe/error.hpp"
 #include "finemoe/h5layout.hpp"
+#include "finemoe/kernels.hpp"
 #include "finemoe/log.hpp"
 #include "io/h5util.hpp"
 
@@ -262,6 +269,16 @@ std::string keep_aside(const std::string& path) {
 
 const char* const kGroups[] = {hl::kCkptParams, hl::kCkptAdamM, hl::kCkptAdamV};
 
+// Host staging array for one tensor of `store` at a time: as many floats as
+// its largest local tensor or buffer (at least one, so that data() is never
+// null, even for a rank that selects nothing).
+std::vector<float> staging_for(const ParamStore& store) {
+  int64_t n = 1;
+  for (const ParamInfo& p : store.params()) n = std::max(n, p.local_count);
+  for (const BufferInfo& b : store.buffers()) n = std::max(n, b.count);
+  return std::vector<float>(size_t(n));
+}
+
 // Bytes a checkpoint of `store` takes: params and two moments at global
 // shape, plus object headers and the config (generous).
 int64_t estimate_bytes(const ParamStore& store) {
@@ -373,6 +390,8 @@ std::string save_checkpoint(const std::string& run_dir, const ParamStore& store,
       if (!grp.valid()) fail(std::string("cannot create group ") + g);
     }
     const bool expert_writer = comm.dp_rank() == 0;  // DP replica 0 holds the reference copy
+    Backend& be = store.backend();
+    std::vector<float> host = staging_for(store);
     for (const ParamInfo& p : store.params()) {
       std::vector<hsize_t> shape(p.global_shape.begin(), p.global_shape.end());
       h5::Handle sp = h5::space(H5Screate_simple(int(shape.size()), shape.data(), nullptr));
@@ -392,13 +411,11 @@ std::string save_checkpoint(const std::string& run_dir, const ParamStore& store,
           fail("cannot create dataset " + ds_name);
           continue;
         }
-        float* buf = const_cast<float*>(bufs[k]);  // H5Dwrite only reads it
-        bool ok = true;
-        if (p.cls == ParamClass::expert)
-          ok = rows_io(true, ds, shape, p.row0, p.local_rows, p.row_elems(), buf, coll, expert_writer);
-        else
-          ok = rows_io(true, ds, shape, 0, p.local_rows, p.row_elems(), buf, coll, comm.rank() == 0);
-        if (!ok) fail("cannot write dataset " + ds_name + " (disk full?)");
+        const bool writer = p.cls == ParamClass::expert ? expert_writer : comm.rank() == 0;
+        if (writer) be.copy_to_host(host.data(), bufs[k], p.local_count * int64_t(sizeof(float)));
+        const int64_t row0 = p.cls == ParamClass::expert ? p.row0 : 0;
+        if (!rows_io(true, ds, shape, row0, p.local_rows, p.row_elems(), host.data(), coll, writer))
+          fail("cannot write dataset " + ds_name + " (disk full?)");
       }
     }
 
@@ -417,8 +434,8 @@ std::string save_checkpoint(const std::string& run_dir, const ParamStore& store,
         continue;
       }
       const int64_t rows = b.shape.empty() ? 1 : b.shape[0];
-      float* buf = const_cast<float*>(store.buffer(b.name));  // H5Dwrite only reads it
-      if (!rows_io(true, ds, shape, 0, rows, rows ? b.count / rows : 0, buf, coll, comm.rank() == 0))
+      if (comm.rank() == 0) be.copy_to_host(host.data(), store.buffer(b.name), b.count * int64_t(sizeof(float)));
+      if (!rows_io(true, ds, shape, 0, rows, rows ? b.count / rows : 0, host.data(), coll, comm.rank() == 0))
         fail("cannot write dataset " + ds_name + " (disk full?)");
     }
 
@@ -687,7 +704,10 @@ TrainState load_checkpoint(const std::string& path, ParamStore& store, const Con
 
   // Read this rank's rows of every tensor (independent transfers: each rank
   // reads exactly what it holds, whatever EP the file was written with).
-  // HDF5 verifies each chunk's Fletcher32 checksum as it reads it.
+  // HDF5 verifies each chunk's Fletcher32 checksum as it reads it. Each
+  // tensor reaches the store (copy_from_host) only once it was read whole.
+  Backend& be = store.backend();
+  std::vector<float> host = staging_for(store);
   for (const ParamInfo& p : store.params()) {
     std::vector<hsize_t> shape(p.global_shape.begin(), p.global_shape.end());
     float* bufs[3] = {store.params(p.cls).data() + p.offset, store.moments_m(p.cls).data() + p.offset,
@@ -696,8 +716,11 @@ TrainState load_checkpoint(const std::string& path, ParamStore& store, const Con
       const std::string ds_name = std::string(kGroups[k]) + "/" + p.name;
       h5::Handle ds = h5::dataset(H5Dopen2(file, ds_name.c_str(), H5P_DEFAULT));
       std::string d = ds.valid() ? "" : h5::detail();
-      if (ds.valid() && rows_io(false, ds, shape, p.row0, p.local_rows, p.row_elems(), bufs[k], H5P_DEFAULT, true, &d))
+      if (ds.valid() &&
+          rows_io(false, ds, shape, p.row0, p.local_rows, p.row_elems(), host.data(), H5P_DEFAULT, true, &d)) {
+        be.copy_from_host(bufs[k], host.data(), p.local_count * int64_t(sizeof(float)));
         continue;
+      }
       local.set('D', where + tensor_read_failure(ds_name, d));
     }
   }
@@ -707,7 +730,7 @@ TrainState load_checkpoint(const std::string& path, ParamStore& store, const Con
   for (const BufferInfo& b : store.buffers()) {
     float* buf = store.buffer(b.name);
     if (version < 3) {
-      std::fill(buf, buf + b.count, 0.0f);
+      be.fill_zero(buf, b.count);
       continue;
     }
     if (local) break;
@@ -716,8 +739,11 @@ TrainState load_checkpoint(const std::string& path, ParamStore& store, const Con
     const int64_t rows = b.shape.empty() ? 1 : b.shape[0];
     h5::Handle ds = h5::dataset(H5Dopen2(file, ds_name.c_str(), H5P_DEFAULT));
     std::string d = ds.valid() ? "" : h5::detail();
-    if (ds.valid() && rows_io(false, ds, shape, 0, rows, rows ? b.count / rows : 0, buf, H5P_DEFAULT, true, &d))
+    if (ds.valid() &&
+        rows_io(false, ds, shape, 0, rows, rows ? b.count / rows : 0, host.data(), H5P_DEFAULT, true, &d)) {
+      be.copy_from_host(buf, host.data(), b.count * int64_t(sizeof(float)));
       continue;
+    }
     local.set('D', where + tensor_read_failure(ds_name, d));
   }
   file.close();

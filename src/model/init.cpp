@@ -69,6 +69,7 @@ void declare_parameters(const Config& cfg, ParamStore& store) {
 }
 
 void init_parameters(const Config& cfg, ParamStore& store, uint64_t seed, Backend& be) {
+  store.require_backend(be, "init_parameters");
   const Rng root(seed, 0);
   for (const ParamInfo& p : store.params()) {
     float* w = store.param(p.name);

@@ -13,6 +13,7 @@
 // backward accumulates into it, so the residual adds need no extra work.
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "finemoe/error.hpp"
 #include "finemoe/memory.hpp"
@@ -65,6 +66,8 @@ struct Transformer::Impl {
   DeviceBuffer<float> branch{be};  // [BT,d] branch output before the residual add
   // ---- backward scratch ----
   DeviceBuffer<float> dres{be}, dbr{be}, dln{be}, dqkv{be}, dpreatt{be}, dh1{be}, dmoe{be};
+  // Host copy of one block's selection bias (update_selection_bias), E·G floats.
+  std::vector<float> bias_host;
 
   Impl(const Config& c, ParamStore& s, Dispatcher& disp, Backend& b) : cfg(c), store(s), be(b) {
     L = cfg.model.n_blocks;
@@ -77,6 +80,7 @@ struct Transformer::Impl {
     moe_norm = moe && cfg.moe.output_norm;
     if (H <= 0 || d % cfg.model.head_dim != 0)
       throw ConfigError("config key 'model.d_model': " + std::to_string(d) + " is not a multiple of model.head_dim");
+    store.require_backend(be, "Transformer");
 
     auto P = [&](const std::string& n) { return store.param(n); };
     auto G = [&](const std::string& n) { return store.grad(n); };
@@ -107,6 +111,7 @@ struct Transformer::Impl {
     if (moe) {
       const MoEShape sh = moe_shape(cfg, store.ep_size(), store.ep_rank());
       for (int64_t l = 0; l < L; ++l) moe_layers.push_back(std::make_unique<MoELayer>(sh, disp, be));
+      bias_host.resize(size_t(cfg.n_experts()));
     }
   }
 
@@ -298,7 +303,15 @@ void Transformer::update_selection_bias(const std::vector<std::vector<int64_t>>&
       throw Error("Transformer::update_selection_bias: block " + std::to_string(l) + " has " +
                   std::to_string(loads[size_t(l)].size()) + " loads for " + std::to_string(m.cfg.n_experts()) +
                   " experts");
-    finemoe::update_selection_bias(bias, loads[size_t(l)].data(), m.cfg.n_experts(), rate);
+    // The bias is in the backend's memory. It is E·G floats updated once per
+    // step from loads that are host integers (summed over the ranks by host
+    // MPI), so an explicit round trip (E·G floats down, E·G up) moves no
+    // more than a kernel would (the loads up), and keeps the one host
+    // definition of the update (moe.hpp) that the tests check.
+    const int64_t n = m.cfg.n_experts();
+    m.be.copy_to_host(m.bias_host.data(), bias, n * int64_t(sizeof(float)));
+    finemoe::update_selection_bias(m.bias_host.data(), loads[size_t(l)].data(), n, rate);
+    m.be.copy_from_host(bias, m.bias_host.data(), n * int64_t(sizeof(float)));
   }
 }
 

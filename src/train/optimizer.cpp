@@ -19,6 +19,7 @@ void adamw_update(ParamStore& store, const AdamWParams& hp, int64_t t, const Ada
   a.inv_bc2 = float(1.0 / bc2);
   a.grad_scale = opts.grad_scale;
   a.zero_grads = opts.zero_grads;
+  store.require_backend(be, "adamw_update");
   for (const ParamInfo& info : store.params()) {
     a.weight_decay = info.decay ? float(hp.weight_decay) : 0.0f;
     be.adamw_step(store.params(info.cls).data() + info.offset, store.grads(info.cls).data() + info.offset,
@@ -29,38 +30,43 @@ void adamw_update(ParamStore& store, const AdamWParams& hp, int64_t t, const Ada
 }
 
 backend::RegisteredWeights register_parameters(const ParamStore& store) {
-  const Buffer<float>& rep = store.params(ParamClass::replicated);
-  const Buffer<float>& exp = store.params(ParamClass::expert);
-  return backend::RegisteredWeights{{rep.data(), int64_t(rep.size())}, {exp.data(), int64_t(exp.size())}};
+  const DeviceBuffer<float>& rep = store.params(ParamClass::replicated);
+  const DeviceBuffer<float>& exp = store.params(ParamClass::expert);
+  return backend::RegisteredWeights{{rep.data(), rep.size()}, {exp.data(), exp.size()}};
 }
 
 double global_grad_norm(const ParamStore& store, const Comm& comm, Backend& be) {
   // The padding between tensors in a class buffer is always zero.
-  const Buffer<float>& rg = store.grads(ParamClass::replicated);
-  const Buffer<float>& eg = store.grads(ParamClass::expert);
-  const double rep = be.sum_squares(rg.data(), int64_t(rg.size()));
-  const double exp = comm.allreduce_sum(be.sum_squares(eg.data(), int64_t(eg.size())), Group::ep);
+  store.require_backend(be, "global_grad_norm");
+  const DeviceBuffer<float>& rg = store.grads(ParamClass::replicated);
+  const DeviceBuffer<float>& eg = store.grads(ParamClass::expert);
+  const double rep = be.sum_squares(rg.data(), rg.size());
+  const double exp = comm.allreduce_sum(be.sum_squares(eg.data(), eg.size()), Group::ep);
   return std::sqrt(rep + exp);
 }
 
 void scale_grads(ParamStore& store, float factor, Backend& be) {
+  store.require_backend(be, "scale_grads");
   for (int c = 0; c < kNumParamClasses; ++c) {
-    Buffer<float>& g = store.grads(ParamClass(c));
-    be.scale(g.data(), int64_t(g.size()), factor);
+    DeviceBuffer<float>& g = store.grads(ParamClass(c));
+    be.scale(g.data(), g.size(), factor);
   }
 }
 
 std::string first_nonfinite_grad(const ParamStore& store, Backend& be) {
+  store.require_backend(be, "first_nonfinite_grad");
   for (const ParamInfo& p : store.params())
     if (be.find_nonfinite(store.grad(p.name), p.local_count) >= 0) return p.name;
   return "";
 }
 
 void sync_grads(ParamStore& store, const Comm& comm) {
-  Buffer<float>& rep = store.grads(ParamClass::replicated);
-  comm.allreduce_sum(rep.data(), int64_t(rep.size()), Group::world);
-  Buffer<float>& exp = store.grads(ParamClass::expert);
-  comm.allreduce_sum(exp.data(), int64_t(exp.size()), Group::dp);
+  // The class buffers are in the store's backend memory: host memory on the
+  // CPU backend, which is what Comm's host MPI takes today.
+  DeviceBuffer<float>& rep = store.grads(ParamClass::replicated);
+  comm.allreduce_sum(rep.data(), rep.size(), Group::world);
+  DeviceBuffer<float>& exp = store.grads(ParamClass::expert);
+  comm.allreduce_sum(exp.data(), exp.size(), Group::dp);
 }
 
 double lr_at(int64_t step, int64_t total, int64_t warmup, double lr, double lr_min) {

@@ -295,8 +295,8 @@ void build_model(Run& run) {
   collective(comm, [&] {
     try {
       declare_parameters(cfg, run.store);
-      run.store.finalize();
-      init_parameters(cfg, run.store, cfg.train.seed);
+      run.store.finalize(*run.be);  // in the backend's memory
+      init_parameters(cfg, run.store, cfg.train.seed, *run.be);
 #ifdef FINEMOE_HAVE_MPI_DISPATCHER
       run.dispatcher = make_dispatcher(comm);  // keeps `comm`; talks to no rank yet
 #else

@@ -349,10 +349,10 @@ TEST_F(NaiveDense, InitParametersSameOnBothBackends) {
   for (const char* ffn : {"dense", "moe"}) {
     const finemoe::Config c = fmtest::tiny_config(ffn);
     finemoe::ParamStore a(2, 1), b(2, 1);
-    for (finemoe::ParamStore* s : {&a, &b}) {
-      finemoe::declare_parameters(c, *s);
-      s->finalize();
-    }
+    finemoe::declare_parameters(c, a);
+    finemoe::declare_parameters(c, b);
+    a.finalize(cpu);  // each store in its backend's memory
+    b.finalize(naive);
     finemoe::init_parameters(c, a, 42);  // default backend: the CPU one
     finemoe::init_parameters(c, b, 42, naive);
     for (const auto& p : a.params()) {

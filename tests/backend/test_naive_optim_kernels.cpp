@@ -27,9 +27,11 @@
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "backend/cpu/cpu_backend.hpp"
+#include "finemoe/error.hpp"
 #include "finemoe/optimizer.hpp"
 #include "finemoe/reduce.hpp"
 #include "naive_backend.hpp"
@@ -220,11 +222,11 @@ TEST(NaiveOptimKernels, FindNonfiniteFindsAPlantedNaNOrInf) {
 // above), and the scan names the tensor holding the planted value.
 TEST(NaiveOptimKernels, OptimizerEntryPointsRunOnTheGivenBackend) {
   finemoe::testing::NaiveBackend naive;
-  auto make = [] {
+  auto make = [](Backend& be) {
     ParamStore s;
     s.add("w", {300, 301}, ParamClass::replicated);  // decayed, above the OpenMP threshold
     s.add("b", {301}, ParamClass::replicated);       // not decayed
-    s.finalize();
+    s.finalize(be);
     const std::vector<float> p = randn(300 * 301, 21), g = randn(300 * 301, 22, 0.1f);
     const std::vector<float> pb = randn(301, 23), gb = randn(301, 24, 0.1f);
     std::copy(p.begin(), p.end(), s.param("w"));
@@ -233,7 +235,7 @@ TEST(NaiveOptimKernels, OptimizerEntryPointsRunOnTheGivenBackend) {
     std::copy(gb.begin(), gb.end(), s.grad("b"));
     return s;
   };
-  ParamStore a = make(), b = make();
+  ParamStore a = make(cpu_backend()), b = make(naive);
   const AdamWParams hp{1e-3, 0.9, 0.95, 1e-8, 0.1};
   scale_grads(a, 0.5f);
   scale_grads(b, 0.5f, naive);
@@ -253,7 +255,18 @@ TEST(NaiveOptimKernels, OptimizerEntryPointsRunOnTheGivenBackend) {
   EXPECT_EQ(first_nonfinite_grad(b, naive), "");
   b.grad("b")[7] = std::numeric_limits<float>::quiet_NaN();
   EXPECT_EQ(first_nonfinite_grad(b, naive), "b");
-  EXPECT_EQ(first_nonfinite_grad(b), "b");
+  // A kernel of one backend on another's memory is refused, naming both.
+  try {
+    first_nonfinite_grad(b);  // default backend: the CPU one
+    ADD_FAILURE() << "first_nonfinite_grad ran the CPU backend on the naive backend's store";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("first_nonfinite_grad"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(naive.describe()), std::string::npos) << msg;
+    EXPECT_NE(msg.find(cpu_backend().describe()), std::string::npos) << msg;
+  }
+  EXPECT_THROW(scale_grads(a, 1.0f, naive), Error);
+  EXPECT_THROW(adamw_update(b, hp, 2), Error);
   b.grad("w")[300 * 301 - 1] = std::numeric_limits<float>::infinity();
   EXPECT_EQ(first_nonfinite_grad(b, naive), "w");
 }

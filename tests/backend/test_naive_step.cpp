@@ -63,7 +63,7 @@ struct Trainee {
   Backend& be;
   Trainee(const Config& c, Backend& b) : cfg(c), be(b) {
     declare_parameters(cfg, store);
-    store.finalize();
+    store.finalize(be);
     init_parameters(cfg, store, /*seed=*/5, be);
     tf = std::make_unique<Transformer>(cfg, store, *disp, be);
   }

@@ -25,7 +25,7 @@ TEST(AdamW, TwoStepsByHand) {
   ParamStore s;
   s.add("w", {1, 2}, ParamClass::replicated);  // matrix: decayed
   s.add("b", {1}, ParamClass::replicated);     // vector: not decayed
-  s.finalize();
+  s.finalize(cpu_backend());
   s.param("w")[0] = 1.0f;
   s.param("w")[1] = -2.0f;
   s.param("b")[0] = 0.5f;
@@ -53,7 +53,7 @@ TEST(AdamW, FusedScaleAndZeroMatchSeparatePasses) {
     ParamStore s;
     s.add("w", {37, 129}, ParamClass::replicated);
     s.add("b", {129}, ParamClass::replicated);
-    s.finalize();
+    s.finalize(cpu_backend());
     for (const char* n : {"w", "b"}) {
       const int64_t cnt = std::string(n) == "w" ? 37 * 129 : 129;
       for (int64_t i = 0; i < cnt; ++i) {

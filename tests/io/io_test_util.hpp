@@ -14,14 +14,19 @@
 #include <string>
 #include <vector>
 
+#include "finemoe/device.hpp"
 #include "finemoe/params.hpp"
 
 namespace iotest {
 
 // Expert-class tensors have E·G = 8 rows, so EP 1, 2, 4 and 8 all divide.
 // Two buffers (non-trainable state, whole on every rank), as the router's
-// selection bias.
-inline finemoe::ParamStore make_store(int ep_size, int ep_rank, int64_t big = 0) {
+// selection bias. Allocated in `be`'s memory. The helpers below index the
+// store's pointers directly, so they need a backend with host memory (the
+// CPU one); a store in other memory is filled and read through its
+// backend's explicit copies (test_checkpoint.cpp, CheckpointMemory).
+inline finemoe::ParamStore make_store(int ep_size, int ep_rank, int64_t big = 0,
+                                      finemoe::Backend& be = finemoe::cpu_backend()) {
   finemoe::ParamStore s(ep_size, ep_rank);
   s.add("wte", {32, 16}, finemoe::ParamClass::replicated);
   s.add("blocks.0.ln1.w", {16}, finemoe::ParamClass::replicated);
@@ -32,7 +37,7 @@ inline finemoe::ParamStore make_store(int ep_size, int ep_rank, int64_t big = 0)
   if (big > 0) s.add("big", {big}, finemoe::ParamClass::replicated);
   s.add_buffer("blocks.0.moe.router.bias", {8});
   s.add_buffer("blocks.1/odd buffer", {2, 3});
-  s.finalize();
+  s.finalize(be);
   return s;
 }
 

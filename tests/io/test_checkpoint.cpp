@@ -10,6 +10,7 @@
 #include <functional>
 #include <set>
 
+#include "../backend/scrambled_backend.hpp"
 #include "finemoe/checkpoint.hpp"
 #include "finemoe/comm.hpp"
 #include "finemoe/error.hpp"
@@ -236,7 +237,7 @@ TEST(Checkpoint, CorruptInputsGiveClearErrorsAndTouchNothing) {
   // A store whose tensor has another shape than the file's.
   ParamStore wrong(1, 0);
   wrong.add("wte", {32, 17}, ParamClass::replicated);
-  wrong.finalize();
+  wrong.finalize(cpu_backend());
   msg = error_of<DataError>([&] { load_checkpoint(good, wrong, cfg, comm); });
   expect_has(msg, "dataset /params/wte has shape [32, 16], expected float [32, 17]");
   // ... or a buffer of another shape.
@@ -246,7 +247,7 @@ TEST(Checkpoint, CorruptInputsGiveClearErrorsAndTouchNothing) {
     for (const ParamInfo& p : wrong_buf.params()) w.add(p.name, p.global_shape, p.cls);
     w.add_buffer("blocks.0.moe.router.bias", {16});
     w.add_buffer("blocks.1/odd buffer", {2, 3});
-    w.finalize();
+    w.finalize(cpu_backend());
     msg = error_of<DataError>([&] { load_checkpoint(good, w, cfg, comm); });
     expect_has(msg, "dataset /buffers/blocks.0.moe.router.bias has another shape");
   }
@@ -562,6 +563,97 @@ TEST(CheckpointIntegrity, FormatVersion1LoadsWithOneWarning) {
     }
   }
   EXPECT_EQ(ckpttest::file_hash(v1), before);
+}
+
+// A store in memory the host cannot read directly (the scrambled test
+// backend, a stand-in for device memory): save_checkpoint takes each tensor
+// out through the backend's copy_to_host, once per tensor and group, and
+// load_checkpoint puts it back through copy_from_host; the values round-trip
+// bit for bit (whole class buffers, padding included), the file holds the
+// values themselves (a CPU store loads them), staging allocates nothing in
+// the backend, and an old file's missing buffers are zeroed by the backend's
+// fill_zero. (Its own suite, registered after CheckpointIntegrity, so that
+// it runs after FormatVersion1LoadsWithOneWarning: its v1 load would
+// otherwise take that test's once-per-process warning.)
+TEST(CheckpointMemory, StoreInBackendMemoryGoesThroughExplicitCopies) {
+  Comm comm(1);
+  CheckpointOwnership owned;
+  const std::string run = iotest::fresh_dir("ckpt_backend_memory");
+  const Config cfg = test_config();
+  finemoe::testing::ScrambledBackend be;
+  ParamStore ref = iotest::make_store(1, 0);  // CPU memory: the expected values
+  iotest::fill(ref, 5);
+  ParamStore a = iotest::make_store(1, 0, 0, be);
+  EXPECT_EQ(be.counts.allocate, 9);  // params, grads, two moments per class; the buffers
+  auto class_buffers = [](ParamStore& s, ParamClass c) {
+    return std::vector<DeviceBuffer<float>*>{&s.params(c), &s.moments_m(c), &s.moments_v(c)};
+  };
+  for (int c = 0; c < kNumParamClasses; ++c) {
+    const auto from = class_buffers(ref, ParamClass(c)), to = class_buffers(a, ParamClass(c));
+    for (size_t k = 0; k < 3; ++k) be.copy_from_host(to[k]->data(), from[k]->data(), from[k]->size() * 4);
+  }
+  for (const BufferInfo& b : ref.buffers()) be.copy_from_host(a.buffer(b.name), ref.buffer(b.name), b.count * 4);
+  const int64_t n_copies = 3 * int64_t(a.params().size()) + int64_t(a.buffers().size());
+  int64_t bytes = 0;
+  for (const ParamInfo& p : a.params()) bytes += 3 * p.local_count * 4;
+  for (const BufferInfo& b : a.buffers()) bytes += b.count * 4;
+
+  const auto before_save = be.counts;
+  const std::string path = save_checkpoint(run, a, state_at(cfg, 5), cfg, comm, owned);
+  EXPECT_EQ(be.counts.copy_to_host - before_save.copy_to_host, n_copies);
+  EXPECT_EQ(be.counts.copy_to_host_bytes - before_save.copy_to_host_bytes, bytes);
+  EXPECT_EQ(be.counts.copy_from_host, before_save.copy_from_host);
+  EXPECT_EQ(be.counts.allocate, before_save.allocate);
+
+  ParamStore cpu = iotest::make_store(1, 0);  // the file holds the values, not the scrambled bytes
+  load_checkpoint(path, cpu, cfg, comm);
+  EXPECT_EQ(iotest::mismatches(cpu, 5), 0);
+
+  ParamStore b = iotest::make_store(1, 0, 0, be);
+  const auto before_load = be.counts;
+  load_checkpoint(path, b, cfg, comm);
+  EXPECT_EQ(be.counts.copy_from_host - before_load.copy_from_host, n_copies);
+  EXPECT_EQ(be.counts.copy_from_host_bytes - before_load.copy_from_host_bytes, bytes);
+  EXPECT_EQ(be.counts.copy_to_host, before_load.copy_to_host);
+  EXPECT_EQ(be.counts.allocate, before_load.allocate);
+  for (int c = 0; c < kNumParamClasses; ++c) {
+    const auto want = class_buffers(ref, ParamClass(c)), got = class_buffers(b, ParamClass(c));
+    for (size_t k = 0; k < 3; ++k) {
+      std::vector<float> h(size_t(got[k]->size()));
+      be.copy_to_host(h.data(), got[k]->data(), got[k]->size() * 4);
+      EXPECT_EQ(std::memcmp(h.data(), want[k]->data(), h.size() * 4), 0) << "class " << c << " group " << k;
+      // The premise: read directly, the backend's bytes are not the values.
+      EXPECT_NE(std::memcmp(got[k]->data(), want[k]->data(), h.size() * 4), 0) << "class " << c << " group " << k;
+    }
+  }
+  for (const BufferInfo& buf : b.buffers()) {
+    std::vector<float> h(size_t(buf.count));
+    be.copy_to_host(h.data(), b.buffer(buf.name), buf.count * 4);
+    EXPECT_EQ(std::memcmp(h.data(), ref.buffer(buf.name), h.size() * 4), 0) << buf.name;
+  }
+
+  // A format_version 1 file has no buffers: they restart at zero, in the
+  // backend's memory (fill_zero), the tensors through copy_from_host.
+  const std::string v1 = run + "/ckpt_v1_step7.h5";
+  iotest::write_file(v1, iotest::read_file(std::string(IO_TEST_DATA_DIR) + "/ckpt_v1_step7.h5"));
+  const auto before_v1 = be.counts;
+  iotest::StderrCapture cap;  // the v1 warning, if this process has not printed it yet
+  load_checkpoint(v1, b, cfg, comm);
+  cap.finish();
+  EXPECT_EQ(be.counts.fill_zero - before_v1.fill_zero, int64_t(b.buffers().size()));
+  EXPECT_EQ(be.counts.copy_from_host - before_v1.copy_from_host, 3 * int64_t(b.params().size()));
+  for (const BufferInfo& buf : b.buffers()) {
+    std::vector<float> h(size_t(buf.count), -1.0f);
+    be.copy_to_host(h.data(), b.buffer(buf.name), buf.count * 4);
+    for (float x : h) EXPECT_EQ(x, 0.0f) << buf.name;
+  }
+  ParamStore v1_ref = iotest::make_store(1, 0);
+  iotest::fill(v1_ref, 7);  // the file's values (FormatVersion1LoadsWithOneWarning)
+  for (const ParamInfo& p : b.params()) {
+    std::vector<float> h(size_t(p.local_count));
+    be.copy_to_host(h.data(), b.param(p.name), p.local_count * 4);
+    EXPECT_EQ(std::memcmp(h.data(), v1_ref.param(p.name), h.size() * 4), 0) << p.name;
+  }
 }
 
 // run.resume=auto (resume_latest): LATEST is followed strictly; only when it is

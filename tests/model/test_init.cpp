@@ -42,7 +42,7 @@ TEST(Init, DeclaresEveryTensorWithShapesAndClasses) {
   Config c = fmtest::tiny_config("moe");
   ParamStore s;
   declare_parameters(c, s);
-  s.finalize();
+  s.finalize(cpu_backend());
   const int64_t d = 32, EG = 8, de = 4 * d / 2;
   EXPECT_EQ(s.info("wte").global_shape, (std::vector<int64_t>{23, d}));
   EXPECT_EQ(s.info("wpe").global_shape, (std::vector<int64_t>{8, d}));
@@ -70,7 +70,7 @@ TEST(Init, DeclaresEveryTensorWithShapesAndClasses) {
   EXPECT_EQ(ds.info("blocks.0.ffn.proj.w").fan_in, 4 * d);
   EXPECT_FALSE(ds.has("blocks.0.moe.router.w"));
   // Parameter count agrees with counting.hpp's total (one formula for both).
-  ds.finalize();
+  ds.finalize(cpu_backend());
   double n = 0;
   for (const auto& p : ds.params()) n += double(p.local_count);
   EXPECT_EQ(n, finemoe::count_model(dc.shape()).total_params);
@@ -84,7 +84,7 @@ TEST(Init, StatisticsMatchTruncatedNormalTarget) {
   c.model.n_blocks = 1;
   ParamStore s;
   declare_parameters(c, s);
-  s.finalize();
+  s.finalize(cpu_backend());
   init_parameters(c, s, 7);
   for (const char* name : {"wte", "blocks.0.attn.qkv.w", "blocks.0.ffn.fc.w", "blocks.0.ffn.proj.w", "head.w"}) {
     const ParamInfo& p = s.info(name);
@@ -109,7 +109,7 @@ TEST(Init, ExpertRowsIndependentOfSharding) {
   ParamStore full(1, 0), s0(2, 0), s1(2, 1);
   for (ParamStore* s : {&full, &s0, &s1}) {
     declare_parameters(c, *s);
-    s->finalize();
+    s->finalize(cpu_backend());
     init_parameters(c, *s, 99);
   }
   for (const auto& p : full.params()) {
@@ -139,7 +139,7 @@ TEST(Init, SeedDeterminesWeights) {
   ParamStore a, b, e;
   for (ParamStore* s : {&a, &b, &e}) {
     declare_parameters(c, *s);
-    s->finalize();
+    s->finalize(cpu_backend());
   }
   init_parameters(c, a, 5);
   init_parameters(c, b, 5);

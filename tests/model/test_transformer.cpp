@@ -41,7 +41,7 @@ struct Model {
   std::unique_ptr<Transformer> tf;
   explicit Model(const Config& c, uint64_t seed = 11, bool jitter = false) : cfg(c) {
     declare_parameters(cfg, store);
-    store.finalize();
+    store.finalize(cpu_backend());
     init_parameters(cfg, store, seed);
     if (jitter) {
       // Move LayerNorm gains/biases and attention biases off their (symmetric)
@@ -337,7 +337,7 @@ TEST(Transformer, ThreadCountDoesNotChangeResults) {
       std::vector<float> g;
       for (int c = 0; c < kNumParamClasses; ++c) {
         const auto& b = m.store.grads(ParamClass(c));
-        g.insert(g.end(), b.begin(), b.end());
+        g.insert(g.end(), b.data(), b.data() + b.size());
       }
       grads.push_back(std::move(g));
     }
@@ -404,7 +404,7 @@ TEST(Transformer, ConventionsAndBufferReuse) {
   m.store.zero_grads();
   const double l1 = m.tf->forward(tok.data(), tgt.data(), 2);
   m.tf->backward(1.0);
-  const std::vector<float> g1(G.begin(), G.end());
+  const std::vector<float> g1(G.data(), G.data() + G.size());
   double gnorm = 0;
   for (float x : g1) gnorm += double(x) * x;
   EXPECT_GT(gnorm, 0.0);
@@ -424,7 +424,7 @@ TEST(Transformer, ConventionsAndBufferReuse) {
   m.tf->backward(0.5);
   m.tf->forward(tok.data(), tgt.data(), 2);
   m.tf->backward(1.5);
-  for (size_t i = 0; i < g1.size(); ++i) ASSERT_NEAR(G[i], 2.0f * g1[i], 1e-5f + 1e-4f * std::fabs(g1[i])) << i;
+  for (size_t i = 0; i < g1.size(); ++i) ASSERT_NEAR(G.data()[i], 2.0f * g1[i], 1e-5f + 1e-4f * std::fabs(g1[i])) << i;
 
   // backward after evaluate() (no saved activations) is an error, not garbage.
   m.tf->evaluate(tok.data(), tgt.data(), 2);

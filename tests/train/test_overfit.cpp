@@ -16,7 +16,7 @@ double overfit(Config cfg, int steps) {
   Comm comm(1);
   ParamStore store;
   declare_parameters(cfg, store);
-  store.finalize();
+  store.finalize(cpu_backend());
   init_parameters(cfg, store, 7);
   auto disp = make_local_dispatcher();
   Transformer model(cfg, store, *disp);
