@@ -30,7 +30,8 @@
 //   the host implementation; in stream order on the device for a device one).
 //
 // Implementations: MpiComm (comm_mpi.hpp, src/parallel/comm_mpi.cpp), host
-// MPI, the one built today.
+// MPI, the one built today. The tests add a threads-as-ranks one
+// (tests/parallel/thread_comm.hpp) to show that callers go through this class.
 //
 // How an NCCL implementation slots in (NcclComm, planned, module
 // backend_cuda or its own; not written yet):
