@@ -75,12 +75,13 @@ finemoe_module(model DIR src/model
   DEPS core backend_cpu moe
   HEADERS model.hpp)
 
-# Communicators, deterministic collectives, start-up agreement, all-to-all
-# dispatcher.
+# The Comm interface and its host MPI implementation (MpiComm), deterministic
+# collectives, start-up agreement, all-to-all dispatcher. backend_cpu for
+# kernels.hpp's Device: the memory a communicator's buffers live in.
 finemoe_module(parallel DIR src/parallel
-  DEPS core moe
+  DEPS core backend_cpu moe
   USES mpi
-  HEADERS agreement.hpp collective.hpp comm.hpp dispatcher_mpi.hpp)
+  HEADERS agreement.hpp collective.hpp comm.hpp comm_mpi.hpp dispatcher_mpi.hpp)
 
 # HDF5 metrics and checkpoints, token sources (synthetic corpus, shards),
 # batches. metrics.hpp includes moe.hpp for RoutingStats, checkpoint.hpp

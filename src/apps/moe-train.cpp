@@ -4,7 +4,7 @@
 #include <iostream>
 
 #include "finemoe/agreement.hpp"
-#include "finemoe/comm.hpp"
+#include "finemoe/comm_mpi.hpp"
 #include "finemoe/config.hpp"
 #include "finemoe/error.hpp"
 #include "finemoe/log.hpp"
@@ -44,7 +44,7 @@ int main(int argc, char** argv) {
   try {
     // Every rank reaches these collectives whatever its arguments: parse
     // errors come after them and travel in agree_on_start (agreement.hpp).
-    finemoe::Comm world(1);
+    finemoe::MpiComm world(1);
     rank = world.rank();
     finemoe::log::set_rank(rank);
     const int node_ranks = world.ranks_on_this_node();

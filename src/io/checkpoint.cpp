@@ -80,8 +80,10 @@ struct Failure {
 
 Failure agree(const Comm& comm, const Failure& local) {
   if (!comm.any(bool(local))) return {};
-  int me = local ? comm.rank() : comm.size(), first = me;
-  if (comm.size() > 1) MPI_Allreduce(&me, &first, 1, MPI_INT, MPI_MIN, world_of(comm));
+  // The lowest failing rank: the minimum, as minus the maximum of minus the
+  // ranks (exact in a double), through the Comm interface.
+  const int me = local ? comm.rank() : comm.size();
+  const int first = int(-comm.allreduce_max(-double(me), Group::world));
   std::string text = std::string(1, local.kind ? local.kind : 'E') + local.msg;
   comm.broadcast(text, first);
   Failure f;

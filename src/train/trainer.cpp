@@ -19,6 +19,7 @@
 #include "finemoe/checkpoint.hpp"
 #include "finemoe/collective.hpp"
 #include "finemoe/comm.hpp"
+#include "finemoe/comm_mpi.hpp"
 #include "finemoe/counting.hpp"
 #include "finemoe/data.hpp"
 #include "finemoe/error.hpp"
@@ -209,12 +210,16 @@ void print_routing(int64_t step, const std::vector<RoutingStats>& stats) {
 // run-directory lock, the data, the model before its dispatcher and parameter
 // store, the communicator last).
 struct Run {
-  explicit Run(const Config& c) : cfg(c), comm(int(cfg.parallel.expert_parallel)) {}
+  explicit Run(const Config& c)
+      : cfg(c), comm_impl(make_mpi_comm(int(cfg.parallel.expert_parallel))), comm(*comm_impl) {}
   Run(const Run&) = delete;
   Run& operator=(const Run&) = delete;
 
   const Config cfg;  // validated by agree_start_up
-  Comm comm;
+  // The communicator (host MPI: its buffers are host memory, as are the CPU
+  // backend's); every phase uses it through the Comm interface.
+  const std::unique_ptr<Comm> comm_impl;
+  const Comm& comm;
   // set_up_backend
   std::string device_why;
   Backend* be = nullptr;

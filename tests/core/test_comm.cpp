@@ -4,7 +4,7 @@
 
 #include "finemoe/agreement.hpp"
 #include "finemoe/collective.hpp"
-#include "finemoe/comm.hpp"
+#include "finemoe/comm_mpi.hpp"
 #include "finemoe/error.hpp"
 
 using namespace finemoe;
@@ -25,21 +25,21 @@ static void expect_rank_order_sum(const Comm& c, int64_t n) {
 }
 
 TEST(Comm, GridLayout) {
-  Comm c(1);
+  MpiComm c(1);
   EXPECT_EQ(c.ep_size() * c.dp_size(), c.size());
   if (c.size() % 2 == 0) {
-    Comm g(2);
+    MpiComm g(2);
     EXPECT_EQ(g.ep_rank(), g.rank() % 2);
     EXPECT_EQ(g.dp_rank(), g.rank() / 2);
     EXPECT_EQ(g.group_size(Group::dp), g.size() / 2);
   }
   if (c.size() > 1) {
-    EXPECT_THROW(Comm(c.size() + 1), ConfigError);
+    EXPECT_THROW(MpiComm(c.size() + 1), ConfigError);
   }
 }
 
 TEST(Comm, AllreduceEqualsSerialSumInRankOrder) {
-  Comm c(1);
+  MpiComm c(1);
   for (int64_t n : {int64_t(1), int64_t(3), int64_t(1000), int64_t(12345)}) expect_rank_order_sum(c, n);
   EXPECT_DOUBLE_EQ(c.allreduce_sum(1.5, Group::world), 1.5 * c.size());
   EXPECT_TRUE(c.any(c.rank() == c.size() - 1));
@@ -47,7 +47,7 @@ TEST(Comm, AllreduceEqualsSerialSumInRankOrder) {
 }
 
 TEST(Comm, AlltoallvMovesRows) {
-  Comm c(1);
+  MpiComm c(1);
   const int P = c.size();
   std::vector<int64_t> sc(P), rc;
   std::vector<float> send;
@@ -71,7 +71,7 @@ TEST(Comm, AlltoallvMovesRows) {
 // all-to-all (point-to-point pieces when a rank's total exceeds the limit)
 // the same rows, the int64 sum and the broadcast the same values.
 TEST(Comm, PiecewiseCollectivesBelowTheCountLimitGiveTheSameResults) {
-  Comm c(1);
+  MpiComm c(1);
   struct Restore {
     ~Restore() { Comm::set_max_count(0); }
   } restore;
@@ -108,7 +108,7 @@ TEST(Comm, PiecewiseCollectivesBelowTheCountLimitGiveTheSameResults) {
 // rank must get the same CollectiveError, with that rank's message and exit
 // code, instead of the others hanging in their next collective.
 TEST(Comm, OneRankFailingFailsEveryRankWithItsMessage) {
-  Comm c(1);
+  MpiComm c(1);
   const int bad = c.size() - 1;
   try {
     run_collectively(c, [&] {
@@ -133,7 +133,7 @@ TEST(Comm, OneRankFailingFailsEveryRankWithItsMessage) {
 }
 
 TEST(Comm, AllgatherInRankOrder) {
-  Comm c(1);
+  MpiComm c(1);
   const auto fixed = c.allgather(std::vector<uint64_t>{uint64_t(c.rank()), 100u + uint64_t(c.rank())});
   ASSERT_EQ(fixed.size(), size_t(2 * c.size()));
   for (int r = 0; r < c.size(); ++r) {
@@ -164,7 +164,7 @@ StartStatus status(const std::string& steps, const std::string& seed) {
 }  // namespace
 
 TEST(Agreement, SameConfigProceedsAndStopIsShared) {
-  Comm c(1);
+  MpiComm c(1);
   EXPECT_EQ(agree_on_start(c, status("2", "1")), StartVerdict::proceed);
   StartStatus s = status("2", "1");
   s.stop = c.rank() == c.size() - 1;  // a signal reached one rank only
@@ -172,7 +172,7 @@ TEST(Agreement, SameConfigProceedsAndStopIsShared) {
 }
 
 TEST(Agreement, DifferingKeysListedWithTheirRanks) {
-  Comm c(1);
+  MpiComm c(1);
   if (c.size() < 2) GTEST_SKIP() << "needs 2 ranks";
   // The last rank differs in steps, every odd rank in the seed.
   const int last = c.size() - 1;
@@ -195,7 +195,7 @@ TEST(Agreement, DifferingKeysListedWithTheirRanks) {
 }
 
 TEST(Agreement, FailuresReportedOnceWithTheirRanks) {
-  Comm c(1);
+  MpiComm c(1);
   // Every rank fails alike: just the message.
   StartStatus all = status("2", "1");
   all.code = kExitUsage;

@@ -12,7 +12,7 @@
 #include <string>
 
 #include "finemoe/checkpoint.hpp"
-#include "finemoe/comm.hpp"
+#include "finemoe/comm_mpi.hpp"
 #include "finemoe/error.hpp"
 #include "io_test_util.hpp"
 
@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
   try {
     if (argc != 3) throw Error("usage: io_ckpt_writer write|check DIR");
     const std::string mode = argv[1], dir = argv[2];
-    Comm comm(1);
+    MpiComm comm(1);
     Config cfg;
     cfg.train.checkpoint_keep = 2;
     cfg.train.steps = int64_t(1) << 40;  // load_checkpoint checks step <= train.steps

@@ -15,7 +15,7 @@
 #include <string>
 
 #include "finemoe/checkpoint.hpp"
-#include "finemoe/comm.hpp"
+#include "finemoe/comm_mpi.hpp"
 #include "finemoe/error.hpp"
 #include "io_test_util.hpp"
 
@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
     if (argc != 4) throw Error("usage: io_reshard save|load|mismatch DIR EP");
     const std::string mode = argv[1], dir = argv[2];
     const int ep = std::atoi(argv[3]);
-    Comm comm(ep);
+    MpiComm comm(ep);
     Config cfg;
     cfg.train.checkpoint_keep = 2;
     ParamStore store = iotest::make_store(comm.ep_size(), comm.ep_rank());

@@ -12,7 +12,7 @@
 
 #include "../backend/scrambled_backend.hpp"
 #include "finemoe/checkpoint.hpp"
-#include "finemoe/comm.hpp"
+#include "finemoe/comm_mpi.hpp"
 #include "finemoe/error.hpp"
 #include "finemoe/h5layout.hpp"
 #include "io/h5util.hpp"
@@ -67,7 +67,7 @@ void expect_has(const std::string& msg, const std::string& needle) {
 }  // namespace
 
 TEST(Checkpoint, RoundTripIsByteExact) {
-  Comm comm(1);
+  MpiComm comm(1);
   CheckpointOwnership owned;  // this run's checkpoints (pruning)
   const std::string run = iotest::fresh_dir("ckpt_rt");
   const Config cfg = test_config();
@@ -127,7 +127,7 @@ TEST(Checkpoint, RoundTripIsByteExact) {
 }
 
 TEST(Checkpoint, TrainingKeysMayChangeOnResume) {
-  Comm comm(1);
+  MpiComm comm(1);
   CheckpointOwnership owned;  // this run's checkpoints (pruning)
   const std::string run = iotest::fresh_dir("ckpt_train_keys");
   Config cfg = test_config();
@@ -143,7 +143,7 @@ TEST(Checkpoint, TrainingKeysMayChangeOnResume) {
 }
 
 TEST(Checkpoint, KeepsTheNewestAndLatestNamesTheLastOne) {
-  Comm comm(1);
+  MpiComm comm(1);
   CheckpointOwnership owned;  // this run's checkpoints (pruning)
   const std::string run = iotest::fresh_dir("ckpt_keep");
   const Config cfg = test_config();  // keep 2
@@ -173,7 +173,7 @@ TEST(Checkpoint, KeepsTheNewestAndLatestNamesTheLastOne) {
 }
 
 TEST(Checkpoint, CorruptInputsGiveClearErrorsAndTouchNothing) {
-  Comm comm(1);
+  MpiComm comm(1);
   CheckpointOwnership owned;  // this run's checkpoints (pruning)
   h5::silence();
   const std::string run = iotest::fresh_dir("ckpt_corrupt");
@@ -258,7 +258,7 @@ TEST(Checkpoint, CorruptInputsGiveClearErrorsAndTouchNothing) {
 }
 
 TEST(Checkpoint, UnwritableRunDirIsAnErrorNamingThePath) {
-  Comm comm(1);
+  MpiComm comm(1);
   CheckpointOwnership owned;  // this run's checkpoints (pruning)
   const std::string base = iotest::fresh_dir("ckpt_unwritable");
   iotest::write_file(base + "/afile", "x");
@@ -273,7 +273,7 @@ TEST(Checkpoint, UnwritableRunDirIsAnErrorNamingThePath) {
 // checkpoint's size is refused before any file is created: Error naming the
 // file and the limit; previous checkpoint and LATEST intact.
 TEST(Checkpoint, FileSizeLimitIsRefusedUpFront) {
-  Comm comm(1);
+  MpiComm comm(1);
   CheckpointOwnership owned;  // this run's checkpoints (pruning)
   const std::string run = iotest::fresh_dir("ckpt_fsize");
   const Config cfg = test_config();
@@ -309,7 +309,7 @@ TEST(Checkpoint, FileSizeLimitIsRefusedUpFront) {
 // goes on (and later exits cleanly through MPI_Finalize). Needs permission to
 // mount a tmpfs (root in a VM/CI container); skipped otherwise.
 TEST(Checkpoint, DiskFullKeepsThePreviousCheckpoint) {
-  Comm comm(1);
+  MpiComm comm(1);
   CheckpointOwnership owned;  // this run's checkpoints (pruning)
   const std::string run = iotest::fresh_dir("ckpt_full");
   const std::string mount = "mount -t tmpfs -o size=2560k finemoe_io_test '" + run + "' > /dev/null 2>&1";
@@ -356,7 +356,7 @@ TEST(Checkpoint, DiskFullKeepsThePreviousCheckpoint) {
 // byte changed in any tensor's stored data is a DataError naming the file and
 // the tensor, for every tensor, and the load changes no file.
 TEST(CheckpointIntegrity, EveryTensorIsChecksummedAndAChangedByteIsRefused) {
-  Comm comm(1);
+  MpiComm comm(1);
   CheckpointOwnership owned;
   const std::string run = iotest::fresh_dir("ckpt_sum");
   const Config cfg = test_config();
@@ -405,7 +405,7 @@ TEST(CheckpointIntegrity, EveryTensorIsChecksummedAndAChangedByteIsRefused) {
 // [0, train.steps], tokens = step x batch x seq_len, seed = train.seed.
 // DataError naming the file and the value; store and file untouched.
 TEST(CheckpointIntegrity, StateValuesAreValidated) {
-  Comm comm(1);
+  MpiComm comm(1);
   CheckpointOwnership owned;
   h5::silence();
   const std::string run = iotest::fresh_dir("ckpt_state");
@@ -457,7 +457,7 @@ TEST(CheckpointIntegrity, StateValuesAreValidated) {
 // they existed) means the OpenBLAS engine, the only one moe-train used then,
 // and the precision its config requested, unknown ("") when that was auto.
 TEST(CheckpointIntegrity, GemmSetupIsValidatedAndOlderVersionsMeanOpenblas) {
-  Comm comm(1);
+  MpiComm comm(1);
   CheckpointOwnership owned;
   h5::silence();
   const std::string run = iotest::fresh_dir("ckpt_gemm");
@@ -524,7 +524,7 @@ TEST(CheckpointIntegrity, GemmSetupIsValidatedAndOlderVersionsMeanOpenblas) {
 // filled with salt 7, default Config with checkpoint_keep 2, state
 // {7, 7 x 16 x 64, 1234}) still loads exactly, with one warning per process.
 TEST(CheckpointIntegrity, FormatVersion1LoadsWithOneWarning) {
-  Comm comm(1);
+  MpiComm comm(1);
   const std::string dir = iotest::fresh_dir("ckpt_v1");
   const std::string v1 = dir + "/ckpt_v1_step7.h5";
   iotest::write_file(v1, iotest::read_file(std::string(IO_TEST_DATA_DIR) + "/ckpt_v1_step7.h5"));
@@ -661,7 +661,7 @@ TEST(CheckpointMemory, StoreInBackendMemoryGoesThroughExplicitCopies) {
 // step file take over; a corrupt candidate is skipped, none verifying is a
 // DataError listing them; no file is changed in any case.
 TEST(CheckpointResume, LatestIsStrictAndBrokenLatestFallsBackToNewestVerifying) {
-  Comm comm(1);
+  MpiComm comm(1);
   CheckpointOwnership owned;
   const std::string run = iotest::fresh_dir("ckpt_resume");
   Config cfg = test_config();
@@ -730,7 +730,7 @@ TEST(CheckpointResume, LatestIsStrictAndBrokenLatestFallsBackToNewestVerifying) 
 
 // Pruning and overwriting touch only the run's own checkpoints.
 TEST(CheckpointRetention, OtherRunsAndSkippedCheckpointsAreNeverDeletedOrOverwritten) {
-  Comm comm(1);
+  MpiComm comm(1);
   const std::string run = iotest::fresh_dir("ckpt_own");
   const std::string d = run + "/checkpoints/";
   Config cfg = test_config();

@@ -15,7 +15,7 @@
 
 #include "ckpt_test_util.hpp"
 #include "finemoe/checkpoint.hpp"
-#include "finemoe/comm.hpp"
+#include "finemoe/comm_mpi.hpp"
 #include "finemoe/error.hpp"
 #include "io_test_util.hpp"
 
@@ -51,7 +51,7 @@ void load_one(const std::string& path, const Config& cfg, const Comm& comm, int6
 
 TEST(CheckpointFuzz, ByteFlipsAreRefusedOrHarmless) {
   ::alarm(240);  // a hang fails the test (SIGALRM) instead of stalling CI
-  Comm comm(1);
+  MpiComm comm(1);
   CheckpointOwnership owned;
   Config cfg;
   const int64_t salt = 9;

@@ -15,7 +15,7 @@
 #include <string>
 
 #include "../moe/moe_ref.hpp"
-#include "finemoe/comm.hpp"
+#include "finemoe/comm_mpi.hpp"
 #include "finemoe/dispatcher_mpi.hpp"
 #include "finemoe/moe.hpp"
 
@@ -25,7 +25,7 @@ using namespace moetest;
 namespace {
 
 int world_size() {
-  Comm c(1);
+  MpiComm c(1);
   return c.size();
 }
 
@@ -237,7 +237,7 @@ void check_against_one_rank(const Comm& comm, Routing routing, int64_t G, double
 
 TEST_P(ExpertParallel, MatchesOneRankWithAllExperts) {
   const auto [routing, G, cf, aux] = GetParam();
-  Comm comm(world_size());  // EP = world
+  MpiComm comm(world_size());  // EP = world
   check_against_one_rank(comm, routing, G, cf, aux);
 }
 
@@ -246,7 +246,7 @@ TEST_P(ExpertParallel, MatchesOneRankWithAllExperts) {
 TEST_P(ExpertParallel, MatchesOneRankInsideEPxDPGrid) {
   const auto [routing, G, cf, aux] = GetParam();
   if (world_size() != 4) GTEST_SKIP() << "needs 4 ranks";
-  Comm comm(2);
+  MpiComm comm(2);
   ASSERT_EQ(comm.dp_size(), 2);
   check_against_one_rank(comm, routing, G, cf, aux);
 }
@@ -254,7 +254,7 @@ TEST_P(ExpertParallel, MatchesOneRankInsideEPxDPGrid) {
 TEST_P(ExpertParallel, SameRunTwiceIsBitIdentical) {
   const auto [routing, G, cf, aux] = GetParam();
   (void)aux;
-  Comm comm(world_size());
+  MpiComm comm(world_size());
   MoEShape s = make_shape(8, 4, G, routing, 16, cf);
   Problem g = make_problem(s, comm.ep_size() * 32, 900 + uint64_t(G), 2.0);
   Slice sl = slice_of(g, comm.ep_size(), comm.ep_rank());
@@ -298,7 +298,7 @@ INSTANTIATE_TEST_SUITE_P(Routings, ExpertParallel,
 // tests/moe/test_gradcheck.cpp.
 TEST(ExpertParallelGrad, FiniteDifferencesThroughAllToAll) {
   for (Routing routing : {Routing::expert_choice, Routing::token_choice}) {
-    Comm comm(world_size());
+    MpiComm comm(world_size());
     const int64_t P = comm.ep_size(), me = comm.ep_rank();
     const int64_t d = 8, E = 4, G = 2, T_local = 32;
     MoEShape s = make_shape(d, E, G, routing, 16, 1.0);
@@ -374,7 +374,7 @@ TEST(ExpertParallelGrad, FiniteDifferencesThroughAllToAll) {
 // On one EP rank the local dispatcher must also move nothing: dispatch_rows
 // and output_rows hand back the caller's rows, combine_rows leaves them.
 TEST(TokenLevelDispatch, EqualsGatherThenRowExchangeAndLocalCopiesNothing) {
-  Comm comm(world_size());
+  MpiComm comm(world_size());
   const int64_t d = 5, T = 7, EG = 2 * comm.ep_size();
   std::vector<float> x(size_t(T * d));
   for (size_t i = 0; i < x.size(); ++i) x[i] = float(comm.rank() * 1000 + int(i));
@@ -419,7 +419,7 @@ TEST(TokenLevelDispatch, EqualsGatherThenRowExchangeAndLocalCopiesNothing) {
 }
 
 TEST(ExpertParallelGrad, FactoryGivesLocalDispatcherForEP1) {
-  Comm comm(1);
+  MpiComm comm(1);
   auto disp = make_dispatcher(comm);
   EXPECT_EQ(dynamic_cast<AllToAllDispatcher*>(disp.get()), nullptr);
   EXPECT_EQ(disp->last_bytes_sent(), 0);
@@ -432,7 +432,7 @@ int main(int argc, char** argv) {
   testing::InitGoogleTest(&argc, argv);
   int rc = 0;
   {
-    Comm world(1);
+    MpiComm world(1);
     rc = RUN_ALL_TESTS();
     rc = int(world.allreduce_max(double(rc), Group::world));  // every rank exits with the same verdict
   }

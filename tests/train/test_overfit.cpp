@@ -5,7 +5,7 @@
 
 #include <cmath>
 
-#include "finemoe/comm.hpp"
+#include "finemoe/comm_mpi.hpp"
 #include "finemoe/model.hpp"
 #include "finemoe/optimizer.hpp"
 
@@ -13,7 +13,7 @@ using namespace finemoe;
 
 namespace {
 double overfit(Config cfg, int steps) {
-  Comm comm(1);
+  MpiComm comm(1);
   ParamStore store;
   declare_parameters(cfg, store);
   store.finalize(cpu_backend());
