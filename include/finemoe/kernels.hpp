@@ -21,6 +21,7 @@
 #include <string>
 
 #include "finemoe/backend.hpp"
+#include "finemoe/config.hpp"
 
 namespace finemoe {
 
@@ -273,11 +274,10 @@ class DeviceBuffer {
 // "cpu" | "cuda".
 std::string device_name(Device d);
 
-// run.device ("cpu" | "cuda" | "auto") -> this process's backend, and in *why
-// (if not null) one line saying why. cpu: the CPU backend; auto: the CPU
-// backend ("auto: no CUDA backend built"); cuda: a ConfigError naming
-// run.device (this build has no CUDA backend yet; it is planned). Anything
-// else: a ConfigError naming run.device and the allowed values.
-Backend& backend_for(const std::string& device, std::string* why = nullptr);
+// run.device -> this process's backend, and in *why (if not null) one line
+// saying why. cpu: the CPU backend; auto: the CPU backend ("auto: no CUDA
+// backend built"); cuda: a ConfigError naming run.device (this build has no
+// CUDA backend yet; it is planned).
+Backend& backend_for(DeviceChoice device, std::string* why = nullptr);
 
 }  // namespace finemoe
