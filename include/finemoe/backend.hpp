@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "finemoe/kernels.hpp"
+#include "finemoe/config.hpp"
 
 namespace finemoe::backend {
 
@@ -23,9 +24,9 @@ enum class Precision { fp32, bf16 };
 // outside GEMMs stay fp32 regardless.
 void set_precision(Precision p);
 Precision precision();
-// Resolves train.precision ("fp32" | "bf16" | "auto") for this CPU; `why`
-// receives a one-line explanation of the choice.
-Precision resolve_precision(const std::string& requested, std::string* why);
+// Resolves train.precision for this CPU; `why` receives a one-line
+// explanation of the choice.
+Precision resolve_precision(PrecisionChoice requested, std::string* why);
 // e.g. "OpenBLAS sgemm (fp32)" or "oneDNN matmul, avx512_core_amx (bf16)".
 std::string engine_description();
 
@@ -157,9 +158,8 @@ double measure_grouped_gflops(Precision p, int64_t count, int64_t M, int64_t N, 
 std::vector<GemmShape> model_gemm_shapes(int64_t d_model, int64_t d_hidden, int64_t tokens);
 // resolve_precision with the start-up micro-benchmark run at these shapes
 // ("auto" on native bf16 without AMX picks bf16 only if it is faster there).
-Precision resolve_precision(const std::string& requested, std::string* why,
-                            const std::vector<GemmShape>& shapes);
-// Resolves train.fp32_engine ("auto" | "openblas" | "onednn") for
+Precision resolve_precision(PrecisionChoice requested, std::string* why, const std::vector<GemmShape>& shapes);
+// Resolves train.fp32_engine for
 // `precision` (by default the one currently set); `why` receives one line.
 // Explicit requests are returned as they are (onednn in a build without
 // oneDNN is a ConfigError naming the key). auto: openblas under bf16 (every
@@ -168,7 +168,7 @@ Precision resolve_precision(const std::string& requested, std::string* why,
 // these shapes, with resolve_precision's caps and on one thread, and oneDNN
 // is picked only if it is more than 5 % faster. `why` then names the measured
 // speed ratio. Neither the precision nor the engine is changed.
-Fp32Engine resolve_fp32_engine(const std::string& requested, std::string* why,
+Fp32Engine resolve_fp32_engine(Fp32EngineChoice requested, std::string* why,
                                const std::vector<GemmShape>& shapes, Precision precision = backend::precision());
 
 }  // namespace finemoe::backend

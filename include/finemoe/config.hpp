@@ -16,25 +16,42 @@
 
 namespace finemoe {
 
+// Keys whose value is one of a fixed set of names are enums: parsed once, by
+// set_config_value (any other name is a ConfigError naming the key), and
+// written back by the same table (to_pairs, config.ini, the metrics.h5
+// attributes, --help). Code compares enum values, never strings.
+enum class Ffn { moe, dense };                               // model.ffn
+enum class Routing { expert_choice, token_choice };          // moe.routing: how a MoE layer assigns tokens (moe.hpp)
+enum class PrecisionChoice { fp32, bf16, automatic };        // train.precision (backend.hpp resolves automatic)
+enum class Fp32EngineChoice { automatic, openblas, onednn };  // train.fp32_engine (backend.hpp resolves automatic)
+enum class DataSource { synthetic, shards };                 // data.source
+enum class DeviceChoice { cpu, cuda, automatic };            // run.device (device.hpp backend_for)
+
+// The name a value has in configs ("auto" for automatic).
+std::string config_name(Ffn v);
+std::string config_name(Routing v);
+std::string config_name(PrecisionChoice v);
+std::string config_name(Fp32EngineChoice v);
+std::string config_name(DataSource v);
+std::string config_name(DeviceChoice v);
+
+// "expert_choice" | "token_choice"; ConfigError naming moe.routing otherwise.
+Routing parse_routing(const std::string& name);
+
 struct ModelConfig {
   int64_t d_model = 128;
   int64_t n_blocks = 2;
   int64_t head_dim = 64;
   int64_t seq_len = 64;
   int64_t vocab_size = 512;
-  std::string ffn = "moe";        // moe | dense
+  Ffn ffn = Ffn::moe;
   double init_scale = 0.1;
 };
-
-// moe.routing as a value: how a MoE layer assigns tokens to experts (moe.hpp).
-enum class Routing { expert_choice, token_choice };
-// "expert_choice" | "token_choice"; ConfigError naming moe.routing otherwise.
-Routing parse_routing(const std::string& name);
 
 struct MoEConfig {
   int64_t experts = 8;            // E, expansion rate
   int64_t granularity = 1;        // G
-  std::string routing = "expert_choice";  // expert_choice | token_choice
+  Routing routing = Routing::expert_choice;
   int64_t group_size = 256;       // tokens per expert-choice group
   double capacity_factor = 1.0;   // token choice
   int64_t top_k = 0;              // token choice; 0 means G
@@ -57,8 +74,8 @@ struct TrainConfig {
   double eps = 1e-8;
   double grad_clip = 1.0;         // global-norm clip; 0 disables
   uint64_t seed = 1234;
-  std::string precision = "fp32"; // fp32 | bf16 | auto
-  std::string fp32_engine = "auto";  // auto | openblas | onednn (fp32 GEMM library; backend.hpp)
+  PrecisionChoice precision = PrecisionChoice::fp32;
+  Fp32EngineChoice fp32_engine = Fp32EngineChoice::automatic;  // fp32 GEMM library (backend.hpp)
   int64_t log_every = 10;
   int64_t eval_every = 0;         // 0: evaluate only at the end
   int64_t eval_tokens = 16384;
@@ -69,7 +86,7 @@ struct TrainConfig {
 };
 
 struct DataConfig {
-  std::string source = "synthetic";  // synthetic | shards
+  DataSource source = DataSource::synthetic;
   std::string train_shards = "";     // glob of llm.c .bin shards (source=shards)
   std::string val_shards = "";
   uint64_t seed = 42;                // synthetic corpus seed
@@ -91,7 +108,7 @@ struct ParallelConfig {
 struct RunConfig {
   std::string dir = "runs/default";  // run directory (metrics.h5, checkpoints/)
   std::string resume = "auto";       // auto | never | PATH to a checkpoint
-  std::string device = "auto";       // cpu | cuda | auto (the rank's Backend; device.hpp backend_for)
+  DeviceChoice device = DeviceChoice::automatic;  // the rank's Backend (device.hpp backend_for)
 };
 
 struct Config {
@@ -103,10 +120,8 @@ struct Config {
   RunConfig run;
 
   // Derived quantities.
-  bool dense() const { return model.ffn == "dense"; }
-  // moe.routing parsed (parse_routing: ConfigError for an unknown name, which
-  // validate() rejects for a MoE model). Compare this, not the string.
-  Routing routing() const { return parse_routing(moe.routing); }
+  bool dense() const { return model.ffn == Ffn::dense; }
+  Routing routing() const { return moe.routing; }
   int64_t n_heads() const { return model.d_model / model.head_dim; }
   int64_t n_experts() const { return ffn_experts(dense(), moe.experts, moe.granularity); }
   int64_t d_ff() const { return ffn_hidden(model.d_model); }

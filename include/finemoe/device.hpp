@@ -5,6 +5,7 @@
 #pragma once
 #include <string>
 
+#include "finemoe/config.hpp"
 #include "finemoe/kernels.hpp"
 
 namespace finemoe {
@@ -15,11 +16,11 @@ Backend& cpu_backend();
 // "cpu" | "cuda".
 std::string device_name(Device d);
 
-// run.device ("cpu" | "cuda" | "auto") -> this process's backend, and in *why
-// (if not null) one line saying why. cpu: the CPU backend; auto: the CPU
-// backend ("auto: no CUDA backend built"); cuda: a ConfigError naming
-// run.device (this build has no CUDA backend yet; it is planned). Anything
-// else: a ConfigError naming run.device and the allowed values.
-Backend& backend_for(const std::string& device, std::string* why = nullptr);
+// run.device -> this process's backend, and in *why (if not null) one line
+// saying why. cpu: the CPU backend; auto: the CPU backend ("auto: no CUDA
+// backend built"); cuda: a ConfigError naming run.device (this build has no
+// CUDA backend yet; it is planned). Names other than these never get here:
+// Config refuses them when the key is set.
+Backend& backend_for(DeviceChoice device, std::string* why = nullptr);
 
 }  // namespace finemoe

@@ -202,7 +202,7 @@ BenchOptions parse_options(const fm::ParsedArgs& args) {
   if (!eng.empty()) {
     if (eng != "auto" && eng != "openblas" && eng != "onednn")
       throw fm::ConfigError("option '--fp32-engine': expected auto | openblas | onednn, got '" + eng + "'");
-    cfg.train.fp32_engine = eng;
+    fm::set_config_value(cfg, "train.fp32_engine", eng);
   }
   cfg.validate(1);
   o.steps = std::stoll(args.app.at("steps"));
@@ -265,7 +265,7 @@ void write_setup(Json& j, const BenchOptions& o, const Engines& e, const fm::Mod
   j.str("version", FINEMOE_VERSION);
   j.str("git", FINEMOE_GIT);
   j.begin("model");
-  j.str("ffn", cfg.model.ffn);
+  j.str("ffn", fm::config_name(cfg.model.ffn));
   j.num("d_model", double(cfg.model.d_model));
   j.num("n_blocks", double(cfg.model.n_blocks));
   j.num("seq_len", double(cfg.model.seq_len));
@@ -273,7 +273,7 @@ void write_setup(Json& j, const BenchOptions& o, const Engines& e, const fm::Mod
   if (!cfg.dense()) {
     j.num("E", double(cfg.moe.experts));
     j.num("G", double(cfg.moe.granularity));
-    j.str("routing", cfg.moe.routing);
+    j.str("routing", fm::config_name(cfg.moe.routing));
     j.num("d_expert", double(cfg.d_expert()));
   }
   j.num("batch_size", double(cfg.train.batch_size));
@@ -283,14 +283,14 @@ void write_setup(Json& j, const BenchOptions& o, const Engines& e, const fm::Mod
   j.num("N_active", counts.N_active);
   j.end();
   j.str("precision", e.precision == be::Precision::bf16 ? "bf16" : "fp32");
-  j.str("precision_requested", cfg.train.precision);
+  j.str("precision_requested", fm::config_name(cfg.train.precision));
   j.str("precision_why", e.precision_why);
   j.str("fp32_engine", be::fp32_engine_name(e.fp32_engine));
-  j.str("fp32_engine_requested", cfg.train.fp32_engine);
+  j.str("fp32_engine_requested", fm::config_name(cfg.train.fp32_engine));
   j.str("fp32_engine_why", e.fp32_engine_why);
   j.str("engine", be::engine_description());
   j.str("device", fm::device_name(e.backend->device()));
-  j.str("device_requested", cfg.run.device);
+  j.str("device_requested", fm::config_name(cfg.run.device));
   j.str("device_why", e.device_why);
   j.str("backend", e.backend->describe());
   j.str("cpu_isa", be::cpu_isa());

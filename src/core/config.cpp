@@ -52,6 +52,56 @@ std::string fmt_double(double x) {
   return os.str();
 }
 
+// ---- enum keys: ONE table of names per enum -----------------------------------
+template <typename E>
+using NameTable = std::vector<std::pair<E, const char*>>;
+const NameTable<Ffn>& enum_names(Ffn) {
+  static const NameTable<Ffn> t = {{Ffn::moe, "moe"}, {Ffn::dense, "dense"}};
+  return t;
+}
+const NameTable<Routing>& enum_names(Routing) {
+  static const NameTable<Routing> t = {{Routing::expert_choice, "expert_choice"}, {Routing::token_choice, "token_choice"}};
+  return t;
+}
+const NameTable<PrecisionChoice>& enum_names(PrecisionChoice) {
+  static const NameTable<PrecisionChoice> t = {
+      {PrecisionChoice::fp32, "fp32"}, {PrecisionChoice::bf16, "bf16"}, {PrecisionChoice::automatic, "auto"}};
+  return t;
+}
+const NameTable<Fp32EngineChoice>& enum_names(Fp32EngineChoice) {
+  static const NameTable<Fp32EngineChoice> t = {{Fp32EngineChoice::automatic, "auto"},
+                                                {Fp32EngineChoice::openblas, "openblas"},
+                                                {Fp32EngineChoice::onednn, "onednn"}};
+  return t;
+}
+const NameTable<DataSource>& enum_names(DataSource) {
+  static const NameTable<DataSource> t = {{DataSource::synthetic, "synthetic"}, {DataSource::shards, "shards"}};
+  return t;
+}
+const NameTable<DeviceChoice>& enum_names(DeviceChoice) {
+  static const NameTable<DeviceChoice> t = {
+      {DeviceChoice::cpu, "cpu"}, {DeviceChoice::cuda, "cuda"}, {DeviceChoice::automatic, "auto"}};
+  return t;
+}
+
+template <typename E>
+std::string enum_name(E v) {
+  for (const auto& [e, name] : enum_names(v))
+    if (e == v) return name;
+  return "?";  // unreachable: every enumerator is in its table (test_config checks the round trip)
+}
+
+// `v` parsed as the enum of `like`; ConfigError naming the key and the choices.
+template <typename E>
+E parse_enum(const std::string& key, const std::string& v, E like) {
+  std::string choices;
+  for (const auto& [e, name] : enum_names(like)) {
+    if (v == name) return e;
+    choices += std::string(choices.empty() ? "" : ", ") + name;
+  }
+  throw ConfigError("config key '" + key + "': must be one of " + choices + ", got '" + v + "'");
+}
+
 struct KeyDef {
   std::string key;
   std::string help;
@@ -71,6 +121,10 @@ struct KeyDef {
 #define FM_STR(sec, name, help)                                          \
   KeyDef{#sec "." #name, help, [](const Config& c) { return c.sec.name; }, \
          [](Config& c, const std::string& v) { c.sec.name = v; }}
+// A key whose value is one of the names in enum_names(E) below.
+#define FM_ENUM(sec, name, help)                                                                  \
+  KeyDef{#sec "." #name, help, [](const Config& c) { return config_name(c.sec.name); },           \
+         [](Config& c, const std::string& v) { c.sec.name = parse_enum(#sec "." #name, v, c.sec.name); }}
 #define FM_BOOL(sec, name, help)                                                                 \
   KeyDef{#sec "." #name, help, [](const Config& c) { return std::string(c.sec.name ? "true" : "false"); }, \
          [](Config& c, const std::string& v) { c.sec.name = to_bool(#sec "." #name, v); }}
@@ -82,11 +136,11 @@ const std::vector<KeyDef>& schema() {
       FM_INT(model, head_dim, "attention head dimension (paper: 64); heads = d_model/head_dim"),
       FM_INT(model, seq_len, "context length in tokens (size of the position table)"),
       FM_INT(model, vocab_size, "vocabulary size (synthetic corpus uses it; shards' tokens must be below it)"),
-      FM_STR(model, ffn, "FFN kind: moe | dense (dense = ordinary d_ff = 4d ReLU FFN)"),
+      FM_ENUM(model, ffn, "FFN kind: moe | dense (dense = ordinary d_ff = 4d ReLU FFN)"),
       FM_DBL(model, init_scale, "truncated-normal init scale, divided by sqrt(fan_in) (paper: 0.1)"),
       FM_INT(moe, experts, "E, expansion rate: total FFN params / dense FFN params"),
       FM_INT(moe, granularity, "G: each expert split into G; E*G experts of width 4d/G"),
-      FM_STR(moe, routing, "expert_choice | token_choice"),
+      FM_ENUM(moe, routing, "expert_choice | token_choice"),
       FM_INT(moe, group_size, "tokens per routing group (never crosses ranks); expert choice capacity c = floor(group/E)"),
       FM_DBL(moe, capacity_factor, "token choice: capacity per expert and group = ceil(cf * group_size * top_k / (E*G))"),
       FM_INT(moe, top_k, "token choice: experts per token (0 = G)"),
@@ -121,8 +175,8 @@ const std::vector<KeyDef>& schema() {
       FM_DBL(train, eps, "AdamW epsilon"),
       FM_DBL(train, grad_clip, "clip gradients to this global L2 norm (0 = off)"),
       FM_UINT(train, seed, "seed of initialisation and batch order"),
-      FM_STR(train, precision, "fp32 | bf16 | auto (bf16 only where the CPU has AMX or native bf16 measured faster)"),
-      FM_STR(train, fp32_engine,
+      FM_ENUM(train, precision, "fp32 | bf16 | auto (bf16 only where the CPU has AMX or native bf16 measured faster)"),
+      FM_ENUM(train, fp32_engine,
              "library of the fp32 GEMMs: openblas | onednn | auto (oneDNN only if a start-up micro-benchmark at the "
              "model's GEMM shapes, rank 0, one thread, measures it more than 5 % faster than OpenBLAS; openblas "
              "with bf16, where it does not matter). A resumed run keeps the engine and precision its checkpoint "
@@ -138,7 +192,7 @@ const std::vector<KeyDef>& schema() {
       FM_INT(train, checkpoint_every, "steps between checkpoints (0 = only at the end and on signals)"),
       FM_INT(train, checkpoint_keep, "newest checkpoints kept"),
       FM_INT(train, threads, "OpenMP threads per rank (0 = OMP_NUM_THREADS / all cores)"),
-      FM_STR(data, source, "synthetic | shards"),
+      FM_ENUM(data, source, "synthetic | shards"),
       FM_STR(data, train_shards, "glob of llm.c token shards for training (data.source=shards)"),
       FM_STR(data, val_shards, "glob of llm.c token shards for validation"),
       FM_UINT(data, seed, "synthetic corpus seed"),
@@ -153,7 +207,7 @@ const std::vector<KeyDef>& schema() {
       FM_DBL(data, synth_copy_len, "synthetic: mean copy span length in tokens (geometric, >= 1)"),
       FM_INT(parallel, expert_parallel, "EP: ranks sharing each layer's experts (divides world size and E*G)"),
       FM_STR(run, dir, "run directory: config.ini, metrics.h5, checkpoints/"),
-      FM_STR(run, device,
+      FM_ENUM(run, device,
              "where the kernels run: cpu | cuda | auto. No build has a CUDA backend yet (it is planned): auto "
              "runs cpu, and cuda is refused at start-up naming this key"),
       FM_STR(run, resume, "auto (resume from the checkpoint LATEST names, which must verify, else exit 3; when LATEST is missing or broken, from the newest step file that verifies) | never (start anew; existing checkpoints are kept) | PATH to a checkpoint"),
@@ -379,25 +433,19 @@ std::string Config::shape_keys_hash() const {
   return buf;
 }
 
-namespace {
-// The one table of moe.routing's names.
-std::optional<Routing> routing_from_name(const std::string& s) {
-  if (s == "expert_choice") return Routing::expert_choice;
-  if (s == "token_choice") return Routing::token_choice;
-  return std::nullopt;
-}
-}  // namespace
+std::string config_name(Ffn v) { return enum_name(v); }
+std::string config_name(Routing v) { return enum_name(v); }
+std::string config_name(PrecisionChoice v) { return enum_name(v); }
+std::string config_name(Fp32EngineChoice v) { return enum_name(v); }
+std::string config_name(DataSource v) { return enum_name(v); }
+std::string config_name(DeviceChoice v) { return enum_name(v); }
 
-Routing parse_routing(const std::string& s) {
-  if (const std::optional<Routing> r = routing_from_name(s)) return *r;
-  throw ConfigError("config key 'moe.routing': unknown routing '" + s + "' (expert_choice | token_choice)");
-}
+Routing parse_routing(const std::string& s) { return parse_enum("moe.routing", s, Routing::expert_choice); }
 
 double Config::balance_loss_coef() const {
   if (dense()) return 0.0;
   if (moe.balance_loss) return *moe.balance_loss;
-  // An unknown routing (not yet validated) counts as no token choice.
-  return routing_from_name(moe.routing) == Routing::token_choice ? kDefaultBalanceLoss : 0.0;
+  return moe.routing == Routing::token_choice ? kDefaultBalanceLoss : 0.0;
 }
 
 int64_t Config::expert_capacity() const {
@@ -435,7 +483,6 @@ void Config::validate(int world_size) const {
           "must be in [2, " + std::to_string(kMaxSeqLen) + "], got " + std::to_string(model.seq_len));
   require(model.vocab_size > 1 && model.vocab_size <= 65536, "model.vocab_size",
           "must be in [2, 65536] (uint16 token shards), got " + std::to_string(model.vocab_size));
-  require(model.ffn == "moe" || model.ffn == "dense", "model.ffn", "must be 'moe' or 'dense', got '" + model.ffn + "'");
   require(model.init_scale > 0, "model.init_scale", "must be positive");
   if (!dense()) {
     require(moe.experts > 0 && moe.experts <= kMaxExperts, "moe.experts",
@@ -444,8 +491,6 @@ void Config::validate(int world_size) const {
             "must be in [1, " + std::to_string(kMaxExperts) + "], got " + std::to_string(moe.granularity));
     require(d_ff() % moe.granularity == 0, "moe.granularity",
             "d_ff = 4*d_model = " + std::to_string(d_ff()) + " is not divisible by G = " + std::to_string(moe.granularity));
-    require(routing_from_name(moe.routing).has_value(), "moe.routing",
-            "must be 'expert_choice' or 'token_choice', got '" + moe.routing + "'");
     require(moe.group_size > 0, "moe.group_size", "must be positive");
     // At E*G/top_k every expert can already take its whole group; more
     // changes nothing (and 1e18 would overflow the capacity).
@@ -487,10 +532,6 @@ void Config::validate(int world_size) const {
   require(train.beta2 >= 0 && train.beta2 < 1, "train.beta2", "must be in [0, 1)");
   require(train.eps > 0 && train.eps <= 1, "train.eps", "must be in (0, 1]");
   require(train.grad_clip >= 0, "train.grad_clip", "must be non-negative");
-  require(train.precision == "fp32" || train.precision == "bf16" || train.precision == "auto", "train.precision",
-          "must be fp32, bf16 or auto, got '" + train.precision + "'");
-  require(train.fp32_engine == "auto" || train.fp32_engine == "openblas" || train.fp32_engine == "onednn",
-          "train.fp32_engine", "must be auto, openblas or onednn, got '" + train.fp32_engine + "'");
   require(train.log_every > 0, "train.log_every", "must be positive");
   require(train.eval_every >= 0, "train.eval_every", "must be non-negative");
   require(train.eval_tokens > 0 && train.eval_tokens <= kMaxEvalTokens, "train.eval_tokens",
@@ -502,9 +543,7 @@ void Config::validate(int world_size) const {
   require(train.checkpoint_keep >= 1, "train.checkpoint_keep", "must be at least 1");
   require(train.threads >= 0 && train.threads <= kMaxThreads, "train.threads",
           "must be in [0, " + std::to_string(kMaxThreads) + "], got " + std::to_string(train.threads));
-  require(data.source == "synthetic" || data.source == "shards", "data.source",
-          "must be 'synthetic' or 'shards', got '" + data.source + "'");
-  if (data.source == "shards") require(!data.train_shards.empty(), "data.train_shards", "is required when data.source=shards");
+  if (data.source == DataSource::shards) require(!data.train_shards.empty(), "data.train_shards", "is required when data.source=shards");
   require(data.synth_regimes > 0 && data.synth_regimes <= kMaxRegimes, "data.synth_regimes",
           "must be in [1, " + std::to_string(kMaxRegimes) + "], got " + std::to_string(data.synth_regimes));
   require(data.synth_regime_stay >= 0 && data.synth_regime_stay <= 1, "data.synth_regime_stay", "must be in [0, 1]");
@@ -518,7 +557,7 @@ void Config::validate(int world_size) const {
   require(data.synth_copy_distance >= 1 && data.synth_copy_distance <= 4096, "data.synth_copy_distance", "must be in [1, 4096]");
   require(data.synth_copy_len >= 1 && data.synth_copy_len <= double(kMaxDocLen), "data.synth_copy_len",
           "must be in [1, " + std::to_string(kMaxDocLen) + "]");
-  if (data.source == "shards") require(!data.val_shards.empty(), "data.val_shards", "is required when data.source=shards (moe-data prepare writes val_*.bin)");
+  if (data.source == DataSource::shards) require(!data.val_shards.empty(), "data.val_shards", "is required when data.source=shards (moe-data prepare writes val_*.bin)");
   require(parallel.expert_parallel >= 1, "parallel.expert_parallel", "must be at least 1");
   require(world_size % parallel.expert_parallel == 0, "parallel.expert_parallel",
           std::to_string(parallel.expert_parallel) + " does not divide the number of ranks " + std::to_string(world_size));
@@ -547,8 +586,6 @@ void Config::validate(int world_size) const {
   }
   require(!run.dir.empty(), "run.dir", "must not be empty");
   require(!run.resume.empty(), "run.resume", "must be auto, never or a checkpoint path");
-  require(run.device == "cpu" || run.device == "cuda" || run.device == "auto", "run.device",
-          "must be cpu, cuda or auto, got '" + run.device + "'");
 }
 
 }  // namespace finemoe

@@ -19,20 +19,17 @@ double TokenSource::entropy_rate(double* stderr_out) const {
 }
 
 std::unique_ptr<TokenSource> make_train_source(const Config& cfg) {
-  if (cfg.data.source == "shards") return std::make_unique<ShardSource>(cfg.data.train_shards, cfg.model.vocab_size);
-  if (cfg.data.source != "synthetic")
-    throw ConfigError("data.source: must be 'synthetic' or 'shards', got '" + cfg.data.source + "'");
+  if (cfg.data.source == DataSource::shards)
+    return std::make_unique<ShardSource>(cfg.data.train_shards, cfg.model.vocab_size);
   return std::make_unique<SyntheticCorpus>(SynthParams::from_config(cfg), kSynthTrainStream);
 }
 
 std::unique_ptr<TokenSource> make_val_source(const Config& cfg) {
-  if (cfg.data.source == "shards") {
+  if (cfg.data.source == DataSource::shards) {
     if (cfg.data.val_shards.empty())
       throw ConfigError("data.val_shards: is required when data.source=shards (moe-data prepare writes val_*.bin)");
     return std::make_unique<ShardSource>(cfg.data.val_shards, cfg.model.vocab_size);
   }
-  if (cfg.data.source != "synthetic")
-    throw ConfigError("data.source: must be 'synthetic' or 'shards', got '" + cfg.data.source + "'");
   return std::make_unique<SyntheticCorpus>(SynthParams::from_config(cfg), kSynthValStream);
 }
 

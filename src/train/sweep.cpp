@@ -343,7 +343,7 @@ std::vector<SweepRun> expand_grid(const SweepSpec& spec, const std::string& runs
     Config c = base;
     c.model.d_model = d;
     c.model.n_blocks = L;
-    c.model.ffn = dense ? "dense" : "moe";
+    c.model.ffn = dense ? Ffn::dense : Ffn::moe;
     if (!dense) {
       c.moe.experts = E;
       c.moe.granularity = G;

@@ -101,8 +101,9 @@ struct GemmSetup {
 // is decided later (decide_gemm_setup), once a resumed checkpoint is known.
 void check_gemm_requests(const Config& cfg) {
   std::string why;
-  if (cfg.train.precision != "auto") backend::resolve_precision(cfg.train.precision, &why, {});
-  if (cfg.train.fp32_engine != "auto") backend::resolve_fp32_engine(cfg.train.fp32_engine, &why, {});
+  if (cfg.train.precision != PrecisionChoice::automatic) backend::resolve_precision(cfg.train.precision, &why, {});
+  if (cfg.train.fp32_engine != Fp32EngineChoice::automatic)
+    backend::resolve_fp32_engine(cfg.train.fp32_engine, &why, {});
 }
 
 // Rank 0's decision (the caller broadcasts it). `resumed`: the GEMM set-up
@@ -117,17 +118,18 @@ GemmSetup decide_gemm_setup(const Config& cfg, const TrainState* resumed,
   const std::string not_exact = "the resumed run is not bit-exact with an uninterrupted one";
   // ---- precision
   const std::string ck_prec = resumed ? resumed->precision : "";
+  const bool auto_prec = cfg.train.precision == PrecisionChoice::automatic;
   std::string avail;
-  if (cfg.train.precision == "auto" && !ck_prec.empty() &&
+  if (auto_prec && !ck_prec.empty() &&
       (ck_prec == "fp32" || backend::bf16_available(&avail))) {
     g.precision = ck_prec == "bf16" ? backend::Precision::bf16 : backend::Precision::fp32;
     g.precision_why = "auto: " + ck_prec + ", from the checkpoint (the choice of the run it continues)";
   } else {
     g.precision = backend::resolve_precision(cfg.train.precision, &g.precision_why, shapes);
     const std::string now = backend::precision_name(g.precision);
-    if (resumed && ck_prec.empty() && cfg.train.precision == "auto")
+    if (resumed && ck_prec.empty() && auto_prec)
       g.precision_why += " (the checkpoint does not record its resolved precision)";
-    else if (resumed && ck_prec != now && cfg.train.precision == "auto")
+    else if (resumed && ck_prec != now && auto_prec)
       log::warn("the checkpoint's precision %s is not available here (%s): resolved auto anew to %s, so %s",
                 ck_prec.c_str(), avail.c_str(), now.c_str(), not_exact.c_str());
     else if (resumed && ck_prec != now)
@@ -136,13 +138,14 @@ GemmSetup decide_gemm_setup(const Config& cfg, const TrainState* resumed,
   }
   // ---- fp32 engine
   const std::string ck_eng = resumed ? resumed->fp32_engine : "";
-  if (cfg.train.fp32_engine == "auto" && !ck_eng.empty() && (ck_eng == "openblas" || backend::onednn_built())) {
+  const bool auto_eng = cfg.train.fp32_engine == Fp32EngineChoice::automatic;
+  if (auto_eng && !ck_eng.empty() && (ck_eng == "openblas" || backend::onednn_built())) {
     g.engine = backend::fp32_engine_from_name(ck_eng);
     g.engine_why = "auto: " + ck_eng + ", from the checkpoint (the choice of the run it continues)";
   } else {
     g.engine = backend::resolve_fp32_engine(cfg.train.fp32_engine, &g.engine_why, shapes, g.precision);
     const std::string now = backend::fp32_engine_name(g.engine);
-    if (resumed && !ck_eng.empty() && ck_eng != now && cfg.train.fp32_engine == "auto")
+    if (resumed && !ck_eng.empty() && ck_eng != now && auto_eng)
       log::warn("the checkpoint's fp32 engine %s is not in this build: resolved auto anew to %s, so %s",
                 ck_eng.c_str(), now.c_str(), not_exact.c_str());
     else if (resumed && !ck_eng.empty() && ck_eng != now)
@@ -287,7 +290,8 @@ void set_up_backend(Run& run) {
   const size_t nl = decision.find('\n');
   if (nl == std::string::npos) throw Error("device choice from rank 0 is malformed: '" + decision + "'");
   run.device_why = decision.substr(nl + 1);
-  collective(comm, [&] { run.be = &backend_for(decision.substr(0, nl)); });
+  const DeviceChoice chosen = decision.substr(0, nl) == device_name(Device::cuda) ? DeviceChoice::cuda : DeviceChoice::cpu;
+  collective(comm, [&] { run.be = &backend_for(chosen); });
 }
 
 // Parameters (declared, allocated, initialised from train.seed), the
@@ -435,11 +439,11 @@ void log_run_summary(const Run& run) {
             run.be->describe().c_str());
   log::info("model: d_model %lld, %lld blocks, %lld heads, seq %lld, vocab %lld, ffn %s", (long long)cfg.model.d_model,
             (long long)cfg.model.n_blocks, (long long)cfg.n_heads(), (long long)T, (long long)cfg.model.vocab_size,
-            cfg.model.ffn.c_str());
+            config_name(cfg.model.ffn).c_str());
   if (!cfg.dense())
     log::info("moe: E %lld, G %lld -> %lld experts of width %lld, %s routing (%s)", (long long)cfg.moe.experts,
               (long long)cfg.moe.granularity, (long long)cfg.n_experts(), (long long)cfg.d_expert(),
-              cfg.moe.routing.c_str(),
+              config_name(cfg.moe.routing).c_str(),
               cfg.routing() == Routing::expert_choice
                   ? ("group " + std::to_string(cfg.moe.group_size) + ", capacity " + std::to_string(cfg.expert_capacity())).c_str()
                   : ("top-" + std::to_string(cfg.top_k()) + ", capacity factor " + std::to_string(cfg.moe.capacity_factor)).c_str());

@@ -11,6 +11,7 @@
 #include "analyze.hpp"
 #include "finemoe/config.hpp"
 #include "finemoe/counting.hpp"
+#include "finemoe/h5layout.hpp"
 #include "finemoe/metrics.hpp"
 
 namespace finemoe::analysis::testing {
@@ -38,13 +39,17 @@ inline std::string write_run(const fs::path& dir, const std::string& name, const
   Config cfg;
   cfg.model.d_model = f.d_model;
   cfg.model.n_blocks = f.n_blocks;
-  cfg.model.ffn = f.dense ? "dense" : "moe";
+  cfg.model.ffn = f.dense ? Ffn::dense : Ffn::moe;
   cfg.moe.experts = f.E;
   cfg.moe.granularity = f.G;
-  cfg.moe.routing = f.routing;
+  // A routing this build does not know (a run from another version) cannot be
+  // in a Config: it is written over the attribute below.
+  const bool known_routing = f.routing == "expert_choice" || f.routing == "token_choice";
+  if (known_routing) cfg.moe.routing = parse_routing(f.routing);
   const ModelCounts counts = count_model(cfg.shape());
   const std::string path = (dir / name / "metrics.h5").string();
   MetricsWriter w(path, cfg, counts, f.entropy_rate, -1);
+  if (!known_routing) w.set_attr(std::string(h5layout::kAttrConfigPrefix) + "moe.routing", f.routing);
   for (int i = 0; i < f.rows; ++i) {
     TrainRow r;
     r.step = i + 1;

@@ -53,7 +53,7 @@ fi
 grep -q "option '--fp32-engine': expected auto | openblas | onednn, got 'mkl'" "$T/err" || fail "$(cat "$T/err")"
 "$BENCH" $ARGS --train.fp32_engine mkl >"$T/out" 2>"$T/err"; rc=$?
 [ "$rc" = 2 ] || fail "--train.fp32_engine mkl exited $rc, expected 2"
-grep -q "config key 'train.fp32_engine': must be auto, openblas or onednn, got 'mkl'" "$T/err" || fail "$(cat "$T/err")"
+grep -q "config key 'train.fp32_engine': must be one of auto, openblas, onednn, got 'mkl'" "$T/err" || fail "$(cat "$T/err")"
 # run.device: auto (the default) and cpu run the CPU backend, each with its reason.
 bench openblas openblas "openblas requested" --fp32-engine openblas
 [ "$(field device_requested)" = auto ] || fail "default device_requested '$(field device_requested)'"
@@ -66,5 +66,5 @@ bench openblas openblas "openblas requested" --fp32-engine openblas --run.device
 grep -q "config key 'run.device': cuda requested, but this build has no CUDA backend yet" "$T/err" || fail "$(cat "$T/err")"
 "$BENCH" $ARGS --run.device gpu >"$T/out" 2>"$T/err"; rc=$?
 [ "$rc" = 2 ] || fail "--run.device gpu exited $rc, expected 2"
-grep -q "config key 'run.device': must be cpu, cuda or auto, got 'gpu'" "$T/err" || fail "$(cat "$T/err")"
+grep -q "config key 'run.device': must be one of cpu, cuda, auto, got 'gpu'" "$T/err" || fail "$(cat "$T/err")"
 echo PASS

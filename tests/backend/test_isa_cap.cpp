@@ -18,7 +18,7 @@ TEST(precision, environment_caps_onednn_at_avx2) {
 
 TEST(precision, auto_picks_fp32_without_bf16) {
   std::string why;
-  EXPECT_EQ(be::resolve_precision("auto", &why), be::Precision::fp32);
+  EXPECT_EQ(be::resolve_precision(finemoe::PrecisionChoice::automatic, &why), be::Precision::fp32);
   EXPECT_EQ(why.rfind("auto: fp32", 0), 0u) << why;
   EXPECT_FALSE(be::bf16_available());
   EXPECT_FALSE(be::has_amx());
@@ -27,7 +27,7 @@ TEST(precision, auto_picks_fp32_without_bf16) {
 TEST(precision, bf16_requested_where_unavailable_is_a_clear_error) {
   std::string why;
   try {
-    be::resolve_precision("bf16", &why);
+    be::resolve_precision(finemoe::PrecisionChoice::bf16, &why);
     FAIL() << "bf16 accepted on an AVX2-capped oneDNN";
   } catch (const finemoe::ConfigError& e) {
     std::string m = e.what();

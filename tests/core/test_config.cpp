@@ -101,11 +101,8 @@ TEST(Config, ImpossibleShapesNamed) {
   c.moe.granularity = 3;  // d_ff 512 not divisible by 3
   expect_invalid(c, "moe.granularity");
   c = Config();
-  c.moe.routing = "hash";
-  expect_invalid(c, "moe.routing");
-  c = Config();
   c.train.batch_size = 6;  // not divisible over 4 ranks
-  c.moe.routing = "token_choice";
+  c.moe.routing = Routing::token_choice;
   expect_invalid(c, "train.batch_size", 4);
   c = Config();
   c.parallel.expert_parallel = 3;
@@ -114,9 +111,6 @@ TEST(Config, ImpossibleShapesNamed) {
   c = Config();
   c.train.batch_size = 2;  // 2·64 = 128 tokens < group 256
   expect_invalid(c, "moe.group_size");
-  c = Config();
-  c.train.precision = "fp16";
-  expect_invalid(c, "train.precision");
   c = Config();
   c.model.vocab_size = 70000;
   expect_invalid(c, "model.vocab_size");
@@ -140,9 +134,9 @@ TEST(Config, ExpertChoiceGroupNotDivisibleByExpertsIsAnError) {
     EXPECT_NE(m.find("1.96875 expert slots"), std::string::npos) << m;
     EXPECT_EQ(e.exit_code(), kExitUsage);
   }
-  c.moe.routing = "token_choice";
+  c.moe.routing = Routing::token_choice;
   EXPECT_NO_THROW(c.validate(1));
-  c.moe.routing = "expert_choice";
+  c.moe.routing = Routing::expert_choice;
   c.moe.experts = 8;
   EXPECT_NO_THROW(c.validate(1));
 }
@@ -221,7 +215,7 @@ TEST(Config, NumericKeysHaveUpperBounds) {
   }
   // capacity_factor: up to E*G (= 8 by default) is accepted, 1e18 is not.
   Config ok;
-  ok.moe.routing = "token_choice";
+  ok.moe.routing = Routing::token_choice;
   ok.moe.capacity_factor = 8;
   EXPECT_NO_THROW(ok.validate(1));
   ok.moe.capacity_factor = 1e18;
@@ -253,12 +247,12 @@ TEST(Config, LoadBalancingDefaultsAndAuto) {
   Config c;  // expert choice
   EXPECT_FALSE(c.moe.balance_loss.has_value());
   EXPECT_EQ(c.balance_loss_coef(), 0.0) << "auto: expert choice is balanced by construction";
-  c.moe.routing = "token_choice";
+  c.moe.routing = Routing::token_choice;
   EXPECT_EQ(c.balance_loss_coef(), 0.01) << "auto: Switch's 0.01 for token choice";
   EXPECT_EQ(c.moe.z_loss, 0.0);
   EXPECT_EQ(c.moe.bias_update_rate, 0.0);
   EXPECT_NO_THROW(c.validate(1));
-  c.model.ffn = "dense";
+  c.model.ffn = Ffn::dense;
   EXPECT_EQ(c.balance_loss_coef(), 0.0);
 
   // "auto" and numbers round-trip through INI text and the CLI.
@@ -299,7 +293,7 @@ TEST(Config, LoadBalancingBadValuesNameTheKey) {
   };
   for (const auto& c : cases) {
     Config cfg;
-    cfg.moe.routing = c.routing;
+    cfg.moe.routing = parse_routing(c.routing);
     set_config_value(cfg, c.key, c.value);
     expect_config_error([&] { cfg.validate(1); }, {"'" + c.key + "'", c.text});
   }
@@ -312,14 +306,14 @@ TEST(Config, LoadBalancingBadValuesNameTheKey) {
     }
   // Set programmatically, NaN is caught by validate().
   Config nan_cfg;
-  nan_cfg.moe.routing = "token_choice";
+  nan_cfg.moe.routing = Routing::token_choice;
   nan_cfg.moe.balance_loss = std::nan("");
   expect_invalid(nan_cfg, "moe.balance_loss");
   nan_cfg = Config();
   nan_cfg.moe.z_loss = std::nan("");
   expect_invalid(nan_cfg, "moe.z_loss");
   nan_cfg = Config();
-  nan_cfg.moe.routing = "token_choice";
+  nan_cfg.moe.routing = Routing::token_choice;
   nan_cfg.moe.bias_update_rate = std::nan("");
   expect_invalid(nan_cfg, "moe.bias_update_rate");
 }
@@ -340,7 +334,7 @@ TEST(Config, LoadBalancingWithExpertChoiceIsRejected) {
   z.moe.z_loss = 1e-3;
   EXPECT_NO_THROW(z.validate(1));
   // The same values are fine with token choice.
-  c.moe.routing = r.moe.routing = "token_choice";
+  c.moe.routing = r.moe.routing = Routing::token_choice;
   EXPECT_NO_THROW(c.validate(1));
   EXPECT_NO_THROW(r.validate(1));
 }
@@ -358,81 +352,81 @@ TEST(Config, HelpListsLoadBalancingKeys) {
   EXPECT_NE(help.find("divided by k"), std::string::npos) << "the top-k normalisation is stated";
 }
 
-// train.fp32_engine: declared once in the schema (help, INI, CLI, to_ini),
-// default auto; any other value than auto | openblas | onednn names the key
-// and the value. (onednn in a build without oneDNN is refused at start-up by
-// backend::resolve_fp32_engine: backend.fp32_engine.*.)
-TEST(Config, Fp32EngineKeyParsesAndValidates) {
-  EXPECT_EQ(Config().train.fp32_engine, "auto");
-  EXPECT_NE(Config().to_ini().find("\nfp32_engine = auto\n"), std::string::npos) << Config().to_ini();
-  const std::string f = write_tmp("[train]\nfp32_engine = onednn\n");
-  EXPECT_EQ(parse({"--config", f}).config.train.fp32_engine, "onednn");
-  EXPECT_EQ(parse({"--config", f, "--train.fp32_engine", "openblas"}).config.train.fp32_engine, "openblas");
-  std::remove(f.c_str());
-  for (const char* ok : {"auto", "openblas", "onednn"}) {
-    Config c;
-    c.train.fp32_engine = ok;
-    EXPECT_NO_THROW(c.validate(1)) << ok;
-    EXPECT_EQ(config_from_ini_text(c.to_ini(), "rt").train.fp32_engine, ok);
-  }
-  for (const char* bad : {"mkl", "OneDNN", "", "auto "}) {
-    Config c;
-    c.train.fp32_engine = bad;
-    expect_invalid(c, "train.fp32_engine");
-    try {
-      c.validate(1);
-    } catch (const ConfigError& e) {
-      EXPECT_NE(std::string(e.what()).find("got '" + std::string(bad) + "'"), std::string::npos) << e.what();
+// Every key with a fixed set of names (model.ffn, moe.routing, train.precision,
+// train.fp32_engine, data.source, run.device) is an enum parsed once: each
+// name round-trips through INI text, the CLI and to_ini; any other value (a
+// wrong case, a trailing space, empty) is refused when it is SET, naming the
+// key, the allowed names and the value, with the usage exit code. (What
+// train.fp32_engine and run.device resolve to: backend.fp32_engine.*,
+// backend.device.*.)
+TEST(Config, EnumKeysRoundTripAndRefuseOtherNames) {
+  const std::vector<std::pair<std::string, std::vector<std::string>>> keys = {
+      {"model.ffn", {"moe", "dense"}},
+      {"moe.routing", {"expert_choice", "token_choice"}},
+      {"train.precision", {"fp32", "bf16", "auto"}},
+      {"train.fp32_engine", {"auto", "openblas", "onednn"}},
+      {"data.source", {"synthetic", "shards"}},
+      {"run.device", {"cpu", "cuda", "auto"}}};
+  auto value_of = [](const Config& c, const std::string& key) {
+    for (const auto& [k, v] : c.to_pairs())
+      if (k == key) return v;
+    return std::string("<missing>");
+  };
+  for (const auto& [key, names] : keys) {
+    std::string allowed;
+    for (const std::string& n : names) {
+      Config c;
+      set_config_value(c, key, n);
+      EXPECT_EQ(value_of(c, key), n) << key;
+      EXPECT_EQ(value_of(config_from_ini_text(c.to_ini(), "rt"), key), n) << key;
+      EXPECT_EQ(value_of(parse({"--" + key, n}).config, key), n) << key;
+      allowed += (allowed.empty() ? "" : ", ") + n;
     }
+    for (const std::string& bad : std::vector<std::string>{"nope", "", names[0] + " ", "AUTO"}) {
+      Config c;
+      try {
+        set_config_value(c, key, bad);
+        FAIL() << key << " accepted '" << bad << "'";
+      } catch (const ConfigError& e) {
+        EXPECT_EQ(std::string(e.what()), "config key '" + key + "': must be one of " + allowed + ", got '" + bad + "'");
+        EXPECT_EQ(e.exit_code(), kExitUsage);
+      }
+    }
+  }
+  const Config d;
+  EXPECT_EQ(d.model.ffn, Ffn::moe);
+  EXPECT_EQ(d.moe.routing, Routing::expert_choice);
+  EXPECT_EQ(d.train.precision, PrecisionChoice::fp32);
+  EXPECT_EQ(d.train.fp32_engine, Fp32EngineChoice::automatic);
+  EXPECT_EQ(d.data.source, DataSource::synthetic);
+  EXPECT_EQ(d.run.device, DeviceChoice::automatic);
+  EXPECT_NE(d.to_ini().find("\nfp32_engine = auto\n"), std::string::npos) << d.to_ini();
+  EXPECT_NE(d.to_ini().find("\ndevice = auto\n"), std::string::npos) << d.to_ini();
+  const std::string f = write_tmp("[train]\nfp32_engine = onednn\n[run]\ndevice = cpu\n");
+  EXPECT_EQ(parse({"--config", f}).config.train.fp32_engine, Fp32EngineChoice::onednn);
+  EXPECT_EQ(parse({"--config", f, "--train.fp32_engine", "openblas"}).config.train.fp32_engine,
+            Fp32EngineChoice::openblas);
+  EXPECT_EQ(parse({"--config", f, "--run.device", "cuda"}).config.run.device, DeviceChoice::cuda);
+  std::remove(f.c_str());
+  // A bad name in an INI file is refused at parse time, naming the key.
+  try {
+    config_from_ini_text("[moe]\nrouting = hash\n", "bad.ini");
+    FAIL() << "routing = hash accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("'moe.routing'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("got 'hash'"), std::string::npos) << e.what();
   }
   std::string help;
   for (char ch : config_help()) {
     const bool space = ch == ' ' || ch == '\n';
     if (!space || (!help.empty() && help.back() != ' ')) help += space ? ' ' : ch;
   }
-  const size_t at = help.find("--train.fp32_engine");
-  ASSERT_NE(at, std::string::npos) << help;
-  const std::string entry = help.substr(at, help.find("--train.", at + 5) - at);
-  EXPECT_NE(entry.find("openblas | onednn | auto"), std::string::npos) << entry;
-  EXPECT_NE(entry.find("[default: auto]"), std::string::npos) << entry;
-}
-
-// run.device: in the schema (help, INI, CLI, to_ini), default auto; anything
-// but cpu | cuda | auto names the key, the allowed values and the value. (What
-// each resolves to in this build, cuda refused: backend.device.*.)
-TEST(Config, RunDeviceKeyParsesAndValidates) {
-  EXPECT_EQ(Config().run.device, "auto");
-  EXPECT_NE(Config().to_ini().find("\ndevice = auto\n"), std::string::npos) << Config().to_ini();
-  const std::string f = write_tmp("[run]\ndevice = cpu\n");
-  EXPECT_EQ(parse({"--config", f}).config.run.device, "cpu");
-  EXPECT_EQ(parse({"--config", f, "--run.device", "cuda"}).config.run.device, "cuda");
-  std::remove(f.c_str());
-  for (const char* ok : {"auto", "cpu", "cuda"}) {
-    Config c;
-    c.run.device = ok;
-    EXPECT_NO_THROW(c.validate(1)) << ok;
-    EXPECT_EQ(config_from_ini_text(c.to_ini(), "rt").run.device, ok);
+  for (const auto& [key, expect] : std::vector<std::pair<std::string, std::string>>{
+           {"train.fp32_engine", "openblas | onednn | auto"}, {"run.device", "cpu | cuda | auto"}}) {
+    const size_t at = help.find("--" + key);
+    ASSERT_NE(at, std::string::npos) << help;
+    const std::string entry = help.substr(at, help.find(" --", at + 5) - at);
+    EXPECT_NE(entry.find(expect), std::string::npos) << entry;
+    EXPECT_NE(entry.find("[default: auto]"), std::string::npos) << entry;
   }
-  for (const char* bad : {"gpu", "CPU", "", "cuda:0"}) {
-    Config c;
-    c.run.device = bad;
-    expect_invalid(c, "run.device");
-    try {
-      c.validate(1);
-    } catch (const ConfigError& e) {
-      EXPECT_NE(std::string(e.what()).find("must be cpu, cuda or auto, got '" + std::string(bad) + "'"),
-                std::string::npos)
-          << e.what();
-    }
-  }
-  std::string help;
-  for (char ch : config_help()) {
-    const bool space = ch == ' ' || ch == '\n';
-    if (!space || (!help.empty() && help.back() != ' ')) help += space ? ' ' : ch;
-  }
-  const size_t at = help.find("--run.device");
-  ASSERT_NE(at, std::string::npos) << help;
-  const std::string entry = help.substr(at, help.find("--run.", at + 5) - at);
-  EXPECT_NE(entry.find("cpu | cuda | auto"), std::string::npos) << entry;
-  EXPECT_NE(entry.find("[default: auto]"), std::string::npos) << entry;
 }

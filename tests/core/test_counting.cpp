@@ -45,7 +45,7 @@ TEST(Counting, ModelCountsOfAConfig) {
 
 TEST(Counting, DenseConfigHasNoRouter) {
   Config c;
-  c.model.ffn = "dense";
+  c.model.ffn = Ffn::dense;
   ModelCounts k = count_model(c.shape());
   EXPECT_EQ(k.router_params, 0.0);
   EXPECT_EQ(k.n_experts, 1);

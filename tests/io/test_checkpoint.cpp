@@ -226,7 +226,7 @@ TEST(Checkpoint, CorruptInputsGiveClearErrorsAndTouchNothing) {
   Config other = cfg;
   other.model.d_model = 256;
   other.moe.granularity = 4;
-  other.model.ffn = "dense";
+  other.model.ffn = Ffn::dense;
   msg = error_of<ConfigError>([&] { load_checkpoint(good, b, other, comm); });
   expect_has(msg, good);
   expect_has(msg, "model.d_model: checkpoint 128, current config 256");
@@ -508,7 +508,7 @@ TEST(CheckpointIntegrity, GemmSetupIsValidatedAndOlderVersionsMeanOpenblas) {
   for (const auto& [requested, resolved] : std::vector<std::pair<std::string, std::string>>{
            {"fp32", "fp32"}, {"bf16", "bf16"}, {"auto", ""}}) {
     Config c = cfg;
-    c.train.precision = requested;
+    set_config_value(c, "train.precision", requested);
     const std::string path = edited("v3_" + requested, c, as_v3);
     ParamStore b = iotest::make_store(1, 0);
     const TrainState st = load_checkpoint(path, b, cfg, comm);  // train.precision may change on resume

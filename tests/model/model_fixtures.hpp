@@ -15,10 +15,10 @@ inline finemoe::Config tiny_config(const std::string& ffn, const std::string& ro
   c.model.n_blocks = 2;
   c.model.seq_len = 8;
   c.model.vocab_size = 23;
-  c.model.ffn = ffn;
+  finemoe::set_config_value(c, "model.ffn", ffn);
   c.moe.experts = 4;
   c.moe.granularity = 2;
-  c.moe.routing = routing;
+  c.moe.routing = finemoe::parse_routing(routing);
   c.moe.group_size = 16;      // capacity 16/4 = 4 tokens per expert per group
   c.moe.capacity_factor = 1.0;
   c.moe.top_k = 0;            // = G

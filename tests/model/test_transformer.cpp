@@ -182,7 +182,7 @@ GradStats check_model_gradients(Model& m, int64_t B, double rtol, double atol, f
   }
   std::printf("  model gradcheck %s %s%s: %d checks, %d failed, %d non-smooth skipped (rtol %.0e, atol %.0e)\n"
               "    max rel err directional %.3e (%s), element %.3e (%s)\n",
-              m.cfg.model.ffn.c_str(), m.cfg.dense() ? "" : m.cfg.moe.routing.c_str(),
+              config_name(m.cfg.model.ffn).c_str(), m.cfg.dense() ? "" : config_name(m.cfg.moe.routing).c_str(),
               m.cfg.dense() || m.cfg.moe.output_norm ? "" : " (no moe.norm)", st.checks, st.failed,
               st.skipped, rtol, atol, st.max_rel_dir, st.worst_dir.c_str(), st.max_rel_elem, st.worst_elem.c_str());
   return st;

@@ -86,7 +86,7 @@ TEST(Sweep, TokenBudgetAndDenseBaseline) {
     EXPECT_EQ(r.steps, 977);
     EXPECT_DOUBLE_EQ(r.D, 1000448.0);
   }
-  EXPECT_EQ(runs[1].config.model.ffn, "dense");
+  EXPECT_EQ(runs[1].config.model.ffn, Ffn::dense);
   EXPECT_DOUBLE_EQ(runs[1].counts.flops_per_token, 2359296.0);
   EXPECT_DOUBLE_EQ(runs[1].counts.N, 12.0 * 128 * 128 * 2);
   EXPECT_DOUBLE_EQ(runs[0].counts.flops_per_token, 2473984.0);
@@ -126,16 +126,16 @@ TEST(Sweep, SlicesAddGridsWithTheirOwnKeys) {
   ASSERT_EQ(runs.size(), 8u);
   EXPECT_EQ(runs[5].name, "t-L2-d128-dense-D1e6");
   for (size_t i = 0; i < 6; ++i) {
-    EXPECT_EQ(runs[i].config.moe.routing, "expert_choice") << runs[i].name;
+    EXPECT_EQ(runs[i].config.moe.routing, Routing::expert_choice) << runs[i].name;
     EXPECT_DOUBLE_EQ(runs[i].config.train.lr, spec.base.train.lr);
   }
   EXPECT_EQ(runs[6].name, "t-tc-L2-d128-E8-G1-D2e6");
-  EXPECT_EQ(runs[6].config.moe.routing, "token_choice");
+  EXPECT_EQ(runs[6].config.moe.routing, Routing::token_choice);
   EXPECT_EQ(runs[6].steps, 1953);  // 2e6 / 1024 = 1953.125
   EXPECT_EQ(runs[6].config.run.dir, "/r/t-tc-L2-d128-E8-G1-D2e6");
   EXPECT_EQ(runs[7].name, "t-big-L3-d192-dense-D1e6");
   EXPECT_DOUBLE_EQ(runs[7].config.train.lr, 5e-4);
-  EXPECT_EQ(runs[7].config.moe.routing, "expert_choice");
+  EXPECT_EQ(runs[7].config.moe.routing, Routing::expert_choice);
   // The manifest lists every run, slices last.
   std::istringstream manifest(sweep_manifest(runs));
   std::string line;
@@ -290,7 +290,7 @@ TEST(Sweep, BadSpecsNameTheKey) {
   // Slices: unknown grid key, bad config key or value, per-sweep keys, bad names.
   const std::string main = "[sweep]\nn_blocks = 2\ntokens = 1e6\n" + base;
   expect_error(main + "[slice.tc]\ngranularty = 2\n", {"slice.tc.granularty", "unknown sweep key"});
-  expect_error(main + "[slice.tc]\nmoe.routing = top2\n", {"run-tc-L2", "moe.routing", "top2"});
+  expect_error(main + "[slice.tc]\nmoe.routing = top2\n", {"bad.ini:13", "[slice.tc]", "moe.routing", "top2"});
   expect_error(main + "[slice.tc]\nmoe.foo = 1\n", {"[slice.tc]", "moe.foo"});
   expect_error(main + "[slice.tc]\nranks = 2\n", {"slice.tc.ranks", "one per sweep"});
   expect_error(main + "[slice.t c]\nn_blocks = 1\n", {"[slice.t c]", "letters, digits"});

@@ -91,13 +91,15 @@ TEST(Cli, BadValuesExit2NamingTheKey) {
       {"--moe.granularity 3", "moe.granularity"},
       {"--moe.routing random", "moe.routing"},
       {"--moe.bogus 1", "moe.bogus"},
-      {"--train.precision fp8", "train.precision"},
-      {"--train.fp32_engine mkl", "config key 'train.fp32_engine': must be auto, openblas or onednn, got 'mkl'"},
+      {"--train.precision fp8", "config key 'train.precision': must be one of fp32, bf16, auto, got 'fp8'"},
+      {"--model.ffn Dense", "config key 'model.ffn': must be one of moe, dense, got 'Dense'"},
+      {"--data.source web", "config key 'data.source': must be one of synthetic, shards, got 'web'"},
+      {"--train.fp32_engine mkl", "config key 'train.fp32_engine': must be one of auto, openblas, onednn, got 'mkl'"},
       {"--config /nonexistent.ini", "/nonexistent.ini"},
       {"--moe.balance_loss 0.01", "moe.balance_loss"},  // expert choice: balanced by construction
       {"--moe.routing token_choice --moe.z_loss -1", "moe.z_loss"},
       {"--moe.routing token_choice --moe.bias_update_rate nan", "moe.bias_update_rate"},
-      {"--run.device gpu", "config key 'run.device': must be cpu, cuda or auto, got 'gpu'"},
+      {"--run.device gpu", "config key 'run.device': must be one of cpu, cuda, auto, got 'gpu'"},
       {"--run.device cuda", "config key 'run.device': cuda requested, but this build has no CUDA backend yet"},
   };
   for (const auto& c : cases) {

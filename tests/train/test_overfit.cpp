@@ -40,7 +40,7 @@ double overfit(Config cfg, int steps) {
 
 TEST(Overfit, DenseMemorisesRepeatedSequence) {
   Config c;
-  c.model.ffn = "dense";
+  c.model.ffn = Ffn::dense;
   c.model.d_model = 64;
   c.model.n_blocks = 2;
   c.model.seq_len = 32;

@@ -8,17 +8,18 @@ namespace finemoe {
 
 std::string device_name(Device d) { return d == Device::cuda ? "cuda" : "cpu"; }
 
-Backend& backend_for(const std::string& device, std::string* why) {
+Backend& backend_for(DeviceChoice device, std::string* why) {
   std::string reason;
-  if (device == "cpu") {
-    reason = "cpu requested";
-  } else if (device == "auto") {
-    reason = "auto: no CUDA backend built, so cpu";
-  } else if (device == "cuda") {
-    throw ConfigError("config key 'run.device': cuda requested, but this build has no CUDA backend yet (it is "
-                      "planned); use cpu or auto");
-  } else {
-    throw ConfigError("config key 'run.device': must be cpu, cuda or auto, got '" + device + "'");
+  switch (device) {
+    case DeviceChoice::cpu:
+      reason = "cpu requested";
+      break;
+    case DeviceChoice::automatic:
+      reason = "auto: no CUDA backend built, so cpu";
+      break;
+    case DeviceChoice::cuda:
+      throw ConfigError("config key 'run.device': cuda requested, but this build has no CUDA backend yet (it is "
+                        "planned); use cpu or auto");
   }
   if (why) *why = reason;
   return cpu_backend();

@@ -404,23 +404,21 @@ std::string ratio_text(double x) {
 constexpr double kMinSpeedup = 1.05;
 }  // namespace
 
-Precision resolve_precision(const std::string& requested, std::string* why, const std::vector<GemmShape>& shapes) {
+Precision resolve_precision(PrecisionChoice requested, std::string* why, const std::vector<GemmShape>& shapes) {
   auto say = [&](const std::string& s) {
     if (why) *why = s;
   };
-  if (requested == "fp32") {
+  if (requested == PrecisionChoice::fp32) {
     say("fp32 requested");
     return Precision::fp32;
   }
   std::string avail;
   const bool ok = bf16_available(&avail);
-  if (requested == "bf16") {
+  if (requested == PrecisionChoice::bf16) {
     if (!ok) throw ConfigError("config key 'train.precision': bf16 requested but not available: " + avail);
     say("bf16 requested (" + avail + ")");
     return Precision::bf16;
   }
-  if (requested != "auto")
-    throw ConfigError("config key 'train.precision': expected fp32 | bf16 | auto, got '" + requested + "'");
   if (!ok) {
     say("auto: fp32, because " + avail);
     return Precision::fp32;
@@ -445,17 +443,17 @@ Precision resolve_precision(const std::string& requested, std::string* why, cons
   return Precision::fp32;
 }
 
-Fp32Engine resolve_fp32_engine(const std::string& requested, std::string* why, const std::vector<GemmShape>& shapes,
+Fp32Engine resolve_fp32_engine(Fp32EngineChoice requested, std::string* why, const std::vector<GemmShape>& shapes,
                                Precision precision) {
   auto say = [&](const std::string& s) {
     if (why) *why = s;
   };
   const bool bf16 = precision == Precision::bf16;
-  if (requested == "openblas") {
+  if (requested == Fp32EngineChoice::openblas) {
     say(std::string("openblas requested") + (bf16 ? " (unused: with bf16 every GEMM but the router's runs on oneDNN)" : ""));
     return Fp32Engine::openblas;
   }
-  if (requested == "onednn") {
+  if (requested == Fp32EngineChoice::onednn) {
     if (!detail::dnnl_built())
       throw ConfigError("config key 'train.fp32_engine': onednn requested but this build has no oneDNN (install "
                         "libdnnl-dev and rebuild, or use openblas or auto)");
@@ -463,8 +461,6 @@ Fp32Engine resolve_fp32_engine(const std::string& requested, std::string* why, c
         (bf16 ? "; unused: with bf16 every GEMM but the router's runs on oneDNN anyway" : ""));
     return Fp32Engine::onednn;
   }
-  if (requested != "auto")
-    throw ConfigError("config key 'train.fp32_engine': expected auto | openblas | onednn, got '" + requested + "'");
   if (bf16) {
     say("auto: openblas; the precision is bf16, so every GEMM but the router's (always OpenBLAS) runs on oneDNN "
         "and the fp32 engine does not matter");
@@ -488,7 +484,7 @@ Fp32Engine resolve_fp32_engine(const std::string& requested, std::string* why, c
   return Fp32Engine::openblas;
 }
 
-Precision resolve_precision(const std::string& requested, std::string* why) {
+Precision resolve_precision(PrecisionChoice requested, std::string* why) {
   // Without the model's shapes: a d=512 block on 1024 tokens stands in.
   return resolve_precision(requested, why, model_gemm_shapes(512, 2048, 1024));
 }
