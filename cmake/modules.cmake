@@ -73,7 +73,7 @@ finemoe_module(model DIR src/model
 # Communicators, deterministic collectives, start-up agreement, all-to-all
 # dispatcher.
 finemoe_module(parallel DIR src/parallel
-  DEPS core moe
+  DEPS core backend_cpu moe
   USES mpi
   HEADERS agreement.hpp collective.hpp comm.hpp dispatcher_mpi.hpp)
 
