@@ -77,7 +77,7 @@ finemoe_module(model DIR src/model
 
 # The Comm interface and its host MPI implementation (MpiComm), deterministic
 # collectives, start-up agreement, all-to-all dispatcher. backend_cpu for
-# kernels.hpp's Device: the memory a communicator's buffers live in.
+# device.hpp's cpu_backend(), make_dispatcher's default backend.
 finemoe_module(parallel DIR src/parallel
   DEPS core backend_cpu moe
   USES mpi

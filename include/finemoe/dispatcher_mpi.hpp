@@ -18,7 +18,7 @@
 #include <memory>
 #include <vector>
 
-#include "finemoe/memory.hpp"
+#include "finemoe/kernels.hpp"
 #include "finemoe/moe.hpp"
 
 namespace finemoe {
@@ -27,10 +27,13 @@ class Comm;
 
 class AllToAllDispatcher final : public Dispatcher {
  public:
-  // Keeps a reference to `comm`, which must outlive the dispatcher.
-  explicit AllToAllDispatcher(const Comm& comm);
+  // Keeps references to `comm` and `be` (the rank's backend, whose memory
+  // holds the rows), which must outlive the dispatcher. The rows go through
+  // comm's all-to-allv, so comm.memory() must be where the backend keeps them
+  // (host MPI and the CPU backend today).
+  AllToAllDispatcher(const Comm& comm, Backend& be);
   ~AllToAllDispatcher() override;
-  void dispatch(const float* send, const std::vector<int64_t>& send_counts, int64_t width, Buffer<float>& recv,
+  void dispatch(const float* send, const std::vector<int64_t>& send_counts, int64_t width, DeviceBuffer<float>& recv,
                 std::vector<int64_t>& recv_counts) override;
   void combine(const float* recv_layout, int64_t width, float* send_layout) override;
   // Bytes this rank sent to OTHER ranks in the last dispatch+combine (counts
@@ -46,7 +49,7 @@ class AllToAllDispatcher final : public Dispatcher {
   std::vector<int64_t> from_;           // [P·K] rows source p sends to my local expert k
   std::vector<int64_t> rows_to_, rows_from_;  // [P] rows per peer
   std::vector<int64_t> elems_to_, elems_from_;  // [P] floats per peer (rows·width)
-  Buffer<float> stage_;                 // source-major rows (grow-only)
+  DeviceBuffer<float> exchange_;        // source-major rows (grow-only)
   std::vector<int64_t> expert_cursor_;  // [K] scratch offsets for the reorders
   void add_bytes(int64_t b) { bytes_ += b; total_bytes_ += b; }
   void add_seconds(double s) { seconds_ += s; total_seconds_ += s; }
@@ -56,6 +59,7 @@ class AllToAllDispatcher final : public Dispatcher {
 
 // The dispatcher for this process grid: LocalDispatcher when EP = 1 (pure
 // data parallel or a single rank), AllToAllDispatcher otherwise.
-std::unique_ptr<Dispatcher> make_dispatcher(const Comm& comm);
+// `be`: the rank's backend (the dispatcher's rows live in its memory).
+std::unique_ptr<Dispatcher> make_dispatcher(const Comm& comm, Backend& be = cpu_backend());
 
 }  // namespace finemoe

@@ -137,6 +137,14 @@ class Backend {
   // experts ascending). Selection order ("best first") everywhere: value
   // descending, then index ascending; NaN ranks as -1 and -0 ties with +0, so
   // the order is total even after training has diverged.
+  // Memory: arrays sized by tokens or assignments (logits, probs, lse, tok,
+  // expert, weight, tok_off, by_tok, choice, entropy, group_frac,
+  // group_terms, rows) are in this backend's memory. The per-expert COUNTS
+  // (counts, selected, group_sel, offsets: E·G, K or groups·E·G integers)
+  // are HOST memory: the dispatcher sizes its exchanges and the experts
+  // their grouped-GEMM problems from them on the host, so a device backend
+  // copies them back inside the kernel that produces them (one small copy
+  // per layer, as Megatron-Core's dispatchers do with tokens_per_expert).
   //
   // probs[T,EG] = softmax of each row of logits[T,EG]; lse[T] = each row's
   // logsumexp m + log Σ exp(l − m) (m the row max). Overwrites both.

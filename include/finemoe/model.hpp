@@ -69,9 +69,10 @@ class Transformer {
   // Forward only (evaluation): mean loss, no activations kept for backward.
   double evaluate(const int32_t* tokens, const int32_t* targets, int64_t B);
 
-  // Per-token losses (nats) of the last forward/evaluate, [B·T] row-major;
-  // valid until the next call. (Per-position evaluation, causality tests.)
-  const float* token_losses() const;
+  // Per-token losses (nats) of the last forward/evaluate, [B·T] row-major,
+  // copied to the host into `host` (resized). (The final evaluation's
+  // per-sequence means.)
+  void token_losses(std::vector<float>& host) const;
 
   // Routing telemetry of the last forward, one entry per block (empty if dense).
   std::vector<RoutingStats> routing_stats() const;

@@ -29,7 +29,6 @@
 #include "finemoe/config.hpp"
 #include "finemoe/device.hpp"
 #include "finemoe/kernels.hpp"
-#include "finemoe/memory.hpp"
 
 namespace finemoe {
 
@@ -123,11 +122,17 @@ void update_selection_bias(float* bias, const int64_t* load, int64_t n_experts, 
 // exact inverse permutation. `recv` is grown when too small and never shrunk,
 // so steady-state steps do not allocate. The token-level calls are built on
 // these by default.
+//
+// Memory: rows are in the memory of the dispatcher's backend (given at
+// construction; the token-level calls must be given the same one), counts
+// on the host (kernels.hpp, MoE kernels, "Memory").
 class Dispatcher {
  public:
+  explicit Dispatcher(Backend& be) : be_(be), stage_(be), inputs_(be), rows_(be), out_(be) {}
   virtual ~Dispatcher() = default;
+  Backend& backend() const { return be_; }
   virtual void dispatch(const float* send, const std::vector<int64_t>& send_counts, int64_t width,
-                        Buffer<float>& recv, std::vector<int64_t>& recv_counts) = 0;
+                        DeviceBuffer<float>& recv, std::vector<int64_t>& recv_counts) = 0;
   virtual void combine(const float* recv_layout, int64_t width, float* send_layout) = 0;
 
   // Permute + send: the rows x[tok[i]] (i < Σcounts, send layout) to the
@@ -160,17 +165,22 @@ class Dispatcher {
   double total_comm_seconds() const { return total_seconds_; }
 
  protected:
+  // Throws Error unless `be` is the dispatcher's own backend (its buffers
+  // live there).
+  void check_backend(const Backend& be) const;
+  Backend& be_;
   int64_t total_bytes_ = 0;
   double total_seconds_ = 0;
   // Token-level buffers (grow-only), shared by the layers of one model: each
   // call's rows are consumed before the next layer calls.
-  Buffer<float> stage_;   // permuted rows before the exchange
-  Buffer<float> inputs_;  // dispatch_tokens' recv-layout rows
-  Buffer<float> rows_;    // dispatch_rows' recv-layout rows
-  Buffer<float> out_;     // output_rows
+  DeviceBuffer<float> stage_;   // permuted rows before the exchange
+  DeviceBuffer<float> inputs_;  // dispatch_tokens' recv-layout rows
+  DeviceBuffer<float> rows_;    // dispatch_rows' recv-layout rows
+  DeviceBuffer<float> out_;     // output_rows
 };
 
-std::unique_ptr<Dispatcher> make_local_dispatcher();
+// One EP rank: moves nothing (see dispatcher_local.cpp). `be`: the rank's backend.
+std::unique_ptr<Dispatcher> make_local_dispatcher(Backend& be = cpu_backend());
 
 struct MoEWeights {
   const float* router = nullptr;  // [d, E·G] fp32
@@ -187,10 +197,21 @@ struct MoEGrads {  // accumulated (+=)
   float* w2 = nullptr;
 };
 
+namespace moe {
+struct Scratch;  // src/moe/workspace.hpp
+}
+// Scratch for the MoE layers of one model (what lives within one forward or
+// one backward call), in `be`'s memory: the model makes one and hands it to
+// every layer, so L layers keep one copy instead of L.
+std::shared_ptr<moe::Scratch> make_moe_scratch(Backend& be);
+
 class MoELayer {
  public:
-  // `be` runs every kernel of the layer (the rank's backend; kernels.hpp).
-  MoELayer(const MoEShape& shape, Dispatcher& dispatcher, Backend& be = cpu_backend());
+  // `be` runs every kernel of the layer (the rank's backend; kernels.hpp) and
+  // must be the dispatcher's. `scratch`: the model's shared scratch
+  // (make_moe_scratch(be)); null gives the layer its own.
+  MoELayer(const MoEShape& shape, Dispatcher& dispatcher, Backend& be = cpu_backend(),
+           std::shared_ptr<moe::Scratch> scratch = nullptr);
   ~MoELayer();
   // x [T, d] (this rank's tokens, T a multiple of group_size for expert
   // choice) -> out [T, d] = Σ_e p_e(x) · expert_e(x) over the experts that

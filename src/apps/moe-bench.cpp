@@ -320,7 +320,7 @@ StepTimes time_steps(const BenchOptions& o, fm::Backend& backend) {
   fm::declare_parameters(cfg, store);
   store.finalize(backend);
   fm::init_parameters(cfg, store, cfg.train.seed, backend);
-  auto dispatcher = fm::make_local_dispatcher();
+  auto dispatcher = fm::make_local_dispatcher(backend);
   fm::Transformer model(cfg, store, *dispatcher, backend);
   auto source = fm::make_train_source(cfg);
   fm::BatchLoader loader(*source, B, T, 0, 1);

@@ -110,7 +110,9 @@ struct Transformer::Impl {
 
     if (moe) {
       const MoEShape sh = moe_shape(cfg, store.ep_size(), store.ep_rank());
-      for (int64_t l = 0; l < L; ++l) moe_layers.push_back(std::make_unique<MoELayer>(sh, disp, be));
+      // One scratch for all L layers (what lives within one layer call).
+      const std::shared_ptr<moe::Scratch> scratch = make_moe_scratch(be);
+      for (int64_t l = 0; l < L; ++l) moe_layers.push_back(std::make_unique<MoELayer>(sh, disp, be, scratch));
       bias_host.resize(size_t(cfg.n_experts()));
     }
   }
@@ -277,7 +279,12 @@ double Transformer::evaluate(const int32_t* tokens, const int32_t* targets, int6
   return impl_->run_forward(tokens, targets, B, false);
 }
 
-const float* Transformer::token_losses() const { return impl_->losses.data(); }
+void Transformer::token_losses(std::vector<float>& host) const {
+  const DeviceBuffer<float>& l = impl_->losses;
+  const int64_t n = impl_->B_last * impl_->T;
+  host.resize(size_t(n));
+  if (n) impl_->be.copy_to_host(host.data(), l.data(), n * int64_t(sizeof(float)));
+}
 
 double Transformer::aux_loss() const {
   double a = 0.0;

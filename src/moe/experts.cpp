@@ -11,9 +11,10 @@
 
 namespace finemoe::moe {
 
-Experts::Experts(Backend& be, int64_t n_local, int64_t d_model, int64_t d_expert)
-    : be_(be), K_(n_local), d_(d_model), de_(d_expert), counts_(size_t(n_local)), offsets_(size_t(n_local)),
-      a_(size_t(n_local)), b_(size_t(n_local)), c_(size_t(n_local)), m_(size_t(n_local)) {}
+Experts::Experts(Backend& be, Scratch& ws, int64_t n_local, int64_t d_model, int64_t d_expert)
+    : be_(be), ws_(ws), K_(n_local), d_(d_model), de_(d_expert), counts_(size_t(n_local)),
+      offsets_(size_t(n_local)), xp_(be), hp_(be), a_(size_t(n_local)), b_(size_t(n_local)), c_(size_t(n_local)),
+      m_(size_t(n_local)) {}
 
 void Experts::to_padded(const float* packed, int64_t width, float* padded) const {
   be_.moe_to_padded(packed, counts_.data(), offsets_.data(), K_, rmax_, width, padded);
@@ -35,12 +36,12 @@ void Experts::forward(const float* x, const std::vector<int64_t>& counts, const 
   }
   uniform_ = off == K_ * rmax_;
   keep_x_ = keep_x;
-  const size_t rows = size_t(K_ * rmax_);
-  ensure(hp_, rows * size_t(de_));
+  const int64_t rows = K_ * rmax_;
+  ensure(hp_, rows * de_);
   const float* xp = x;
   if (keep_x || !uniform_) {  // a padded copy: kept (own buffer) or for this call only (scratch)
-    Buffer<float>& buf = keep_x ? xp_ : scratch().xpad;
-    ensure(buf, rows * size_t(d_));
+    DeviceBuffer<float>& buf = keep_x ? xp_ : ws_.xpad;
+    ensure(buf, rows * d_);
     to_padded(x, d_, buf.data());
     xp = buf.data();
   }
@@ -69,15 +70,15 @@ void Experts::forward(const float* x, const std::vector<int64_t>& counts, const 
 
 void Experts::backward(const float* dy, const float* x, const float* w1, const float* w2, float* dw1, float* dw2,
                        float* dx) {
-  Scratch& ws = scratch();
-  const size_t rows = size_t(K_ * rmax_);
+  Scratch& ws = ws_;
+  const int64_t rows = K_ * rmax_;
   const float* dyp = dy;
   if (!uniform_) {
-    ensure(ws.dypad, rows * size_t(d_));
+    ensure(ws.dypad, rows * d_);
     to_padded(dy, d_, ws.dypad.data());
     dyp = ws.dypad.data();
   }
-  ensure(ws.dhpad, rows * size_t(de_));
+  ensure(ws.dhpad, rows * de_);
   float* dhp = ws.dhpad.data();
 
   // dh_k = dy_k · W2_kᵀ, then through the ReLU (h > 0)
@@ -90,7 +91,7 @@ void Experts::backward(const float* dy, const float* x, const float* w1, const f
   be_.grouped_gemm(false, true, K_, m_.data(), de_, d_, 1.0f, a_.data(), d_, b_.data(), d_, 0.0f,
                    c_.data(), de_);
   if (!uniform_) zero_padding(dhp, de_);
-  be_.relu_backward_inplace(dhp, hp_.data(), int64_t(rows) * de_);  // dh = h > 0 ? dh : 0
+  be_.relu_backward_inplace(dhp, hp_.data(), rows * de_);  // dh = h > 0 ? dh : 0
 
   // dW2_k += h_kᵀ · dy_k  (reduction over the padded rows; empty experts skipped with M = 0)
   for (int64_t k = 0; k < K_; ++k) {
@@ -108,7 +109,7 @@ void Experts::backward(const float* dy, const float* x, const float* w1, const f
     if (!x) throw Error("MoE experts: backward needs the input rows (forward did not keep them)");
     xp = x;
     if (!uniform_) {  // dy's padded copy is dead now (dW2 done): reuse the xpad scratch
-      ensure(ws.xpad, rows * size_t(d_));
+      ensure(ws.xpad, rows * d_);
       to_padded(x, d_, ws.xpad.data());
       xp = ws.xpad.data();
     }

@@ -17,7 +17,7 @@
 // only when forward is asked to keep it (keep_x, the EP > 1 path where x came
 // through an all-to-all). Otherwise backward gets the same packed x rows again
 // from the caller, which re-gathers them from the layer input. Copies that
-// live within one call use the thread's shared moe::Scratch.
+// live within one call use the model's shared moe::Scratch (workspace.hpp).
 //
 // Private to src/moe.
 #pragma once
@@ -25,13 +25,15 @@
 #include <vector>
 
 #include "finemoe/kernels.hpp"
-#include "finemoe/memory.hpp"
 
 namespace finemoe::moe {
 
+struct Scratch;
+
 class Experts {
  public:
-  Experts(Backend& be, int64_t n_local, int64_t d_model, int64_t d_expert);
+  // `ws` (the model's shared scratch) must outlive this object.
+  Experts(Backend& be, Scratch& ws, int64_t n_local, int64_t d_model, int64_t d_expert);
   // x [R, d] packed: counts[k] rows for local expert k. y [R, d] packed.
   // w1 [K, d, de], w2 [K, de, d]. Keeps h, and x if keep_x.
   void forward(const float* x, const std::vector<int64_t>& counts, const float* w1, const float* w2, float* y,
@@ -47,14 +49,16 @@ class Experts {
   void zero_padding(float* padded, int64_t width) const;
 
   Backend& be_;  // the rank's backend: every product and copy runs on it
+  Scratch& ws_;
   int64_t K_, d_, de_;
   int64_t rmax_ = 0;
   bool uniform_ = false;  // every expert has rmax_ rows: packed == padded, no copies
   bool keep_x_ = false;
   const float* x_kept_ = nullptr;          // x in padded layout when keep_x_
-  std::vector<int64_t> counts_, offsets_;  // packed row offsets per expert
-  Buffer<float> xp_, hp_;                  // padded [K, rmax, ·], grow-only; xp_ only when keep_x
-  // Pointer/size arrays for grouped_gemm, rebuilt per call (no allocation).
+  std::vector<int64_t> counts_, offsets_;  // host: packed row offsets per expert (kernels.hpp, "Memory")
+  DeviceBuffer<float> xp_, hp_;            // padded [K, rmax, ·], grow-only; xp_ only when keep_x
+  // Host arrays of device pointers and problem sizes for grouped_gemm,
+  // rebuilt per call (no allocation).
   std::vector<const float*> a_, b_;
   std::vector<float*> c_;
   std::vector<int64_t> m_;

@@ -2,12 +2,11 @@
 // and sends) -> experts -> combine back -> weight by router probability and
 // scatter-add into the output; backward is the mirror image. The layer never
 // asks which dispatcher it has: one rank or an all-to-all behave alike here.
-// All buffers are grow-only members, so after the first step the layer
-// allocates nothing. Orchestration only: every loop
+// All buffers are grow-only, in the backend's memory, so after the first step
+// the layer allocates nothing. Orchestration only: every loop
 // over tokens, assignments or rows is a kernel of the rank's Backend
 // (kernels.hpp, "MoE kernels"; the CPU's in src/backend/cpu/moe_kernels.cpp).
 #include <cmath>
-#include <cstring>
 #include <string>
 
 #include "experts.hpp"
@@ -19,12 +18,7 @@
 
 namespace finemoe {
 
-namespace moe {
-Scratch& scratch() {
-  thread_local Scratch s;
-  return s;
-}
-}  // namespace moe
+std::shared_ptr<moe::Scratch> make_moe_scratch(Backend& be) { return std::make_shared<moe::Scratch>(be); }
 
 namespace {
 
@@ -58,21 +52,23 @@ void validate(const MoEShape& s) {
 }  // namespace
 
 struct MoELayer::Impl {
-  Impl(const MoEShape& s, Dispatcher& d, Backend& b)
-      : shape(s), disp(d), be(b), experts(b, s.local_experts(), s.d_model, s.d_expert) {}
+  Impl(const MoEShape& s, Dispatcher& d, Backend& b, std::shared_ptr<moe::Scratch> ws)
+      : shape(s), disp(d), be(b), scratch(ws ? std::move(ws) : make_moe_scratch(b)), routes(b),
+        experts(b, *scratch, s.local_experts(), s.d_model, s.d_expert), x(b), y_send(b) {}
 
   MoEShape shape;
   Dispatcher& disp;
   Backend& be;  // runs every kernel; the layer only orchestrates
+  std::shared_ptr<moe::Scratch> scratch;  // shared by the model's layers (workspace.hpp)
   moe::Routes routes;
   moe::Experts experts;
   RoutingStats stats;
   bool entropy_stale = true;  // stats.router_entropy is computed when stats() is read
-  // Activations kept for backward (per layer). Everything else is in the
-  // thread's shared moe::Scratch (workspace.hpp).
-  Buffer<float> x;       // [T, d] copy of the input (router backward; re-gather of the expert inputs)
-  Buffer<float> y_send;  // [A, d] expert outputs in send layout (for dprob)
-  std::vector<int64_t> recv_counts;
+  // Activations kept for backward (per layer), in the backend's memory.
+  // Everything else is in the shared scratch.
+  DeviceBuffer<float> x;       // [T, d] copy of the input (router backward; re-gather of the expert inputs)
+  DeviceBuffer<float> y_send;  // [A, d] expert outputs in send layout (for dprob)
+  std::vector<int64_t> recv_counts;  // host, like every count (kernels.hpp, MoE kernels, "Memory")
 
   int64_t recv_rows() const { return Dispatcher::total_rows(recv_counts); }
   void fill_stats();
@@ -95,9 +91,10 @@ void MoELayer::Impl::fill_stats() {
   stats.selected_per_expert.assign(r.selected.begin(), r.selected.end());
 }
 
-MoELayer::MoELayer(const MoEShape& shape, Dispatcher& dispatcher, Backend& be) {
+MoELayer::MoELayer(const MoEShape& shape, Dispatcher& dispatcher, Backend& be, std::shared_ptr<moe::Scratch> scratch) {
   validate(shape);
-  impl_ = std::make_unique<Impl>(shape, dispatcher, be);
+  if (&dispatcher.backend() != &be) throw Error("MoE layer: the dispatcher runs on another backend than the layer");
+  impl_ = std::make_unique<Impl>(shape, dispatcher, be, std::move(scratch));
 }
 
 MoELayer::~MoELayer() = default;
@@ -136,8 +133,8 @@ void MoELayer::forward(const float* x, float* out, int64_t T, const MoEWeights& 
   Impl& m = *impl_;
   const int64_t d = m.shape.d_model;
   if (T < 0) throw Error("MoE layer: negative token count");
-  ensure(m.x, size_t(T * d));
-  if (T) std::memcpy(m.x.data(), x, size_t(T * d) * sizeof(float));
+  ensure(m.x, T * d);
+  if (T) m.be.copy(m.x.data(), x, T * d * int64_t(sizeof(float)));
 
   {
     FINEMOE_PROFILE("router");
@@ -149,7 +146,7 @@ void MoELayer::forward(const float* x, float* out, int64_t T, const MoEWeights& 
   // Permute + send: the experts' input rows, in the recv layout. When they
   // crossed ranks the experts keep them for backward (re-creating them would
   // cost a second exchange); otherwise backward re-gathers them from m.x.
-  ensure(m.y_send, size_t(A * d));
+  ensure(m.y_send, A * d);
   const bool keep_inputs = !m.disp.rows_stay_on_rank();
   const float* xin = nullptr;
   {
@@ -176,11 +173,11 @@ void MoELayer::forward(const float* x, float* out, int64_t T, const MoEWeights& 
 
 void MoELayer::backward(const float* dout, float* dx, const MoEWeights& w, const MoEGrads& g, double aux_scale) {
   Impl& m = *impl_;
-  moe::Scratch& ws = moe::scratch();
+  moe::Scratch& ws = *m.scratch;
   const moe::Routes& r = m.routes;
   const int64_t d = m.shape.d_model, T = r.T, A = r.assignments();
-  ensure(ws.dy_send, size_t(A * d));
-  ensure(ws.dprob, size_t(A));
+  ensure(ws.dy_send, A * d);
+  ensure(ws.dprob, A);
 
   // out_t = Σ_i p_i·y_i  =>  ∂L/∂p_i = dout_t·y_i and ∂L/∂y_i = p_i·dout_t.
   {
@@ -192,7 +189,7 @@ void MoELayer::backward(const float* dout, float* dx, const MoEWeights& w, const
   // The output gradients per assignment to the experts (same counts as the
   // forward, so the recv rows line up with the experts' saved h), the input
   // rows again unless the experts kept them, and the input gradients back.
-  ensure(ws.gx_send, size_t(A * d));
+  ensure(ws.gx_send, A * d);
   const float* dyin = nullptr;
   const float* xin = nullptr;
   {
@@ -217,7 +214,7 @@ void MoELayer::backward(const float* dout, float* dx, const MoEWeights& w, const
     m.be.moe_scatter_add(gx, r.tok_off.data(), r.by_tok.data(), T, d, dx);
   }
 
-  ensure(ws.dlogits, size_t(T * m.shape.n_experts));
+  ensure(ws.dlogits, T * m.shape.n_experts);
   FINEMOE_PROFILE("router");
   moe::route_backward(m.be, m.shape, r, ws.dprob.data(), aux_scale, m.x.data(), w.router, ws.dlogits.data(), g.router,
                       dx);

@@ -12,6 +12,7 @@
 
 #include "finemoe/error.hpp"
 #include "finemoe/profile.hpp"
+#include "workspace.hpp"
 
 namespace finemoe::moe {
 namespace {
@@ -25,9 +26,10 @@ void router_logits(Backend& be, const float* x, const float* Wr, float* logits, 
 
 // Sizes the expert-major list for A assignments.
 void resize_list(Routes& r, int64_t A) {
-  r.tok.resize(size_t(A));
-  r.expert.resize(size_t(A));
-  r.weight.resize(size_t(A));
+  r.A = A;
+  ensure(r.tok, A);
+  ensure(r.expert, A);
+  ensure(r.weight, A);
 }
 
 // Every expert takes the top-`capacity` tokens of each group (ties: lower
@@ -55,7 +57,7 @@ void select_expert_choice(Backend& be, const MoEShape& s, Routes& r) {
 // combine weights stay p.
 void select_token_choice(Backend& be, const MoEShape& s, const float* bias, Routes& r) {
   const int64_t T = r.T, EG = s.n_experts, k = s.top_k, S = s.group_size;
-  r.choice.resize(size_t(T * k));
+  ensure(r.choice, T * k);
   be.moe_topk(r.probs.data(), bias, T, EG, k, r.choice.data());
   r.counts.resize(size_t(EG));
   r.selected.resize(size_t(EG));
@@ -68,11 +70,6 @@ void select_token_choice(Backend& be, const MoEShape& s, const float* bias, Rout
   resize_list(r, r.wanted - r.dropped);
   be.moe_expert_major(r.choice.data(), r.counts.data(), r.probs.data(), T, EG, k, r.tok.data(), r.expert.data(),
                       r.weight.data());
-}
-
-template <typename T>
-void ensure(Buffer<T>& b, size_t n) {
-  if (b.size() < n) b.resize(n);
 }
 
 }  // namespace
@@ -91,9 +88,9 @@ void route_forward(Backend& be, const MoEShape& s, const float* x, const float* 
     throw Error("MoE expert-choice routing takes no selection bias (config key 'moe.bias_update_rate' is for "
                 "token choice)");
   r.T = T;
-  ensure(r.logits, size_t(T * EG));
-  ensure(r.probs, size_t(T * EG));
-  r.lse.resize(size_t(T));
+  ensure(r.logits, T * EG);
+  ensure(r.probs, T * EG);
+  ensure(r.lse, T);
   {
     FINEMOE_PROFILE("router_logits");
     router_logits(be, x, Wr, r.logits.data(), T, s.d_model, EG);
@@ -109,14 +106,14 @@ void route_forward(Backend& be, const MoEShape& s, const float* x, const float* 
     else
       select_token_choice(be, s, bias, r);
     // The per-token CSR view of the same assignments.
-    r.tok_off.resize(size_t(T + 1));
-    r.by_tok.resize(size_t(r.assignments()));
+    ensure(r.tok_off, T + 1);
+    ensure(r.by_tok, r.assignments());
     be.moe_token_view(r.tok.data(), r.assignments(), T, r.tok_off.data(), r.by_tok.data());
   }
   FINEMOE_PROFILE("router_aux");
   const int64_t ng = r.groups(s.group_size);
-  r.group_frac.resize(size_t(ng * EG));
-  r.group_terms.resize(size_t(ng));
+  ensure(r.group_frac, ng * EG);
+  ensure(r.group_terms, ng);
   be.moe_aux_statistics(r.probs.data(), r.group_sel.data(), r.lse.data(), T, EG, s.group_size,
                         r.group_frac.data(), r.group_terms.data(), &r.balance, &r.z);
 }
@@ -149,7 +146,7 @@ void route_backward(Backend& be, const MoEShape& s, const Routes& r, const float
 }
 
 double router_entropy(Backend& be, Routes& r, int64_t EG) {
-  r.entropy.resize(size_t(r.T));
+  ensure(r.entropy, r.T);
   return be.moe_router_entropy(r.probs.data(), r.T, EG, r.entropy.data());
 }
 

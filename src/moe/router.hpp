@@ -12,38 +12,46 @@
 #include <vector>
 
 #include "finemoe/kernels.hpp"
-#include "finemoe/memory.hpp"
 #include "finemoe/moe.hpp"
 
 namespace finemoe::moe {
 
+// Where each array lives follows the MoE kernels' contract (kernels.hpp):
+// what is sized by tokens or assignments is in the backend's memory
+// (DeviceBuffer, grow-only: the first T·EG / A / T+1 entries are valid);
+// the per-expert counts are host vectors, because the dispatcher sizes its
+// exchanges and the experts their grouped GEMM problems from them on the host.
 struct Routes {
+  explicit Routes(Backend& be)
+      : logits(be), probs(be), tok(be), expert(be), weight(be), tok_off(be), by_tok(be), choice(be), entropy(be),
+        lse(be), group_frac(be), group_terms(be) {}
   int64_t T = 0;                      // tokens routed
-  Buffer<float> logits;               // [T, EG] (grow-only capacity; first T·EG valid)
-  Buffer<float> probs;                // [T, EG] softmax over experts
-  std::vector<int64_t> counts;        // [EG] assignments per global expert (after drops)
-  std::vector<int64_t> tok;           // [A] token of assignment i (expert-major, token-ascending)
-  std::vector<int64_t> expert;        // [A] global expert of assignment i
-  std::vector<float> weight;          // [A] combine weight = probs[tok, expert]
+  int64_t A = 0;                      // assignments (after drops)
+  DeviceBuffer<float> logits;         // [T, EG]
+  DeviceBuffer<float> probs;          // [T, EG] softmax over experts
+  std::vector<int64_t> counts;        // host [EG] assignments per global expert (after drops)
+  DeviceBuffer<int64_t> tok;          // [A] token of assignment i (expert-major, token-ascending)
+  DeviceBuffer<int64_t> expert;       // [A] global expert of assignment i
+  DeviceBuffer<float> weight;         // [A] combine weight = probs[tok, expert]
   // Per-token view (CSR) of the same assignments, experts ascending: token t
   // owns assignment ids by_tok[tok_off[t] .. tok_off[t+1]).
-  std::vector<int64_t> tok_off;       // [T+1]
-  std::vector<int64_t> by_tok;        // [A]
+  DeviceBuffer<int64_t> tok_off;      // [T+1]
+  DeviceBuffer<int64_t> by_tok;       // [A]
   int64_t dropped = 0;                // token choice: assignments refused for capacity
   int64_t wanted = 0;                 // token choice: T·top_k; expert choice: 0
   // Reused across steps (no allocation in steady state). The kernels' own
   // scratch (sort keys, cursors) belongs to the backend.
-  std::vector<int64_t> choice;        // token choice: [T, top_k] chosen expert or -1 if dropped
-  std::vector<double> entropy;        // [T] per-token router entropy
+  DeviceBuffer<int64_t> choice;       // token choice: [T, top_k] chosen expert or -1 if dropped
+  DeviceBuffer<double> entropy;       // [T] per-token router entropy
   // Auxiliary-loss state (moe.hpp, "Auxiliary losses"), filled by every forward.
-  std::vector<float> lse;             // [T] logsumexp of each token's logits
-  std::vector<int64_t> selected;      // [EG] selection counts before capacity drops (all groups)
-  std::vector<int64_t> group_sel;     // [groups, EG] n_{g,i}
-  std::vector<double> group_frac;     // [groups, EG] f_{g,i} = n_{g,i} / Σ_j n_{g,j}
-  std::vector<double> group_terms;    // [groups] (S_g/T)·B_g, summed in group order
+  DeviceBuffer<float> lse;            // [T] logsumexp of each token's logits
+  std::vector<int64_t> selected;      // host [EG] selection counts before capacity drops (all groups)
+  std::vector<int64_t> group_sel;     // host [groups, EG] n_{g,i}
+  DeviceBuffer<double> group_frac;    // [groups, EG] f_{g,i} = n_{g,i} / Σ_j n_{g,j}
+  DeviceBuffer<double> group_terms;   // [groups] (S_g/T)·B_g, summed in group order
   double balance = 0;                 // B of the layer's T tokens
   double z = 0;                       // Z of the layer's T tokens
-  int64_t assignments() const { return int64_t(tok.size()); }
+  int64_t assignments() const { return A; }
   int64_t groups(int64_t group_size) const { return (T + group_size - 1) / group_size; }
 };
 

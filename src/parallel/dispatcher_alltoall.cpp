@@ -2,12 +2,18 @@
 // Every exchange goes through the Comm interface, so the dispatcher runs over
 // any implementation (host MPI today).
 #include <chrono>
-#include <cstring>
 #include <string>
 
 #include "finemoe/comm.hpp"
 #include "finemoe/dispatcher_mpi.hpp"
 #include "finemoe/error.hpp"
+
+// The rows' grow-only sizing, as every MoE buffer (moe::ensure is private to src/moe).
+namespace {
+void ensure(finemoe::DeviceBuffer<float>& b, int64_t n) {
+  if (b.size() < n) b.resize(n);
+}
+}  // namespace
 
 namespace finemoe {
 
@@ -15,8 +21,8 @@ namespace {
 double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 }  // namespace
 
-AllToAllDispatcher::AllToAllDispatcher(const Comm& comm)
-    : comm_(comm), P_(comm.ep_size()), me_(comm.ep_rank()) {
+AllToAllDispatcher::AllToAllDispatcher(const Comm& comm, Backend& be)
+    : Dispatcher(be), comm_(comm), P_(comm.ep_size()), me_(comm.ep_rank()), exchange_(be) {
   rows_to_.resize(size_t(P_));
   rows_from_.resize(size_t(P_));
   elems_to_.resize(size_t(P_));
@@ -26,7 +32,7 @@ AllToAllDispatcher::AllToAllDispatcher(const Comm& comm)
 AllToAllDispatcher::~AllToAllDispatcher() = default;
 
 void AllToAllDispatcher::dispatch(const float* send, const std::vector<int64_t>& send_counts, int64_t width,
-                                  Buffer<float>& recv, std::vector<int64_t>& recv_counts) {
+                                  DeviceBuffer<float>& recv, std::vector<int64_t>& recv_counts) {
   const int64_t EG = int64_t(send_counts.size());
   if (EG % P_ != 0)
     throw ConfigError("config key 'parallel.expert_parallel': " + std::to_string(P_) +
@@ -60,16 +66,16 @@ void AllToAllDispatcher::dispatch(const float* send, const std::vector<int64_t>&
   }
 
   // 2. Rows, source-major into the stage.
-  if (stage_.size() < size_t(total_from * width)) stage_.resize(size_t(total_from * width));
+  ensure(exchange_, total_from * width);
   t0 = now_s();
-  comm_.alltoallv(send, elems_to_, stage_.data(), elems_from_, Group::ep);
+  comm_.alltoallv(send, elems_to_, exchange_.data(), elems_from_, Group::ep);
   add_seconds(now_s() - t0);
 
   // 3. Reorder to expert-major: local expert k gets source 0's rows, then 1's, …
   recv_counts.assign(size_t(K_), 0);
   for (int p = 0; p < P_; ++p)
     for (int64_t k = 0; k < K_; ++k) recv_counts[size_t(k)] += from_[size_t(p * K_ + k)];
-  if (recv.size() < size_t(total_from * width)) recv.resize(size_t(total_from * width));
+  ensure(recv, total_from * width);
   // Block (p,k) sits at src_off in the stage and dst_off in recv.
   int64_t src_off = 0;
   std::vector<int64_t>& dst_off = expert_cursor_;
@@ -78,8 +84,8 @@ void AllToAllDispatcher::dispatch(const float* send, const std::vector<int64_t>&
   for (int p = 0; p < P_; ++p)
     for (int64_t k = 0; k < K_; ++k) {
       const int64_t n = from_[size_t(p * K_ + k)];
-      if (n) std::memcpy(recv.data() + dst_off[size_t(k)] * width, stage_.data() + src_off * width,
-                         size_t(n * width) * sizeof(float));
+      if (n) be_.copy(recv.data() + dst_off[size_t(k)] * width, exchange_.data() + src_off * width,
+                      n * width * int64_t(sizeof(float)));
       dst_off[size_t(k)] += n;
       src_off += n;
     }
@@ -97,23 +103,23 @@ void AllToAllDispatcher::combine(const float* recv_layout, int64_t width, float*
   for (int p = 0; p < P_; ++p)
     for (int64_t k = 0; k < K_; ++k) {
       const int64_t n = from_[size_t(p * K_ + k)];
-      if (n) std::memcpy(stage_.data() + dst * width, recv_layout + src_off[size_t(k)] * width,
-                         size_t(n * width) * sizeof(float));
+      if (n) be_.copy(exchange_.data() + dst * width, recv_layout + src_off[size_t(k)] * width,
+                      n * width * int64_t(sizeof(float)));
       src_off[size_t(k)] += n;
       dst += n;
     }
   // 2. Back to the senders: what I received from p returns to p, and what I
   // sent to q comes back from q, in the order I sent it — the send layout.
   const double t0 = now_s();
-  comm_.alltoallv(stage_.data(), elems_from_, send_layout, elems_to_, Group::ep);
+  comm_.alltoallv(exchange_.data(), elems_from_, send_layout, elems_to_, Group::ep);
   add_seconds(now_s() - t0);
   for (int p = 0; p < P_; ++p)
     if (p != me_) add_bytes(elems_from_[size_t(p)] * int64_t(sizeof(float)));
 }
 
-std::unique_ptr<Dispatcher> make_dispatcher(const Comm& comm) {
-  if (comm.ep_size() == 1) return make_local_dispatcher();
-  return std::make_unique<AllToAllDispatcher>(comm);
+std::unique_ptr<Dispatcher> make_dispatcher(const Comm& comm, Backend& be) {
+  if (comm.ep_size() == 1) return make_local_dispatcher(be);
+  return std::make_unique<AllToAllDispatcher>(comm, be);
 }
 
 }  // namespace finemoe

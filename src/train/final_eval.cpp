@@ -24,11 +24,13 @@ FinalEval final_evaluate(const Config& cfg, Transformer& model, const TokenSourc
   auto block_of = [&](int64_t seq) { return seq * nblk / S; };
   std::vector<double> blk(size_t(nblk), 0.0);
   double tok_sq = 0;  // Σ loss² over this rank's tokens (per-token sd, for the log)
+  std::vector<float> losses;  // host copy of each batch's per-token losses
   const int64_t batches = (S + batch - 1) / batch;
   for (int64_t k = 0; k < batches; ++k) {
     loader.load(k, tokens.data(), targets.data());
     model.evaluate(tokens.data(), targets.data(), B);
-    const float* tl = model.token_losses();
+    model.token_losses(losses);
+    const float* tl = losses.data();
     for (int64_t j = 0; j < B && k * batch + first + j < S; ++j) {
       double s = 0;
       for (int64_t t = 0; t < T; ++t) {

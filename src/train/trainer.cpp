@@ -307,11 +307,11 @@ void build_model(Run& run) {
       run.store.finalize(*run.be);  // in the backend's memory
       init_parameters(cfg, run.store, cfg.train.seed, *run.be);
 #ifdef FINEMOE_HAVE_MPI_DISPATCHER
-      run.dispatcher = make_dispatcher(comm);  // keeps `comm`; talks to no rank yet
+      run.dispatcher = make_dispatcher(comm, *run.be);  // keeps `comm`; talks to no rank yet
 #else
       if (comm.ep_size() > 1)
         throw ConfigError("config key 'parallel.expert_parallel': this build has no MPI dispatcher");
-      run.dispatcher = make_local_dispatcher();
+      run.dispatcher = make_local_dispatcher(*run.be);
 #endif
     } catch (const std::bad_alloc&) {
       throw Error("out of memory allocating the model (model.d_model " + std::to_string(cfg.model.d_model) +

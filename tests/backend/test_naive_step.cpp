@@ -58,10 +58,10 @@ namespace {
 struct Trainee {
   Config cfg;
   ParamStore store;
-  std::unique_ptr<Dispatcher> disp = make_local_dispatcher();
-  std::unique_ptr<Transformer> tf;
   Backend& be;
-  Trainee(const Config& c, Backend& b) : cfg(c), be(b) {
+  std::unique_ptr<Dispatcher> disp;  // on `be`: its rows live in that backend's memory
+  std::unique_ptr<Transformer> tf;
+  Trainee(const Config& c, Backend& b) : cfg(c), be(b), disp(make_local_dispatcher(b)) {
     declare_parameters(cfg, store);
     store.finalize(be);
     init_parameters(cfg, store, /*seed=*/5, be);

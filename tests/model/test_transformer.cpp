@@ -374,14 +374,16 @@ TEST(Transformer, DenseModelIsCausal) {
   std::vector<int32_t> tok, tgt;
   make_batch(tok, tgt, B, T, c.model.vocab_size, 9);
   m.tf->forward(tok.data(), tgt.data(), B);
-  const std::vector<float> before(m.tf->token_losses(), m.tf->token_losses() + B * T);
+  std::vector<float> before, after;
+  m.tf->token_losses(before);
+  ASSERT_EQ(int64_t(before.size()), B * T);
   // Change a future token (and the targets from there on) in both sequences.
   for (int64_t b = 0; b < B; ++b) {
     tok[b * T + tc] = (tok[b * T + tc] + 7) % int32_t(c.model.vocab_size);
     for (int64_t t = tc; t < T; ++t) tgt[b * T + t] = (tgt[b * T + t] + 3) % int32_t(c.model.vocab_size);
   }
   m.tf->forward(tok.data(), tgt.data(), B);
-  const float* after = m.tf->token_losses();
+  m.tf->token_losses(after);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t t = 0; t < T; ++t) {
       const float diff = std::fabs(after[b * T + t] - before[b * T + t]);
@@ -411,7 +413,10 @@ TEST(Transformer, ConventionsAndBufferReuse) {
 
   // Mean of token_losses is the returned loss.
   double s = 0;
-  for (int64_t i = 0; i < 2 * T; ++i) s += m.tf->token_losses()[i];
+  std::vector<float> losses;
+  m.tf->token_losses(losses);
+  ASSERT_EQ(int64_t(losses.size()), 2 * T);
+  for (float l : losses) s += l;
   EXPECT_NEAR(s / (2 * T), l1, 1e-5);
 
   // evaluate() gives the same loss and does not disturb a later forward/backward.

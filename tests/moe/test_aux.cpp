@@ -391,20 +391,31 @@ TEST(MoEAux, SelectionBiasUpdateRule) {
 // The bias changes which experts are chosen, never the weights they combine
 // with: every assignment's weight is bitwise the unbiased softmax probability,
 // and the probabilities themselves are those of the unbiased router.
+// The first n values of a backend buffer, through the explicit host copy.
+template <typename T>
+std::vector<T> to_host(const DeviceBuffer<T>& b, int64_t n) {
+  std::vector<T> h(static_cast<size_t>(n));
+  if (n) b.backend().copy_to_host(h.data(), b.data(), n * int64_t(sizeof(T)));
+  return h;
+}
+
 TEST(MoEAux, SelectionBiasNeverChangesCombineWeights) {
   MoEShape s = make_shape(8, 4, 2, Routing::token_choice, 16, 2.0);
   Problem p = make_problem(s, 64, 31, 2.0);
   std::vector<float> bias(size_t(s.n_experts));
   for (size_t e = 0; e < bias.size(); ++e) bias[e] = 0.2f * float(int(e % 3) - 1);
-  moe::Routes plain, biased;
+  moe::Routes plain(cpu_backend()), biased(cpu_backend());
   moe::route_forward(cpu_backend(), s, p.x.data(), p.wr.data(), nullptr, p.T, plain);
   moe::route_forward(cpu_backend(), s, p.x.data(), p.wr.data(), bias.data(), p.T, biased);
-  const int64_t EG = s.n_experts;
-  for (int64_t i = 0; i < p.T * EG; ++i) ASSERT_EQ(biased.probs[size_t(i)], plain.probs[size_t(i)]);
+  const int64_t EG = s.n_experts, A = biased.assignments();
+  const std::vector<float> probs = to_host(biased.probs, p.T * EG), plain_probs = to_host(plain.probs, p.T * EG);
+  const std::vector<int64_t> tok = to_host(biased.tok, A), expert = to_host(biased.expert, A);
+  const std::vector<float> weight = to_host(biased.weight, A);
+  for (int64_t i = 0; i < p.T * EG; ++i) ASSERT_EQ(probs[size_t(i)], plain_probs[size_t(i)]);
   int64_t differ = 0;
-  for (int64_t i = 0; i < biased.assignments(); ++i) {
-    const int64_t t = biased.tok[size_t(i)], e = biased.expert[size_t(i)];
-    ASSERT_EQ(biased.weight[size_t(i)], biased.probs[size_t(t * EG + e)]) << "assignment " << i;
+  for (int64_t i = 0; i < A; ++i) {
+    const int64_t t = tok[size_t(i)], e = expert[size_t(i)];
+    ASSERT_EQ(weight[size_t(i)], probs[size_t(t * EG + e)]) << "assignment " << i;
   }
   for (int64_t e = 0; e < EG; ++e) differ += biased.selected[size_t(e)] != plain.selected[size_t(e)];
   EXPECT_GT(differ, 0) << "the bias must change the selection for this check to mean anything";

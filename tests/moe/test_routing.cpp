@@ -315,12 +315,13 @@ TEST(MoELayer, LayersSharingScratchInterleaved) {
 // keep their input rows. On one rank with copy semantics it must give the
 // local fast path's results bit for bit.
 TEST(MoELayer, GeneralDispatcherPathMatchesLocalPath) {
-  struct CopyDispatcher final : Dispatcher {
+  struct CopyDispatcher final : Dispatcher {  // on the CPU backend: its memory is the host's
+    CopyDispatcher() : Dispatcher(cpu_backend()) {}
     int64_t rows = 0;
-    void dispatch(const float* send, const std::vector<int64_t>& send_counts, int64_t width, Buffer<float>& recv,
-                  std::vector<int64_t>& recv_counts) override {
+    void dispatch(const float* send, const std::vector<int64_t>& send_counts, int64_t width,
+                  DeviceBuffer<float>& recv, std::vector<int64_t>& recv_counts) override {
       rows = std::accumulate(send_counts.begin(), send_counts.end(), int64_t(0));
-      if (recv.size() < size_t(rows * width)) recv.resize(size_t(rows * width));
+      if (recv.size() < rows * width) recv.resize(rows * width);
       std::copy(send, send + rows * width, recv.data());
       recv_counts.assign(send_counts.begin(), send_counts.end());
     }
