@@ -18,6 +18,7 @@
 #include <memory>
 #include <vector>
 
+#include "finemoe/device.hpp"  // cpu_backend(), make_dispatcher's default
 #include "finemoe/kernels.hpp"
 #include "finemoe/moe.hpp"
 

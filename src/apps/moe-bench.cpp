@@ -27,6 +27,7 @@
 #include "finemoe/error.hpp"
 #include "finemoe/device.hpp"
 #include "finemoe/kernels.hpp"
+#include "finemoe/memory.hpp"
 #include "finemoe/model.hpp"
 #include "finemoe/moe.hpp"
 #include "finemoe/optimizer.hpp"

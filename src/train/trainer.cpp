@@ -54,19 +54,24 @@ void collective(const Comm& comm, F&& fn) {
   run_collectively(comm, std::forward<F>(fn));
 }
 
-// Quick measured fp32 GEMM peak for MFU (a few ms at start-up).
-double measure_gemm_peak_flops() {
+// Quick measured GEMM peak for MFU (a few ms at start-up), at the run's
+// precision, in the backend's memory through its own kernels. Constant inputs:
+// the timing does not depend on the values, only on them being normal
+// numbers. A backend whose kernels are asynchronous must finish them before
+// the clock is read (the CPU backend's are synchronous).
+double measure_gemm_peak_flops(Backend& be) {
   const int64_t n = 512;
-  Buffer<float> a(n * n), b(n * n), c(n * n);
-  for (int64_t i = 0; i < n * n; ++i) {
-    a[i] = float((i * 7) % 13) * 0.01f;
-    b[i] = float((i * 5) % 11) * 0.01f;
-  }
-  backend::gemm(false, false, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);  // warm-up
+  DeviceBuffer<float> a(be), b(be), c(be);
+  a.resize(n * n);
+  b.resize(n * n);
+  c.resize(n * n);
+  be.fill(a.data(), n * n, 0.01f);
+  be.fill(b.data(), n * n, 0.02f);
+  be.gemm(false, false, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);  // warm-up
   double best = 1e30;
   for (int rep = 0; rep < 3; ++rep) {
     auto t0 = Clock::now();
-    backend::gemm(false, false, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+    be.gemm(false, false, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
     best = std::min(best, seconds_since(t0));
   }
   return 2.0 * double(n) * n * n / best;
@@ -733,7 +738,7 @@ TrainResult train(const Config& cfg) {
   agree_gemm_setup(run);
   log_run_summary(run);
   open_metrics(run);
-  run.peak_flops = run.comm.allreduce_sum(measure_gemm_peak_flops(), Group::world);
+  run.peak_flops = run.comm.allreduce_sum(measure_gemm_peak_flops(*run.be), Group::world);
   install_stop_signal_handlers();  // moe-train installed them at start; train() may run without it
 
   TrainResult result;

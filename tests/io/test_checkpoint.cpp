@@ -576,7 +576,7 @@ TEST(CheckpointIntegrity, FormatVersion1LoadsWithOneWarning) {
 // it runs after FormatVersion1LoadsWithOneWarning: its v1 load would
 // otherwise take that test's once-per-process warning.)
 TEST(CheckpointMemory, StoreInBackendMemoryGoesThroughExplicitCopies) {
-  Comm comm(1);
+  MpiComm comm(1);
   CheckpointOwnership owned;
   const std::string run = iotest::fresh_dir("ckpt_backend_memory");
   const Config cfg = test_config();

@@ -13,6 +13,7 @@
 
 #include "finemoe/collective.hpp"
 #include "finemoe/comm_mpi.hpp"
+#include "finemoe/device.hpp"
 #include "finemoe/dispatcher_mpi.hpp"
 #include "finemoe/error.hpp"
 #include "thread_comm.hpp"
@@ -138,7 +139,7 @@ void check_dispatcher(const Comm& c) {
   std::unique_ptr<Dispatcher> disp = make_dispatcher(c);
   ASSERT_NE(dynamic_cast<AllToAllDispatcher*>(disp.get()), nullptr);  // the same on every rank
 
-  Buffer<float> recv;
+  DeviceBuffer<float> recv{cpu_backend()};  // make_dispatcher's default backend; its memory is the host's
   std::vector<int64_t> recv_counts;
   disp->dispatch(send.data(), send_counts, width, recv, recv_counts);
   std::vector<float> doubled(recv.data(), recv.data() + recv.size());
@@ -155,7 +156,7 @@ void check_dispatcher(const Comm& c) {
     for (int src = 0; src < P; ++src)
       for (int64_t i = 0; i < rows_for(src, e); ++i, ++row, ++n)
         for (int64_t col = 0; col < width; ++col)
-          ASSERT_EQ(recv[size_t(row * width + col)], row_value(src, e, i, col))
+          ASSERT_EQ(recv.data()[row * width + col], row_value(src, e, i, col))
               << "expert " << e << " source " << src << " row " << i;
     EXPECT_EQ(recv_counts[size_t(k)], n);
   }
