@@ -238,18 +238,4 @@ TEST(CommSeam, RunCollectivelyOverThreadComm) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  Comm::init(&argc, &argv);
-  ::testing::InitGoogleTest(&argc, argv);
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (rank != 0) {  // one report, from rank 0
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  int rc = RUN_ALL_TESTS();
-  int all = 0;
-  MPI_Allreduce(&rc, &all, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  Comm::finalize();
-  return all;
-}
+#include "../mpi_gtest_main.hpp"  // main(): every rank runs the tests, rank 0 reports
