@@ -277,6 +277,11 @@ class DeviceBuffer {
     if (n > 0) p_ = static_cast<T*>(be_->allocate(n * int64_t(sizeof(T))));
     n_ = n;
   }
+  // Grow-only sizing: reallocates (zero-filled) only when n exceeds the size,
+  // for buffers whose need varies between calls (MoE rows, exchanges).
+  void grow(int64_t n) {
+    if (n > n_) resize(n);
+  }
   T* data() { return p_; }
   const T* data() const { return p_; }
   int64_t size() const { return n_; }

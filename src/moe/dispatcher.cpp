@@ -4,11 +4,9 @@
 // skip the copies.
 #include "finemoe/error.hpp"
 #include "finemoe/moe.hpp"
-#include "workspace.hpp"
 
 namespace finemoe {
 
-using moe::ensure;
 
 void Dispatcher::check_backend(const Backend& be) const {
   if (&be != &be_) throw Error("MoE dispatcher: called with another backend than the one its buffers live in");
@@ -25,7 +23,7 @@ const float* Dispatcher::dispatch_tokens(Backend& be, const float* x, const int6
                                          std::vector<int64_t>& recv_counts) {
   check_backend(be);
   const int64_t A = total_rows(counts);
-  ensure(stage_, A * width);
+  stage_.grow(A * width);
   be.moe_gather_rows(x, tok, A, width, stage_.data());
   dispatch(stage_.data(), counts, width, inputs_, recv_counts);
   return inputs_.data();
@@ -39,7 +37,7 @@ const float* Dispatcher::dispatch_rows(Backend& be, const float* send_rows, cons
 }
 
 float* Dispatcher::output_rows(float*, int64_t rows, int64_t width) {
-  ensure(out_, rows * width);
+  out_.grow(rows * width);
   return out_.data();
 }
 

@@ -5,7 +5,6 @@
 // The row-level dispatch/combine keep the plain copy semantics of the
 // Dispatcher contract.
 #include "finemoe/moe.hpp"
-#include "workspace.hpp"
 
 namespace finemoe {
 namespace {
@@ -16,7 +15,7 @@ class LocalDispatcher final : public Dispatcher {
   void dispatch(const float* send, const std::vector<int64_t>& send_counts, int64_t width, DeviceBuffer<float>& recv,
                 std::vector<int64_t>& recv_counts) override {
     const int64_t rows = total_rows(send_counts);
-    moe::ensure(recv, rows * width);  // grow-only: no allocation in steady state
+    recv.grow(rows * width);  // grow-only: no allocation in steady state
     if (rows) be_.copy(recv.data(), send, rows * width * int64_t(sizeof(float)));
     recv_counts.assign(send_counts.begin(), send_counts.end());
     last_rows_ = rows;
@@ -29,7 +28,7 @@ class LocalDispatcher final : public Dispatcher {
                                int64_t width, std::vector<int64_t>& recv_counts) override {
     check_backend(be);
     const int64_t A = total_rows(counts);
-    moe::ensure(inputs_, A * width);
+    inputs_.grow(A * width);
     be.moe_gather_rows(x, tok, A, width, inputs_.data());
     recv_counts.assign(counts.begin(), counts.end());
     last_rows_ = A;

@@ -37,11 +37,11 @@ void Experts::forward(const float* x, const std::vector<int64_t>& counts, const 
   uniform_ = off == K_ * rmax_;
   keep_x_ = keep_x;
   const int64_t rows = K_ * rmax_;
-  ensure(hp_, rows * de_);
+  hp_.grow(rows * de_);
   const float* xp = x;
   if (keep_x || !uniform_) {  // a padded copy: kept (own buffer) or for this call only (scratch)
     DeviceBuffer<float>& buf = keep_x ? xp_ : ws_.xpad;
-    ensure(buf, rows * d_);
+    buf.grow(rows * d_);
     to_padded(x, d_, buf.data());
     xp = buf.data();
   }
@@ -74,11 +74,11 @@ void Experts::backward(const float* dy, const float* x, const float* w1, const f
   const int64_t rows = K_ * rmax_;
   const float* dyp = dy;
   if (!uniform_) {
-    ensure(ws.dypad, rows * d_);
+    ws.dypad.grow(rows * d_);
     to_padded(dy, d_, ws.dypad.data());
     dyp = ws.dypad.data();
   }
-  ensure(ws.dhpad, rows * de_);
+  ws.dhpad.grow(rows * de_);
   float* dhp = ws.dhpad.data();
 
   // dh_k = dy_k · W2_kᵀ, then through the ReLU (h > 0)
@@ -109,7 +109,7 @@ void Experts::backward(const float* dy, const float* x, const float* w1, const f
     if (!x) throw Error("MoE experts: backward needs the input rows (forward did not keep them)");
     xp = x;
     if (!uniform_) {  // dy's padded copy is dead now (dW2 done): reuse the xpad scratch
-      ensure(ws.xpad, rows * d_);
+      ws.xpad.grow(rows * d_);
       to_padded(x, d_, ws.xpad.data());
       xp = ws.xpad.data();
     }

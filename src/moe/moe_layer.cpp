@@ -22,7 +22,6 @@ std::shared_ptr<moe::Scratch> make_moe_scratch(Backend& be) { return std::make_s
 
 namespace {
 
-using moe::ensure;
 
 void require(bool ok, const std::string& key, const std::string& what) {
   if (!ok) throw ConfigError("MoE layer: config key '" + key + "' " + what);
@@ -133,7 +132,7 @@ void MoELayer::forward(const float* x, float* out, int64_t T, const MoEWeights& 
   Impl& m = *impl_;
   const int64_t d = m.shape.d_model;
   if (T < 0) throw Error("MoE layer: negative token count");
-  ensure(m.x, T * d);
+  m.x.grow(T * d);
   if (T) m.be.copy(m.x.data(), x, T * d * int64_t(sizeof(float)));
 
   {
@@ -146,7 +145,7 @@ void MoELayer::forward(const float* x, float* out, int64_t T, const MoEWeights& 
   // Permute + send: the experts' input rows, in the recv layout. When they
   // crossed ranks the experts keep them for backward (re-creating them would
   // cost a second exchange); otherwise backward re-gathers them from m.x.
-  ensure(m.y_send, A * d);
+  m.y_send.grow(A * d);
   const bool keep_inputs = !m.disp.rows_stay_on_rank();
   const float* xin = nullptr;
   {
@@ -176,8 +175,8 @@ void MoELayer::backward(const float* dout, float* dx, const MoEWeights& w, const
   moe::Scratch& ws = *m.scratch;
   const moe::Routes& r = m.routes;
   const int64_t d = m.shape.d_model, T = r.T, A = r.assignments();
-  ensure(ws.dy_send, A * d);
-  ensure(ws.dprob, A);
+  ws.dy_send.grow(A * d);
+  ws.dprob.grow(A);
 
   // out_t = Σ_i p_i·y_i  =>  ∂L/∂p_i = dout_t·y_i and ∂L/∂y_i = p_i·dout_t.
   {
@@ -189,7 +188,7 @@ void MoELayer::backward(const float* dout, float* dx, const MoEWeights& w, const
   // The output gradients per assignment to the experts (same counts as the
   // forward, so the recv rows line up with the experts' saved h), the input
   // rows again unless the experts kept them, and the input gradients back.
-  ensure(ws.gx_send, A * d);
+  ws.gx_send.grow(A * d);
   const float* dyin = nullptr;
   const float* xin = nullptr;
   {
@@ -214,7 +213,7 @@ void MoELayer::backward(const float* dout, float* dx, const MoEWeights& w, const
     m.be.moe_scatter_add(gx, r.tok_off.data(), r.by_tok.data(), T, d, dx);
   }
 
-  ensure(ws.dlogits, T * m.shape.n_experts);
+  ws.dlogits.grow(T * m.shape.n_experts);
   FINEMOE_PROFILE("router");
   moe::route_backward(m.be, m.shape, r, ws.dprob.data(), aux_scale, m.x.data(), w.router, ws.dlogits.data(), g.router,
                       dx);

@@ -12,7 +12,6 @@
 
 #include "finemoe/error.hpp"
 #include "finemoe/profile.hpp"
-#include "workspace.hpp"
 
 namespace finemoe::moe {
 namespace {
@@ -27,9 +26,9 @@ void router_logits(Backend& be, const float* x, const float* Wr, float* logits, 
 // Sizes the expert-major list for A assignments.
 void resize_list(Routes& r, int64_t A) {
   r.A = A;
-  ensure(r.tok, A);
-  ensure(r.expert, A);
-  ensure(r.weight, A);
+  r.tok.grow(A);
+  r.expert.grow(A);
+  r.weight.grow(A);
 }
 
 // Every expert takes the top-`capacity` tokens of each group (ties: lower
@@ -57,7 +56,7 @@ void select_expert_choice(Backend& be, const MoEShape& s, Routes& r) {
 // combine weights stay p.
 void select_token_choice(Backend& be, const MoEShape& s, const float* bias, Routes& r) {
   const int64_t T = r.T, EG = s.n_experts, k = s.top_k, S = s.group_size;
-  ensure(r.choice, T * k);
+  r.choice.grow(T * k);
   be.moe_topk(r.probs.data(), bias, T, EG, k, r.choice.data());
   r.counts.resize(size_t(EG));
   r.selected.resize(size_t(EG));
@@ -88,9 +87,9 @@ void route_forward(Backend& be, const MoEShape& s, const float* x, const float* 
     throw Error("MoE expert-choice routing takes no selection bias (config key 'moe.bias_update_rate' is for "
                 "token choice)");
   r.T = T;
-  ensure(r.logits, T * EG);
-  ensure(r.probs, T * EG);
-  ensure(r.lse, T);
+  r.logits.grow(T * EG);
+  r.probs.grow(T * EG);
+  r.lse.grow(T);
   {
     FINEMOE_PROFILE("router_logits");
     router_logits(be, x, Wr, r.logits.data(), T, s.d_model, EG);
@@ -106,14 +105,14 @@ void route_forward(Backend& be, const MoEShape& s, const float* x, const float* 
     else
       select_token_choice(be, s, bias, r);
     // The per-token CSR view of the same assignments.
-    ensure(r.tok_off, T + 1);
-    ensure(r.by_tok, r.assignments());
+    r.tok_off.grow(T + 1);
+    r.by_tok.grow(r.assignments());
     be.moe_token_view(r.tok.data(), r.assignments(), T, r.tok_off.data(), r.by_tok.data());
   }
   FINEMOE_PROFILE("router_aux");
   const int64_t ng = r.groups(s.group_size);
-  ensure(r.group_frac, ng * EG);
-  ensure(r.group_terms, ng);
+  r.group_frac.grow(ng * EG);
+  r.group_terms.grow(ng);
   be.moe_aux_statistics(r.probs.data(), r.group_sel.data(), r.lse.data(), T, EG, s.group_size,
                         r.group_frac.data(), r.group_terms.data(), &r.balance, &r.z);
 }
@@ -146,7 +145,7 @@ void route_backward(Backend& be, const MoEShape& s, const Routes& r, const float
 }
 
 double router_entropy(Backend& be, Routes& r, int64_t EG) {
-  ensure(r.entropy, r.T);
+  r.entropy.grow(r.T);
   return be.moe_router_entropy(r.probs.data(), r.T, EG, r.entropy.data());
 }
 

@@ -28,11 +28,4 @@ struct Scratch {
   DeviceBuffer<float> xpad, dypad, dhpad;  // experts' padded copies (only when row counts differ)
 };
 
-// Grow-only sizing: a buffer is reallocated only when a step needs more than
-// any step before (token choice's assignment count varies from step to step).
-template <typename T>
-void ensure(DeviceBuffer<T>& b, int64_t n) {
-  if (b.size() < n) b.resize(n);
-}
-
 }  // namespace finemoe::moe

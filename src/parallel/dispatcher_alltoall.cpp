@@ -8,13 +8,6 @@
 #include "finemoe/dispatcher_mpi.hpp"
 #include "finemoe/error.hpp"
 
-// The rows' grow-only sizing, as every MoE buffer (moe::ensure is private to src/moe).
-namespace {
-void ensure(finemoe::DeviceBuffer<float>& b, int64_t n) {
-  if (b.size() < n) b.resize(n);
-}
-}  // namespace
-
 namespace finemoe {
 
 namespace {
@@ -66,7 +59,7 @@ void AllToAllDispatcher::dispatch(const float* send, const std::vector<int64_t>&
   }
 
   // 2. Rows, source-major into the stage.
-  ensure(exchange_, total_from * width);
+  exchange_.grow(total_from * width);
   t0 = now_s();
   comm_.alltoallv(send, elems_to_, exchange_.data(), elems_from_, Group::ep);
   add_seconds(now_s() - t0);
@@ -75,7 +68,7 @@ void AllToAllDispatcher::dispatch(const float* send, const std::vector<int64_t>&
   recv_counts.assign(size_t(K_), 0);
   for (int p = 0; p < P_; ++p)
     for (int64_t k = 0; k < K_; ++k) recv_counts[size_t(k)] += from_[size_t(p * K_ + k)];
-  ensure(recv, total_from * width);
+  recv.grow(total_from * width);
   // Block (p,k) sits at src_off in the stage and dst_off in recv.
   int64_t src_off = 0;
   std::vector<int64_t>& dst_off = expert_cursor_;
