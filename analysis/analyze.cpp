@@ -40,6 +40,16 @@ FitReport make_fit(const std::string& label, std::vector<FitPoint> pts, FitOptio
   return r;
 }
 
+void print_g_profile(FILE* f, const GProfile& g) {
+  if (!g.ok) {
+    std::fprintf(f, "G profile (gamma at fixed N, D): not fitted: %s\n", g.message.c_str());
+    return;
+  }
+  std::fprintf(f, "G profile (gamma at fixed N, D; %d cells, %d points): gamma = %.4g", g.cells, g.points, g.gamma);
+  if (g.has_interval) std::fprintf(f, "  95%% [%.4g, %.4g]", g.interval.lo, g.interval.hi);
+  std::fprintf(f, "  (%s)\n", g.verdict.c_str());
+}
+
 void print_fit(FILE* f, const FitReport& r) {
   if (!r.fit.ok) {
     std::fprintf(f, "fit %-8s: not fitted: %s\n", r.label.c_str(), r.fit.message.c_str());
@@ -241,6 +251,14 @@ Analysis run_analysis(const AnalyzeOptions& o) {
         a.fits.push_back(make_fit(label, pts, fo, o, entropy));
       }
     for (const auto& f : a.fits) print_fit(out, f);
+    for (const auto& f : a.fits)
+      if (f.label == "moe" && f.options.form == LawForm::Fine) {
+        BootstrapOptions bo = o.boot;
+        bo.progress = false;
+        a.g_profile = fit_g_profile(f.points, bo);
+        a.has_g_profile = true;
+        print_g_profile(out, a.g_profile);
+      }
     print_routing_comparison(out, a.routing_cmp);
     print_loss_vs_g(out, a.loss_vs_g, a.routing);
     print_loss_vs_g_iso(out, a.loss_vs_g_iso, a.routing);

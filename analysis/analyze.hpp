@@ -9,6 +9,7 @@
 #include "bootstrap.hpp"
 #include "compare.hpp"
 #include "fit.hpp"
+#include "g_profile.hpp"
 #include "guardrails.hpp"
 #include "optimal.hpp"
 #include "runs.hpp"
@@ -86,6 +87,10 @@ struct Analysis {
   std::vector<LossVsGIso> loss_vs_g_iso;  // loss vs G per size at equal F (interpolated in log F), same runs
   std::string c_note;                 // how c was fixed, when it was
   std::vector<FitReport> fits;
+  // γ from the within-(N, D) shape of loss vs G of the MoE fit's points
+  // (g_profile.hpp); computed when the MoE fit is the fine-grained form.
+  bool has_g_profile = false;
+  GProfile g_profile;
   OptimalReport optimal;
 };
 

@@ -31,15 +31,43 @@ double percentile(std::vector<double> v, double q) {
 
 }  // namespace
 
+ReplicateDrawer::ReplicateDrawer(const std::vector<FitPoint>& pts, double fraction, uint64_t seed) : seed_(seed) {
+  for (auto& [id, v] : by_group(pts)) runs_.push_back(std::move(v));
+  m_ = std::max(1, int(std::lround(fraction * double(runs_.size()))));
+}
+
+std::vector<FitPoint> ReplicateDrawer::draw(int i) const {
+  std::mt19937_64 rng(seed_ * 0x9E3779B97F4A7C15ull + uint64_t(i) + 1);
+  std::uniform_int_distribution<int> pick(0, int(runs_.size()) - 1);
+  std::vector<FitPoint> sample;
+  for (int k = 0; k < m_; ++k)
+    for (auto p : runs_[size_t(pick(rng))]) {
+      p.group = k;  // a run drawn twice counts as two runs
+      sample.push_back(p);
+    }
+  return sample;
+}
+
+ParamInterval interval_of(const std::string& name, const std::vector<double>& v) {
+  ParamInterval pi;
+  pi.name = name;
+  if (v.empty()) return pi;
+  pi.lo = percentile(v, 0.025);
+  pi.hi = percentile(v, 0.975);
+  pi.median = percentile(v, 0.5);
+  double mean = 0, var = 0;
+  for (double x : v) mean += x;
+  mean /= double(v.size());
+  for (double x : v) var += (x - mean) * (x - mean);
+  pi.sd = v.size() > 1 ? std::sqrt(var / double(v.size() - 1)) : 0.0;
+  return pi;
+}
+
 BootstrapResult bootstrap_fit(const std::vector<FitPoint>& pts, const FitOptions& fo, const Law& full_fit,
                               const BootstrapOptions& bo) {
   BootstrapResult res;
   res.requested = bo.replicates;
-  const auto groups = by_group(pts);
-  std::vector<const std::vector<FitPoint>*> runs;
-  for (const auto& [id, v] : groups) runs.push_back(&v);
-  const int n = int(runs.size());
-  const int m = std::max(1, int(std::lround(bo.fraction * n)));
+  const ReplicateDrawer drawer(pts, bo.fraction, bo.seed);
   FitOptions o = fo;
   o.full_grid = false;
   o.extra_starts = {full_fit};
@@ -50,17 +78,7 @@ BootstrapResult bootstrap_fit(const std::vector<FitPoint>& pts, const FitOptions
   std::mutex print_mu;
   auto worker = [&]() {
     for (int i; (i = next++) < bo.replicates;) {
-      std::mt19937_64 rng(bo.seed * 0x9E3779B97F4A7C15ull + uint64_t(i) + 1);
-      std::uniform_int_distribution<int> pick(0, n - 1);
-      std::vector<FitPoint> sample;
-      for (int k = 0; k < m; ++k) {
-        const auto& run = *runs[pick(rng)];
-        for (auto p : run) {
-          p.group = k;  // a run drawn twice counts as two runs
-          sample.push_back(p);
-        }
-      }
-      FitResult r = fit_law(sample, o);
+      FitResult r = fit_law(drawer.draw(i), o);
       if (r.ok) laws[i] = r.law, ok[i] = 1;
       int d = ++done;
       if (bo.progress) {
@@ -82,21 +100,9 @@ BootstrapResult bootstrap_fit(const std::vector<FitPoint>& pts, const FitOptions
   res.succeeded = int(res.laws.size());
   const auto names = law_param_names();
   for (size_t k = 0; k < names.size(); ++k) {
-    ParamInterval pi;
-    pi.name = names[k];
-    if (!res.laws.empty()) {
-      std::vector<double> v;
-      for (const auto& l : res.laws) v.push_back(law_values(l)[k]);
-      pi.lo = percentile(v, 0.025);
-      pi.hi = percentile(v, 0.975);
-      pi.median = percentile(v, 0.5);
-      double mean = 0, var = 0;
-      for (double x : v) mean += x;
-      mean /= double(v.size());
-      for (double x : v) var += (x - mean) * (x - mean);
-      pi.sd = v.size() > 1 ? std::sqrt(var / double(v.size() - 1)) : 0.0;
-    }
-    res.intervals.push_back(pi);
+    std::vector<double> v;
+    for (const auto& l : res.laws) v.push_back(law_values(l)[k]);
+    res.intervals.push_back(interval_of(names[k], v));
   }
   return res;
 }

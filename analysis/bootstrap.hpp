@@ -35,6 +35,23 @@ struct BootstrapResult {
   std::vector<ParamInterval> intervals;  // one per law_param_names() entry
 };
 
+// The resampling of every bootstrap here (law fits, the G profile): replicate
+// i draws m = round(fraction · n_runs) runs with replacement from a generator
+// seeded by (seed, i), so a replicate's sample does not depend on threads.
+class ReplicateDrawer {
+ public:
+  ReplicateDrawer(const std::vector<FitPoint>& pts, double fraction, uint64_t seed);
+  std::vector<FitPoint> draw(int i) const;
+
+ private:
+  std::vector<std::vector<FitPoint>> runs_;
+  int m_ = 1;
+  uint64_t seed_ = 1;
+};
+
+// 2.5/50/97.5 percentiles and standard deviation of v (zeros when empty).
+ParamInterval interval_of(const std::string& name, const std::vector<double>& v);
+
 BootstrapResult bootstrap_fit(const std::vector<FitPoint>& pts, const FitOptions& fo, const Law& full_fit,
                               const BootstrapOptions& bo);
 
