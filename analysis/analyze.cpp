@@ -18,6 +18,12 @@ namespace {
 
 FILE* human(const AnalyzeOptions& o) { return o.json ? stderr : stdout; }
 
+std::string fmt_g(double x) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.4g", x);
+  return b;
+}
+
 FitReport make_fit(const std::string& label, std::vector<FitPoint> pts, FitOptions fo, const AnalyzeOptions& o,
                    double entropy_rate) {
   FitReport r;
@@ -66,6 +72,7 @@ void print_fit(FILE* f, const FitReport& r) {
     if (r.options.form != LawForm::Fine && (names[k] == "g" || names[k] == "gamma")) continue;
     std::fprintf(f, "    %-6s = %-10.5g", names[k].c_str(), vals[k]);
     if (names[k] == "c" && r.options.fix_c) std::fprintf(f, " (fixed)");
+    else if (names[k] == "gamma" && r.options.fix_gamma && !r.options.gamma_from_profile) std::fprintf(f, " (fixed)");
     else if (r.has_bootstrap && r.boot.succeeded > 1)
       std::fprintf(f, " 95%% [%.5g, %.5g]", r.boot.intervals[k].lo, r.boot.intervals[k].hi);
     for (const auto& fl : r.guard.flags)
@@ -235,7 +242,42 @@ Analysis run_analysis(const AnalyzeOptions& o) {
       fo.form = o.form == "fine" ? LawForm::Fine
                 : o.form == "chinchilla" ? LawForm::Chinchilla
                 : by_g.size() >= 2 ? LawForm::Fine : LawForm::Chinchilla;
-      a.fits.push_back(make_fit("moe", moe, fo, o, entropy));
+      if (fo.form == LawForm::Fine) {
+        BootstrapOptions bo = o.boot;
+        bo.progress = false;
+        a.g_profile = fit_g_profile(moe, bo);
+        a.has_g_profile = true;
+      }
+      if (o.fix_gamma_profile && fo.form == LawForm::Fine && !a.g_profile.ok) {
+        FitReport r;
+        r.label = "moe";
+        r.options = fo;
+        r.points = moe;
+        r.fit.message = "--fix-gamma profile: " + a.g_profile.message;
+        a.fits.push_back(r);
+      } else {
+        if (o.fix_gamma_profile && fo.form == LawForm::Fine) {
+          fo.fix_gamma = fo.gamma_from_profile = true;
+          fo.gamma_value = a.g_profile.gamma;
+          a.gamma_note = "gamma fixed at the G profile's gamma = " + fmt_g(a.g_profile.gamma) +
+                         " (--fix-gamma profile; loss vs G at fixed N and D, section below), re-estimated from each "
+                         "bootstrap replicate's and holdout training set's own runs, so its interval is the profile's";
+          if (!o.quiet) std::fprintf(out, "%s\n", a.gamma_note.c_str());
+        }
+        a.fits.push_back(make_fit("moe", moe, fo, o, entropy));
+        FitReport& f = a.fits.back();
+        bool gamma_flagged = false;
+        for (const auto& fl : f.guard.flags) gamma_flagged = gamma_flagged || fl.param == "gamma";
+        if (gamma_flagged && a.g_profile.identified && !fo.fix_gamma)
+          f.guard.suggestions.push_back("`--fix-gamma profile`: these runs identify gamma from loss vs G at fixed N "
+                                        "and D (gamma = " + fmt_g(a.g_profile.gamma) +
+                                        ", section 'gamma from the G profile'); the law's other coefficients are "
+                                        "then fitted with it held");
+        if (fo.gamma_from_profile && f.fit.ok && !a.g_profile.identified)
+          f.guard.flags.push_back({"not_identified", "gamma",
+                                   "gamma is fixed at the G profile's value, which these runs do not place: " +
+                                       a.g_profile.verdict});
+      }
     }
     if (!dense.empty()) {
       FitOptions fo = oc.fit;
@@ -251,14 +293,7 @@ Analysis run_analysis(const AnalyzeOptions& o) {
         a.fits.push_back(make_fit(label, pts, fo, o, entropy));
       }
     for (const auto& f : a.fits) print_fit(out, f);
-    for (const auto& f : a.fits)
-      if (f.label == "moe" && f.options.form == LawForm::Fine) {
-        BootstrapOptions bo = o.boot;
-        bo.progress = false;
-        a.g_profile = fit_g_profile(f.points, bo);
-        a.has_g_profile = true;
-        print_g_profile(out, a.g_profile);
-      }
+    if (a.has_g_profile) print_g_profile(out, a.g_profile);
     print_routing_comparison(out, a.routing_cmp);
     print_loss_vs_g(out, a.loss_vs_g, a.routing);
     print_loss_vs_g_iso(out, a.loss_vs_g_iso, a.routing);

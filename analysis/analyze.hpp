@@ -21,6 +21,7 @@ struct AnalyzeOptions {
   std::string points;                 // --points FILE.csv (points.hpp), mixable with runs_dir
   std::string write_points;           // --write-points FILE.csv: the collected fit points
   bool fix_c_entropy = false;         // --fix-c entropy: c = the runs' data_entropy_rate
+  bool fix_gamma_profile = false;     // --fix-gamma profile: gamma = the MoE runs' G profile (g_profile.hpp)
   std::string out_dir = "moe-analysis";
   CollectOptions collect;
   FitOptions fit;                     // huber δ, fix-c, solver, l2
@@ -86,6 +87,7 @@ struct Analysis {
   std::vector<LossVsG> loss_vs_g;     // loss vs G per (size, D), fitted routing's MoE runs
   std::vector<LossVsGIso> loss_vs_g_iso;  // loss vs G per size at equal F (interpolated in log F), same runs
   std::string c_note;                 // how c was fixed, when it was
+  std::string gamma_note;             // how gamma was fixed, when it was
   std::vector<FitReport> fits;
   // γ from the within-(N, D) shape of loss vs G of the MoE fit's points
   // (g_profile.hpp); computed when the MoE fit is the fine-grained form.

@@ -83,6 +83,7 @@ bool parse_analyze_args(int argc, const char* const* argv, AnalyzeOptions& o, st
     ("include-running", "also use runs whose status is not 'completed' (their curves are not finished: not valid law points)")
     ("form", po::value<std::string>(), "law of the main fit: auto | fine | chinchilla; auto = fine when the MoE runs have several G [default: auto]")
     ("fix-c", po::value<std::string>(), "fix the irreducible loss c instead of fitting it: VALUE (> 0), or 'entropy' = the runs' data_entropy_rate (the true floor; the extra loss of a finite context window is not included)")
+    ("fix-gamma", po::value<std::string>(), "fix gamma of the fine-grained MoE fit: VALUE, or 'profile' = the G profile's gamma (loss vs G at fixed N and D, see docs/analysis.md), re-estimated on every bootstrap replicate and holdout training set")
     ("huber-delta", po::value<double>(), "Huber delta on log-loss residuals: 0.1 paper, 1e-3 Chinchilla [default: 0.1]")
     ("solver", po::value<std::string>(), "lm (Levenberg-Marquardt, bounded) | bfgs (Ceres line search, as the paper) [default: lm]")
     ("l2", po::value<double>(), "weight of the L2 penalty on the log-space parameters [default: 1e-8]")
@@ -157,6 +158,18 @@ bool parse_analyze_args(int argc, const char* const* argv, AnalyzeOptions& o, st
       o.fit.fix_c = true;
       o.fit.c_value = std::strtod(v.c_str(), &end);
       if (v.empty() || *end != '\0') throw ConfigError("--fix-c: expected a number > 0 or 'entropy', got '" + v + "'");
+    }
+  }
+  if (vm.count("fix-gamma")) {
+    const std::string v = vm["fix-gamma"].as<std::string>();
+    if (v == "profile") {
+      o.fix_gamma_profile = true;
+    } else {
+      char* end = nullptr;
+      o.fit.fix_gamma = true;
+      o.fit.gamma_value = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end != '\0' || !(o.fit.gamma_value > -1 && o.fit.gamma_value <= 3))
+        throw ConfigError("--fix-gamma: expected a number in (-1, 3] or 'profile', got '" + v + "'");
     }
   }
   if (vm.count("huber-delta")) o.fit.huber_delta = vm["huber-delta"].as<double>();

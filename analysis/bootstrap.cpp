@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "finemoe/error.hpp"
+#include "g_profile.hpp"
 
 namespace finemoe::analysis {
 namespace {
@@ -27,6 +28,18 @@ double percentile(std::vector<double> v, double q) {
   size_t i = size_t(std::floor(pos));
   double f = pos - double(i);
   return i + 1 < v.size() ? v[i] * (1 - f) + v[i + 1] * f : v[i];
+}
+
+// --fix-gamma profile: a fit on a subset of the runs takes that subset's own
+// G profile as gamma. False when the subset's profile cannot be fitted.
+bool set_profile_gamma(const std::vector<FitPoint>& pts, FitOptions& o) {
+  if (!o.gamma_from_profile) return true;
+  BootstrapOptions none;
+  none.replicates = 0;
+  const GProfile g = fit_g_profile(pts, none);
+  if (!g.ok) return false;
+  o.gamma_value = g.gamma;
+  return true;
 }
 
 }  // namespace
@@ -78,8 +91,12 @@ BootstrapResult bootstrap_fit(const std::vector<FitPoint>& pts, const FitOptions
   std::mutex print_mu;
   auto worker = [&]() {
     for (int i; (i = next++) < bo.replicates;) {
-      FitResult r = fit_law(drawer.draw(i), o);
-      if (r.ok) laws[i] = r.law, ok[i] = 1;
+      const std::vector<FitPoint> sample = drawer.draw(i);
+      FitOptions oi = o;
+      if (set_profile_gamma(sample, oi)) {
+        FitResult r = fit_law(sample, oi);
+        if (r.ok) laws[i] = r.law, ok[i] = 1;
+      }
       int d = ++done;
       if (bo.progress) {
         std::lock_guard<std::mutex> lk(print_mu);
@@ -159,7 +176,13 @@ HoldoutResult holdout_fit(const std::vector<FitPoint>& pts, const std::string& r
     h.message = "holdout rule '" + rule + "' leaves no runs to " + (h.train_runs == 0 ? "train on" : "test on");
     return h;
   }
-  h.train_fit = fit_law(train, fo);
+  FitOptions ot = fo;
+  if (!set_profile_gamma(train, ot)) {
+    h.message = "--fix-gamma profile: the G profile of the " + std::to_string(h.train_runs) +
+                " training runs cannot be fitted";
+    return h;
+  }
+  h.train_fit = fit_law(train, ot);
   if (!h.train_fit.ok) {
     h.message = "fit on the " + std::to_string(h.train_runs) + " training runs failed: " + h.train_fit.message;
     return h;

@@ -94,7 +94,8 @@ class ProblemObjective : public ceres::FirstOrderFunction {
   struct Block {
     double* ptr;
     int size;
-    bool fixed;
+    unsigned fixed;  // bit i set: element i keeps its value (a fixed coefficient)
+    bool is_fixed(int i) const { return (fixed >> i) & 1u; }
   };
   ProblemObjective(ceres::Problem* p, std::vector<Block> blocks) : p_(p), blocks_(std::move(blocks)) {
     for (const auto& b : blocks_) {
@@ -106,7 +107,7 @@ class ProblemObjective : public ceres::FirstOrderFunction {
     int k = 0;
     for (const auto& b : blocks_)
       for (int i = 0; i < b.size; ++i, ++k)
-        if (!b.fixed) b.ptr[i] = x[k];
+        if (!b.is_fixed(i)) b.ptr[i] = x[k];
     ceres::Problem::EvaluateOptions eo;
     eo.parameter_blocks = ptrs_;
     eo.num_threads = 1;
@@ -116,7 +117,7 @@ class ProblemObjective : public ceres::FirstOrderFunction {
     if (gradient) {
       k = 0;
       for (const auto& b : blocks_)
-        for (int i = 0; i < b.size; ++i, ++k) gradient[k] = b.fixed ? 0.0 : g[k];
+        for (int i = 0; i < b.size; ++i, ++k) gradient[k] = b.is_fixed(i) ? 0.0 : g[k];
     }
     return true;
   }
@@ -151,16 +152,21 @@ double solve_from(const std::vector<FitPoint>& pts, const FitOptions& o, Theta& 
     t.lc[0] = std::log(o.c_value);
     problem.SetParameterBlockConstant(t.lc);
   }
+  const bool fix_gamma = fine && o.fix_gamma;
+  if (fix_gamma) t.gran[1] = o.gamma_value;
   double cost = std::numeric_limits<double>::infinity();
   if (o.solver == SolverKind::LevenbergMarquardt) {
     set_bounds(problem, t.core, t.gran, fine);
+    // gamma held: only log g moves in the granularity block (LM path only:
+    // BFGS evaluates the ambient gradient and masks it below).
+    if (fix_gamma) problem.SetManifold(t.gran, new ceres::SubsetManifold(2, {1}));
     ceres::Solver::Summary sum;
     ceres::Solve(lm_options(o), &problem, &sum);
     if (sum.IsSolutionUsable()) cost = sum.final_cost;
   } else {
-    std::vector<ProblemObjective::Block> blocks = {{t.core, 4, false}};
-    if (fine) blocks.push_back({t.gran, 2, false});
-    blocks.push_back({t.lc, 1, o.fix_c});
+    std::vector<ProblemObjective::Block> blocks = {{t.core, 4, 0u}};
+    if (fine) blocks.push_back({t.gran, 2, fix_gamma ? 2u : 0u});
+    blocks.push_back({t.lc, 1, o.fix_c ? 1u : 0u});
     std::vector<double> x;
     for (const auto& b : blocks) x.insert(x.end(), b.ptr, b.ptr + b.size);
     const std::vector<double> x0 = x;
@@ -170,7 +176,7 @@ double solve_from(const std::vector<FitPoint>& pts, const FitOptions& o, Theta& 
     int k = 0;
     for (const auto& b : blocks)
       for (int i = 0; i < b.size; ++i, ++k)
-        if (!b.fixed) b.ptr[i] = x[k];
+        if (!b.is_fixed(i)) b.ptr[i] = x[k];
     if (sum.IsSolutionUsable() && std::isfinite(sum.final_cost)) cost = sum.final_cost;
   }
   for (double v : {t.core[0], t.core[1], t.core[2], t.core[3], t.gran[0], t.gran[1], t.lc[0]})
@@ -217,7 +223,10 @@ std::vector<Theta> start_grid(const std::vector<FitPoint>& pts, const FitOptions
 
 const char* solver_name(SolverKind s) { return s == SolverKind::Bfgs ? "bfgs" : "levenberg-marquardt"; }
 const char* form_name(LawForm f) { return f == LawForm::Fine ? "fine-grained" : "chinchilla"; }
-int n_free_params(const FitOptions& o) { return (o.form == LawForm::Fine ? 7 : 5) - (o.fix_c ? 1 : 0); }
+int n_free_params(const FitOptions& o) {
+  const bool fine = o.form == LawForm::Fine;
+  return (fine ? 7 : 5) - (o.fix_c ? 1 : 0) - (fine && o.fix_gamma ? 1 : 0);
+}
 
 std::string identifiability_problem(const std::vector<FitPoint>& pts, const FitOptions& o) {
   if (pts.empty()) return "no usable runs";
@@ -235,6 +244,8 @@ std::string identifiability_problem(const std::vector<FitPoint>& pts, const FitO
     return "all runs have the same G, so the granularity term (g, gamma) cannot be fitted; "
            "use the Chinchilla form (--form chinchilla)";
   if (o.fix_c && !(o.c_value > 0)) return "--fix-c must be > 0";
+  if (o.form == LawForm::Fine && o.fix_gamma && !(o.gamma_value > -1 && o.gamma_value <= 3))
+    return "--fix-gamma must lie in (-1, 3], the solver's range for gamma";
   return "";
 }
 
@@ -279,6 +290,7 @@ FitResult fit_law(const std::vector<FitPoint>& pts, const FitOptions& o) {
   }
   r.law = law_from_theta(best_t, o.form);
   if (o.fix_c) r.law.c = o.c_value;
+  if (o.form == LawForm::Fine && o.fix_gamma) r.law.gamma = o.gamma_value;
   evaluate_law(r.law, pts, o.huber_delta, r);
   r.ok = true;
   return r;

@@ -29,6 +29,14 @@ struct FitOptions {
   double huber_delta = 0.1;    // paper 0.1; Chinchilla 1e-3
   bool fix_c = false;
   double c_value = 0.0;        // used when fix_c (must be > 0)
+  // Fine form only: gamma held at gamma_value (--fix-gamma VALUE). With
+  // gamma_from_profile (--fix-gamma profile), every fit on a subset of the runs
+  // (bootstrap replicate, holdout training set) first sets gamma_value to the
+  // G profile of that subset (g_profile.hpp), so gamma's uncertainty carries
+  // into the intervals of the other coefficients.
+  bool fix_gamma = false;
+  double gamma_value = 0.0;
+  bool gamma_from_profile = false;
   double l2 = 1e-8;            // tiny weight decay on θ (keeps flat directions finite)
   SolverKind solver = SolverKind::LevenbergMarquardt;
   int max_iterations = 400;

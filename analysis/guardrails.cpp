@@ -49,6 +49,7 @@ Guardrails check_fit(const std::vector<FitPoint>& pts, const FitOptions& fo, con
   const auto vals = law_values(fit.law);
   auto free_param = [&](const std::string& n) {
     if (n == "c" && fo.fix_c) return false;
+    if (n == "gamma" && fo.fix_gamma) return false;  // held: its interval is the G profile's (analyze.cpp flags it)
     return fine || (n != "g" && n != "gamma");
   };
   std::set<std::string> weak;  // flagged coefficients, for the suggestions

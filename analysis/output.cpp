@@ -44,6 +44,7 @@ void json_fit(JsonWriter& w, const Analysis& a, const FitReport& r) {
       .num("huber_delta", r.options.huber_delta)
       .num("l2", r.options.l2)
       .boolean("c_fixed", r.options.fix_c)
+      .str("gamma_fixed", !r.options.fix_gamma ? "no" : r.options.gamma_from_profile ? "profile" : "value")
       .num("points", double(r.points.size()));
   if (r.fit.ok) {
     json_law(w, "coefficients", r.fit.law, fine);
@@ -134,6 +135,10 @@ std::string g_profile_md(const Analysis& a) {
   os << buf << (g.identified ? "" : "**") << verdict << (g.identified ? "" : "**") << ".\n\n";
   for (const auto& f : a.fits) {
     if (f.label != "moe" || !f.fit.ok) continue;
+    if (f.options.gamma_from_profile) {
+      os << "The law's fit holds gamma at this value (--fix-gamma profile).\n\n";
+      continue;
+    }
     bool law_flagged = false;
     for (const auto& fl : f.guard.flags) law_flagged = law_flagged || fl.param == "gamma";
     std::snprintf(buf, sizeof buf, "The law's fit gives gamma = %.4g%s.", f.fit.law.gamma,
@@ -236,6 +241,7 @@ std::string report_md(const Analysis& a, const std::vector<std::string>& plots) 
     os << "\n\n";
   }
   if (!a.c_note.empty()) os << a.c_note << ".\n\n";
+  if (!a.gamma_note.empty()) os << a.gamma_note << ".\n\n";
   for (const auto& f : a.fits) {
     os << "## Fit `" << f.label << "` (" << form_name(f.options.form) << ")\n\n";
     if (!f.fit.ok) {
@@ -254,8 +260,10 @@ std::string report_md(const Analysis& a, const std::vector<std::string>& plots) 
       if (f.options.form != LawForm::Fine && (names[k] == "g" || names[k] == "gamma")) continue;
       std::string ci = "–";
       if (names[k] == "c" && f.options.fix_c) ci = "fixed";
+      else if (names[k] == "gamma" && f.options.fix_gamma && !f.options.gamma_from_profile) ci = "fixed";
       else if (f.has_bootstrap && f.boot.succeeded > 1) {
-        std::snprintf(buf, sizeof buf, "[%.4g, %.4g]", f.boot.intervals[k].lo, f.boot.intervals[k].hi);
+        std::snprintf(buf, sizeof buf, "[%.4g, %.4g]%s", f.boot.intervals[k].lo, f.boot.intervals[k].hi,
+                      names[k] == "gamma" && f.options.gamma_from_profile ? " (G profile)" : "");
         ci = buf;
       }
       std::string fl;
@@ -358,6 +366,7 @@ std::string fit_json(const Analysis& a) {
   w.str("tool", "moe-analyze").num("format_version", 1).str("runs_dir", a.options.runs_dir);
   w.str("points_file", a.options.points).str("final_loss", a.options.collect.final_from_eval ? "eval" : "train");
   if (!a.c_note.empty()) w.str("c_fixed_note", a.c_note);
+  if (!a.gamma_note.empty()) w.str("gamma_fixed_note", a.gamma_note);
   // The data's irreducible loss (null when the runs do not know it, e.g. token shards).
   w.num("data_entropy_rate", a.runs.mean_entropy_rate());
   w.num("final_window", double(a.options.collect.final_window));

@@ -2,7 +2,8 @@
 // vs G. Recovers a known gamma from the law itself and from cells whose N and
 // D structure no law of the paper's form describes; refuses grids that cannot
 // place it; flags a noisy grid as not identified; reaches report.md and
-// fit.json through the driver.
+// fit.json through the driver. --fix-gamma (a value, or the profile's gamma
+// re-estimated per bootstrap replicate) holds gamma in both solvers.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,6 +11,7 @@
 #include <random>
 
 #include "analyze.hpp"
+#include "finemoe/error.hpp"
 #include "fixtures.hpp"
 #include "g_profile.hpp"
 #include "synthetic.hpp"
@@ -111,17 +113,16 @@ TEST(GProfile, RefusesGridsThatCannotPlaceGamma) {
   EXPECT_NE(g.verdict.find("not checked"), std::string::npos) << g.verdict;
 }
 
-TEST(GProfile, ReportAndJsonCarryIt) {
-  const fs::path dir = fs::temp_directory_path() / ("finemoe_gprofile_" + std::to_string(::getpid()));
+namespace {
+
+// A --points CSV of pts (E = 8) in dir, and options that fit it quietly.
+AnalyzeOptions points_options(const fs::path& dir, const std::vector<FitPoint>& pts) {
   fs::create_directories(dir);
-  const auto pts = structured_cells(1.1, 0.002, 3);
   const std::string csv = (dir / "cells.csv").string();
-  {
-    std::ofstream f(csv);
-    f << "run,N,D,loss,G,E\n";
-    for (const auto& p : pts)
-      f << "r" << p.group << "," << p.N << "," << p.D << "," << p.loss << "," << p.G << ",8\n";
-  }
+  std::ofstream f(csv);
+  f.precision(17);
+  f << "run,N,D,loss,G,E\n";
+  for (const auto& p : pts) f << "r" << p.group << "," << p.N << "," << p.D << "," << p.loss << "," << p.G << ",8\n";
   AnalyzeOptions o;
   o.points = csv;
   o.out_dir = (dir / "out").string();
@@ -129,6 +130,84 @@ TEST(GProfile, ReportAndJsonCarryIt) {
   o.quiet = true;
   o.boot.replicates = 40;
   o.boot.threads = 2;
+  return o;
+}
+
+}  // namespace
+
+TEST(GProfile, FixGammaHoldsTheValueInBothSolvers) {
+  const auto pts = to_points(synthetic_runs(paper_law(), 0.003, 5));
+  FitOptions fo;
+  fo.form = LawForm::Fine;
+  const int free_all = n_free_params(fo);
+  fo.fix_gamma = true;
+  fo.gamma_value = 0.7;
+  EXPECT_EQ(n_free_params(fo), free_all - 1);
+  const FitResult lm = fit_law(pts, fo);
+  ASSERT_TRUE(lm.ok) << lm.message;
+  EXPECT_EQ(lm.law.gamma, 0.7);
+  fo.solver = SolverKind::Bfgs;
+  const FitResult bf = fit_law(pts, fo);
+  ASSERT_TRUE(bf.ok) << bf.message;
+  EXPECT_EQ(bf.law.gamma, 0.7);
+  // Same objective, same optimum (as the two solvers agree without fixing).
+  EXPECT_NEAR(bf.objective, lm.objective, 1e-6 * lm.objective + 1e-12);
+  EXPECT_NEAR(bf.law.alpha, lm.law.alpha, 2e-3);
+  EXPECT_NEAR(bf.law.beta, lm.law.beta, 2e-3);
+  // gamma held away from the truth (0.58) costs objective: the fit used the value.
+  fo.solver = SolverKind::LevenbergMarquardt;
+  fo.fix_gamma = false;
+  const FitResult free_fit = fit_law(pts, fo);
+  ASSERT_TRUE(free_fit.ok);
+  EXPECT_GT(lm.objective, free_fit.objective);
+  fo.fix_gamma = true;
+  fo.gamma_value = 5;
+  EXPECT_FALSE(fit_law(pts, fo).ok);
+  EXPECT_EQ(run_cli({"--points", "x.csv", "--fix-gamma", "5"}), finemoe::kExitUsage);
+  EXPECT_EQ(run_cli({"--points", "x.csv", "--fix-gamma", "prof"}), finemoe::kExitUsage);
+}
+
+TEST(GProfile, FixGammaProfileTakesEachReplicatesOwnProfile) {
+  const fs::path dir = temp_dir("gprofile_fix");
+  AnalyzeOptions o = points_options(dir, to_points(synthetic_runs(paper_law(), 0.003, 9)));
+  o.fix_gamma_profile = true;
+  o.holdout = "largest-n";
+  const Analysis a = run_analysis(o);
+  ASSERT_TRUE(a.g_profile.ok) << a.g_profile.message;
+  ASSERT_FALSE(a.fits.empty());
+  const FitReport& f = a.fits[0];
+  ASSERT_TRUE(f.fit.ok) << f.fit.message;
+  EXPECT_EQ(f.fit.law.gamma, a.g_profile.gamma);
+  EXPECT_TRUE(f.options.gamma_from_profile);
+  EXPECT_FALSE(a.gamma_note.empty());
+  // The law's bootstrap refits drew the same runs as the profile's and took
+  // each draw's profile gamma: the two intervals are the same numbers.
+  ASSERT_TRUE(f.has_bootstrap);
+  ASSERT_EQ(f.boot.succeeded, a.g_profile.succeeded);
+  EXPECT_DOUBLE_EQ(f.boot.intervals[5].lo, a.g_profile.interval.lo);  // law_param_names()[5] = gamma
+  EXPECT_DOUBLE_EQ(f.boot.intervals[5].hi, a.g_profile.interval.hi);
+  EXPECT_LT(f.boot.intervals[5].lo, f.boot.intervals[5].hi);
+  EXPECT_TRUE(f.holdout.ok) << f.holdout.message;
+  for (const auto& fl : f.guard.flags) EXPECT_NE(fl.param, "gamma") << fl.message;
+  EXPECT_NE(fit_json(a).find("\"gamma_fixed\": \"profile\""), std::string::npos);
+  fs::remove_all(dir);
+}
+
+TEST(GProfile, FixGammaProfileWithoutAProfileIsNotFitted) {
+  const fs::path dir = temp_dir("gprofile_none");
+  // Two G per cell: there is no profile, so no MoE law with gamma from it.
+  AnalyzeOptions o = points_options(dir, structured_cells(1.0, 0.002, 1, 3, 3, {1, 4}));
+  o.fix_gamma_profile = true;
+  const Analysis a = run_analysis(o);
+  ASSERT_FALSE(a.fits.empty());
+  EXPECT_FALSE(a.fits[0].fit.ok);
+  EXPECT_NE(a.fits[0].fit.message.find("--fix-gamma profile"), std::string::npos) << a.fits[0].fit.message;
+  fs::remove_all(dir);
+}
+
+TEST(GProfile, ReportAndJsonCarryIt) {
+  const fs::path dir = temp_dir("gprofile_report");
+  const AnalyzeOptions o = points_options(dir, structured_cells(1.1, 0.002, 3));
   const Analysis a = run_analysis(o);
   ASSERT_TRUE(a.has_g_profile);
   EXPECT_NEAR(a.g_profile.gamma, 1.1, 0.15);
