@@ -248,6 +248,10 @@ Analysis run_analysis(const AnalyzeOptions& o) {
         a.g_profile = fit_g_profile(moe, bo);
         a.has_g_profile = true;
       }
+      if ((o.fix_gamma_profile || o.fit.fix_gamma) && fo.form != LawForm::Fine) {
+        a.gamma_note = "--fix-gamma has no effect: the MoE fit is the Chinchilla form (no granularity term; one G, or --form chinchilla)";
+        if (!o.quiet) std::fprintf(out, "%s\n", a.gamma_note.c_str());
+      }
       if (o.fix_gamma_profile && fo.form == LawForm::Fine && !a.g_profile.ok) {
         FitReport r;
         r.label = "moe";
@@ -262,6 +266,9 @@ Analysis run_analysis(const AnalyzeOptions& o) {
           a.gamma_note = "gamma fixed at the G profile's gamma = " + fmt_g(a.g_profile.gamma) +
                          " (--fix-gamma profile; loss vs G at fixed N and D, section below), re-estimated from each "
                          "bootstrap replicate's and holdout training set's own runs, so its interval is the profile's";
+          if (!o.quiet) std::fprintf(out, "%s\n", a.gamma_note.c_str());
+        } else if (fo.fix_gamma && fo.form == LawForm::Fine) {
+          a.gamma_note = "gamma fixed at " + fmt_g(fo.gamma_value) + " (--fix-gamma), not fitted";
           if (!o.quiet) std::fprintf(out, "%s\n", a.gamma_note.c_str());
         }
         a.fits.push_back(make_fit("moe", moe, fo, o, entropy));
