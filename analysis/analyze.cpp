@@ -263,9 +263,11 @@ Analysis run_analysis(const AnalyzeOptions& o) {
         if (o.fix_gamma_profile && fo.form == LawForm::Fine) {
           fo.fix_gamma = fo.gamma_from_profile = true;
           fo.gamma_value = a.g_profile.gamma;
+          fo.gamma_replicates = a.g_profile.replicate_gamma;
           a.gamma_note = "gamma fixed at the G profile's gamma = " + fmt_g(a.g_profile.gamma) +
-                         " (--fix-gamma profile; loss vs G at fixed N and D, section below), re-estimated from each "
-                         "bootstrap replicate's and holdout training set's own runs, so its interval is the profile's";
+                         " (--fix-gamma profile; loss vs G at fixed N and D, section below); bootstrap replicate i "
+                         "holds it at the profile's replicate i, the holdout at its training runs' profile, so its "
+                         "interval is the profile's";
           if (!o.quiet) std::fprintf(out, "%s\n", a.gamma_note.c_str());
         } else if (fo.fix_gamma && fo.form == LawForm::Fine) {
           a.gamma_note = "gamma fixed at " + fmt_g(fo.gamma_value) + " (--fix-gamma), not fitted";

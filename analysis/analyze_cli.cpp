@@ -83,7 +83,7 @@ bool parse_analyze_args(int argc, const char* const* argv, AnalyzeOptions& o, st
     ("include-running", "also use runs whose status is not 'completed' (their curves are not finished: not valid law points)")
     ("form", po::value<std::string>(), "law of the main fit: auto | fine | chinchilla; auto = fine when the MoE runs have several G [default: auto]")
     ("fix-c", po::value<std::string>(), "fix the irreducible loss c instead of fitting it: VALUE (> 0), or 'entropy' = the runs' data_entropy_rate (the true floor; the extra loss of a finite context window is not included)")
-    ("fix-gamma", po::value<std::string>(), "fix gamma of the fine-grained MoE fit: VALUE, or 'profile' = the G profile's gamma (loss vs G at fixed N and D, see docs/analysis.md), re-estimated on every bootstrap replicate and holdout training set")
+    ("fix-gamma", po::value<std::string>(), "fix gamma of the fine-grained MoE fit: VALUE, or 'profile' = the G profile's gamma (loss vs G at fixed N and D, see docs/analysis.md), whose bootstrap replicates carry into the law's intervals")
     ("huber-delta", po::value<double>(), "Huber delta on log-loss residuals: 0.1 paper, 1e-3 Chinchilla [default: 0.1]")
     ("solver", po::value<std::string>(), "lm (Levenberg-Marquardt, bounded) | bfgs (Ceres line search, as the paper) [default: lm]")
     ("l2", po::value<double>(), "weight of the L2 penalty on the log-space parameters [default: 1e-8]")

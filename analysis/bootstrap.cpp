@@ -30,8 +30,8 @@ double percentile(std::vector<double> v, double q) {
   return i + 1 < v.size() ? v[i] * (1 - f) + v[i + 1] * f : v[i];
 }
 
-// --fix-gamma profile: a fit on a subset of the runs takes that subset's own
-// G profile as gamma. False when the subset's profile cannot be fitted.
+// --fix-gamma profile: a fit on a subset of the runs (the holdout's training
+// set) takes that subset's own G profile as gamma. False when it cannot be fitted.
 bool set_profile_gamma(const std::vector<FitPoint>& pts, FitOptions& o) {
   if (!o.gamma_from_profile) return true;
   BootstrapOptions none;
@@ -93,7 +93,17 @@ BootstrapResult bootstrap_fit(const std::vector<FitPoint>& pts, const FitOptions
     for (int i; (i = next++) < bo.replicates;) {
       const std::vector<FitPoint> sample = drawer.draw(i);
       FitOptions oi = o;
-      if (set_profile_gamma(sample, oi)) {
+      bool usable = true;
+      if (o.gamma_from_profile) {
+        // The profile's replicate i (cells resampled), else this draw's own profile.
+        if (size_t(i) < o.gamma_replicates.size()) {
+          oi.gamma_value = o.gamma_replicates[size_t(i)];
+          usable = std::isfinite(oi.gamma_value);
+        } else {
+          usable = set_profile_gamma(sample, oi);
+        }
+      }
+      if (usable) {
         FitResult r = fit_law(sample, oi);
         if (r.ok) laws[i] = r.law, ok[i] = 1;
       }

@@ -30,13 +30,15 @@ struct FitOptions {
   bool fix_c = false;
   double c_value = 0.0;        // used when fix_c (must be > 0)
   // Fine form only: gamma held at gamma_value (--fix-gamma VALUE). With
-  // gamma_from_profile (--fix-gamma profile), every fit on a subset of the runs
-  // (bootstrap replicate, holdout training set) first sets gamma_value to the
-  // G profile of that subset (g_profile.hpp), so gamma's uncertainty carries
-  // into the intervals of the other coefficients.
+  // gamma_from_profile (--fix-gamma profile), bootstrap replicate i holds gamma
+  // at gamma_replicates[i] (the G profile's own bootstrap replicate i, so
+  // gamma's uncertainty carries into the intervals of the other coefficients;
+  // a NaN entry fails that replicate), and the holdout's training fit at the G
+  // profile of the training runs (g_profile.hpp).
   bool fix_gamma = false;
   double gamma_value = 0.0;
   bool gamma_from_profile = false;
+  std::vector<double> gamma_replicates;
   double l2 = 1e-8;            // tiny weight decay on θ (keeps flat directions finite)
   SolverKind solver = SolverKind::LevenbergMarquardt;
   int max_iterations = 400;

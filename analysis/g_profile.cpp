@@ -126,12 +126,27 @@ GProfile fit_g_profile(const std::vector<FitPoint>& pts, const BootstrapOptions&
   r.ok = true;
 
   if (bo.replicates > 0) {
-    const ReplicateDrawer drawer(pts, bo.fraction, bo.seed);
+    // Cells are the resampled units: a replicate draws round(fraction · cells)
+    // cells with replacement (a cell drawn twice counts twice, which doubles
+    // its squared residuals exactly as two identical cells would).
+    std::vector<FitPoint> by_cell;
+    int id = 0;
+    for (const auto& c : cells) {
+      for (size_t i = 0; i < c.y.size(); ++i) {
+        FitPoint p;
+        p.N = double(id), p.D = 1, p.G = std::exp(c.logG[i]), p.loss = std::exp(c.y[i]), p.weight = c.w[i];
+        p.group = id;
+        by_cell.push_back(p);
+      }
+      ++id;
+    }
+    const ReplicateDrawer drawer(by_cell, bo.fraction, bo.seed);
     std::vector<double> gs;
+    r.replicate_gamma.assign(size_t(bo.replicates), std::numeric_limits<double>::quiet_NaN());
     for (int i = 0; i < bo.replicates; ++i) {
       int np = 0, nr = 0;
       const auto c = make_cells(drawer.draw(i), &np, &nr);
-      if (too_few(c, np).empty()) gs.push_back(best_gamma(c));
+      if (too_few(c, np).empty()) gs.push_back(r.replicate_gamma[size_t(i)] = best_gamma(c));
     }
     r.replicates = bo.replicates;
     r.succeeded = int(gs.size());

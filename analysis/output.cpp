@@ -123,7 +123,7 @@ std::string g_profile_md(const Analysis& a) {
                 "%d cells, %d points from %d runs: **gamma = %.4g**", g.cells, g.points, g.runs, g.gamma);
   os << buf;
   if (g.has_interval) {
-    std::snprintf(buf, sizeof buf, ", 95%% interval [%.4g, %.4g] (%d/%d refits on resampled runs, as the law's bootstrap)",
+    std::snprintf(buf, sizeof buf, ", 95%% interval [%.4g, %.4g] (%d/%d refits on resampled cells: a cluster bootstrap, see docs/analysis.md)",
                   g.interval.lo, g.interval.hi, g.succeeded, g.replicates);
     os << buf;
   }

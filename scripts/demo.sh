@@ -15,5 +15,5 @@ echo "== 2/3 training every run of the sweep (rerun to resume; finished runs are
 MOE_TRAIN="$BIN/moe-train" bash jobs/run_local.sh "$RUNS"
 echo "== 3/3 fitting L(N, D, G) over the runs"
 # c fixed at the corpus entropy rate: see input/demo-sweep.ini
-"$BIN/moe-analyze" "$RUNS" --out "$RUNS/analysis" --bootstrap 40 --fix-c entropy --fix-gamma profile
+"$BIN/moe-analyze" "$RUNS" --out "$RUNS/analysis" --bootstrap 200 --fix-c entropy --fix-gamma profile
 echo "demo done: see $RUNS/analysis/report.md"

@@ -3,7 +3,7 @@
 // D structure no law of the paper's form describes; refuses grids that cannot
 // place it; flags a noisy grid as not identified; reaches report.md and
 // fit.json through the driver. --fix-gamma (a value, or the profile's gamma
-// re-estimated per bootstrap replicate) holds gamma in both solvers.
+// with its bootstrap replicates paired to the law's) holds gamma in both solvers.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -96,6 +96,19 @@ TEST(GProfile, NoisyGridIsNotIdentified) {
   EXPECT_NE(g.verdict.find("not identified"), std::string::npos) << g.verdict;
 }
 
+TEST(GProfile, BootstrapResamplesWholeCells) {
+  // Two cells of exactly 3 G each: a draw of runs would leave most cells with
+  // fewer than 3 distinct G (unfittable); a draw of cells never does.
+  const auto pts = structured_cells(1.0, 0.002, 4, 1, 2, {1, 2, 4});
+  const GProfile g = fit_g_profile(pts, boot(50));
+  ASSERT_TRUE(g.ok) << g.message;
+  EXPECT_EQ(g.succeeded, 50);
+  ASSERT_EQ(g.replicate_gamma.size(), 50u);
+  for (double x : g.replicate_gamma) EXPECT_TRUE(std::isfinite(x));
+  // Replicates depend on the seed only.
+  EXPECT_EQ(fit_g_profile(pts, boot(50)).replicate_gamma, g.replicate_gamma);
+}
+
 TEST(GProfile, RefusesGridsThatCannotPlaceGamma) {
   // Two G per cell: no cell has a shape.
   GProfile g = fit_g_profile(structured_cells(1.0, 0.002, 1, 3, 3, {1, 4}), boot(0));
@@ -167,7 +180,7 @@ TEST(GProfile, FixGammaHoldsTheValueInBothSolvers) {
   EXPECT_EQ(run_cli({"--points", "x.csv", "--fix-gamma", "prof"}), finemoe::kExitUsage);
 }
 
-TEST(GProfile, FixGammaProfileTakesEachReplicatesOwnProfile) {
+TEST(GProfile, FixGammaProfileTakesTheProfilesReplicates) {
   const fs::path dir = temp_dir("gprofile_fix");
   AnalyzeOptions o = points_options(dir, to_points(synthetic_runs(paper_law(), 0.003, 9)));
   o.fix_gamma_profile = true;
@@ -180,8 +193,8 @@ TEST(GProfile, FixGammaProfileTakesEachReplicatesOwnProfile) {
   EXPECT_EQ(f.fit.law.gamma, a.g_profile.gamma);
   EXPECT_TRUE(f.options.gamma_from_profile);
   EXPECT_FALSE(a.gamma_note.empty());
-  // The law's bootstrap refits drew the same runs as the profile's and took
-  // each draw's profile gamma: the two intervals are the same numbers.
+  // Law replicate i held gamma at the profile's replicate i: when every
+  // replicate of both succeeds, the two intervals are the same numbers.
   ASSERT_TRUE(f.has_bootstrap);
   ASSERT_EQ(f.boot.succeeded, a.g_profile.succeeded);
   EXPECT_DOUBLE_EQ(f.boot.intervals[5].lo, a.g_profile.interval.lo);  // law_param_names()[5] = gamma

@@ -1,5 +1,5 @@
 // Guardrails on runs generated from a known law with noise: silent on a
-// well-designed grid, firing on a grid with only 2 model sizes (today's demo)
+// well-designed grid, firing on a grid with only 2 model sizes (the first demo design)
 // and on c forced below the data's floor; extrapolation flags on a grid whose
 // largest compute is known.
 #include <gtest/gtest.h>
@@ -87,7 +87,7 @@ TEST(Guardrails, SilentOnAWellDesignedGrid) {
 }
 
 TEST(Guardrails, FireOnTwoSizes) {
-  // Today's demo design: 2 model sizes x 3 budgets x 3 G, noisier points.
+  // The first demo design: 2 model sizes x 3 budgets x 3 G, noisier points.
   const auto pts = grid({4, 8}, {2e9, 8e9, 3.2e10}, {1, 2, 4}, 0.01, 7);
   const Fitted r = fit_and_check(pts, NAN);
   ASSERT_FALSE(r.guard.flags.empty());
