@@ -118,6 +118,57 @@ std::string routing_note(const Analysis& a) {
   return s;
 }
 
+// The MoE law: its G profile first (fine form), then the fit, with gamma held
+// at the profile under --fix-gamma profile (g_profile.hpp). Sets a.g_profile
+// and a.gamma_note.
+FitReport fit_moe_law(Analysis& a, const std::vector<FitPoint>& moe, FitOptions fo, const AnalyzeOptions& o,
+                      double entropy, FILE* out) {
+  if (fo.form == LawForm::Fine) {
+    BootstrapOptions bo = o.boot;
+    bo.progress = false;
+    a.g_profile = fit_g_profile(moe, bo);
+    a.has_g_profile = true;
+  }
+  if ((o.fix_gamma_profile || o.fit.fix_gamma) && fo.form != LawForm::Fine) {
+    a.gamma_note = "--fix-gamma has no effect: the MoE fit is the Chinchilla form (no granularity term; one G, or --form chinchilla)";
+    if (!o.quiet) std::fprintf(out, "%s\n", a.gamma_note.c_str());
+  }
+  if (o.fix_gamma_profile && fo.form == LawForm::Fine && !a.g_profile.ok) {
+    FitReport r;
+    r.label = "moe";
+    r.options = fo;
+    r.points = moe;
+    r.fit.message = "--fix-gamma profile: " + a.g_profile.message;
+    return r;
+  }
+  if (o.fix_gamma_profile && fo.form == LawForm::Fine) {
+    fo.fix_gamma = fo.gamma_from_profile = true;
+    fo.gamma_value = a.g_profile.gamma;
+    fo.gamma_replicates = a.g_profile.replicate_gamma;
+    a.gamma_note = "gamma fixed at the G profile's gamma = " + fmt_g(a.g_profile.gamma) +
+                   " (--fix-gamma profile; loss vs G at fixed N and D, section below); bootstrap replicate i "
+                   "holds it at the profile's replicate i, the holdout at its training runs' profile, so its "
+                   "interval is the profile's";
+    if (!o.quiet) std::fprintf(out, "%s\n", a.gamma_note.c_str());
+  } else if (fo.fix_gamma && fo.form == LawForm::Fine) {
+    a.gamma_note = "gamma fixed at " + fmt_g(fo.gamma_value) + " (--fix-gamma), not fitted";
+    if (!o.quiet) std::fprintf(out, "%s\n", a.gamma_note.c_str());
+  }
+  FitReport f = make_fit("moe", moe, fo, o, entropy);
+  bool gamma_flagged = false;
+  for (const auto& fl : f.guard.flags) gamma_flagged = gamma_flagged || fl.param == "gamma";
+  if (gamma_flagged && a.g_profile.identified && !fo.fix_gamma)
+    f.guard.suggestions.push_back("`--fix-gamma profile`: these runs identify gamma from loss vs G at fixed N "
+                                  "and D (gamma = " + fmt_g(a.g_profile.gamma) +
+                                  ", section 'gamma from the G profile'); the law's other coefficients are "
+                                  "then fitted with it held");
+  if (fo.gamma_from_profile && f.fit.ok && !a.g_profile.identified)
+    f.guard.flags.push_back({"not_identified", "gamma",
+                             "gamma is fixed at the G profile's value, which these runs do not place: " +
+                                 a.g_profile.verdict});
+  return f;
+}
+
 }  // namespace
 
 Analysis run_analysis(const AnalyzeOptions& o) {
@@ -242,51 +293,7 @@ Analysis run_analysis(const AnalyzeOptions& o) {
       fo.form = o.form == "fine" ? LawForm::Fine
                 : o.form == "chinchilla" ? LawForm::Chinchilla
                 : by_g.size() >= 2 ? LawForm::Fine : LawForm::Chinchilla;
-      if (fo.form == LawForm::Fine) {
-        BootstrapOptions bo = o.boot;
-        bo.progress = false;
-        a.g_profile = fit_g_profile(moe, bo);
-        a.has_g_profile = true;
-      }
-      if ((o.fix_gamma_profile || o.fit.fix_gamma) && fo.form != LawForm::Fine) {
-        a.gamma_note = "--fix-gamma has no effect: the MoE fit is the Chinchilla form (no granularity term; one G, or --form chinchilla)";
-        if (!o.quiet) std::fprintf(out, "%s\n", a.gamma_note.c_str());
-      }
-      if (o.fix_gamma_profile && fo.form == LawForm::Fine && !a.g_profile.ok) {
-        FitReport r;
-        r.label = "moe";
-        r.options = fo;
-        r.points = moe;
-        r.fit.message = "--fix-gamma profile: " + a.g_profile.message;
-        a.fits.push_back(r);
-      } else {
-        if (o.fix_gamma_profile && fo.form == LawForm::Fine) {
-          fo.fix_gamma = fo.gamma_from_profile = true;
-          fo.gamma_value = a.g_profile.gamma;
-          fo.gamma_replicates = a.g_profile.replicate_gamma;
-          a.gamma_note = "gamma fixed at the G profile's gamma = " + fmt_g(a.g_profile.gamma) +
-                         " (--fix-gamma profile; loss vs G at fixed N and D, section below); bootstrap replicate i "
-                         "holds it at the profile's replicate i, the holdout at its training runs' profile, so its "
-                         "interval is the profile's";
-          if (!o.quiet) std::fprintf(out, "%s\n", a.gamma_note.c_str());
-        } else if (fo.fix_gamma && fo.form == LawForm::Fine) {
-          a.gamma_note = "gamma fixed at " + fmt_g(fo.gamma_value) + " (--fix-gamma), not fitted";
-          if (!o.quiet) std::fprintf(out, "%s\n", a.gamma_note.c_str());
-        }
-        a.fits.push_back(make_fit("moe", moe, fo, o, entropy));
-        FitReport& f = a.fits.back();
-        bool gamma_flagged = false;
-        for (const auto& fl : f.guard.flags) gamma_flagged = gamma_flagged || fl.param == "gamma";
-        if (gamma_flagged && a.g_profile.identified && !fo.fix_gamma)
-          f.guard.suggestions.push_back("`--fix-gamma profile`: these runs identify gamma from loss vs G at fixed N "
-                                        "and D (gamma = " + fmt_g(a.g_profile.gamma) +
-                                        ", section 'gamma from the G profile'); the law's other coefficients are "
-                                        "then fitted with it held");
-        if (fo.gamma_from_profile && f.fit.ok && !a.g_profile.identified)
-          f.guard.flags.push_back({"not_identified", "gamma",
-                                   "gamma is fixed at the G profile's value, which these runs do not place: " +
-                                       a.g_profile.verdict});
-      }
+      a.fits.push_back(fit_moe_law(a, moe, fo, o, entropy, out));
     }
     if (!dense.empty()) {
       FitOptions fo = oc.fit;
