@@ -95,13 +95,9 @@ BootstrapResult bootstrap_fit(const std::vector<FitPoint>& pts, const FitOptions
       FitOptions oi = o;
       bool usable = true;
       if (o.gamma_from_profile) {
-        // The profile's replicate i (cells resampled), else this draw's own profile.
-        if (size_t(i) < o.gamma_replicates.size()) {
-          oi.gamma_value = o.gamma_replicates[size_t(i)];
-          usable = std::isfinite(oi.gamma_value);
-        } else {
-          usable = set_profile_gamma(sample, oi);
-        }
+        // The G profile's own replicate i (cells resampled; fit.hpp).
+        usable = size_t(i) < o.gamma_replicates.size() && std::isfinite(o.gamma_replicates[size_t(i)]);
+        if (usable) oi.gamma_value = o.gamma_replicates[size_t(i)];
       }
       if (usable) {
         FitResult r = fit_law(sample, oi);

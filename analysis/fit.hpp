@@ -33,7 +33,7 @@ struct FitOptions {
   // gamma_from_profile (--fix-gamma profile), bootstrap replicate i holds gamma
   // at gamma_replicates[i] (the G profile's own bootstrap replicate i, so
   // gamma's uncertainty carries into the intervals of the other coefficients;
-  // a NaN entry fails that replicate), and the holdout's training fit at the G
+  // a NaN or missing entry fails that replicate), and the holdout's training fit at the G
   // profile of the training runs (g_profile.hpp).
   bool fix_gamma = false;
   double gamma_value = 0.0;
